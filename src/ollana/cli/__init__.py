@@ -9,7 +9,8 @@ from ollana.cli.demo import demo
 from ollana.cli.device import device
 from ollana.cli.emulate import emulate
 from ollana.cli.serve import serve
-from ollana.cli.status import discover, status
+from ollana.cli.discover import discover
+from ollana.cli.status import status
 
 __all__ = ["main"]
 

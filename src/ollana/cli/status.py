@@ -1,10 +1,10 @@
-"""`ollana status` and `ollana discover`."""
+"""`ollana status`: the running ollana's state."""
 
 from __future__ import annotations
 
 import click
 
-__all__ = ["discover", "status"]
+__all__ = ["status"]
 
 
 @click.command()
@@ -12,11 +12,3 @@ __all__ = ["discover", "status"]
 def status(as_json: bool) -> None:
     """Show the running ollana: mode, servers, models, counters."""
     raise click.ClickException("ollana status is not available yet")
-
-
-@click.command()
-@click.option("--timeout", type=float, default=1.0, show_default=True, help="Seconds to listen.")
-@click.option("--json", "as_json", is_flag=True, help="Print the servers as JSON.")
-def discover(timeout: float, as_json: bool) -> None:
-    """List the ollana servers that answer on the LAN now."""
-    raise click.ClickException("ollana discover is not available yet")
