@@ -130,7 +130,7 @@ class Settings:
     log_file: Path | None = None
     log_level: str = "info"
     log_format: Literal["text", "json"] = "text"
-    home: Path = field(default_factory=lambda: default_home())
+    home: Path = field(default_factory=lambda: default_home())  # noqa: PLW0108 (defined below)
     origins: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
@@ -299,8 +299,16 @@ def _seconds(raw: object) -> float:
     return value
 
 
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kib": 1024, "m": 1024**2, "mib": 1024**2,
-               "g": 1024**3, "gib": 1024**3}
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kib": 1024,
+    "m": 1024**2,
+    "mib": 1024**2,
+    "g": 1024**3,
+    "gib": 1024**3,
+}
 
 
 def _size(raw: object) -> int:
@@ -379,8 +387,12 @@ for _f in dataclasses.fields(Timings):
     _PARSERS[f"timings.{_f.name}"] = _seconds
 
 # Environment names that are not OLLANA_<SETTING>.
-_ENV_ALIASES = {"OLLAMA_HOST": "ollama", "OLLAMA_ORIGINS": "origins", "OLLANA_LOG": "log_level",
-                "RUST_LOG": "log_level"}
+_ENV_ALIASES = {
+    "OLLAMA_HOST": "ollama",
+    "OLLAMA_ORIGINS": "origins",
+    "OLLANA_LOG": "log_level",
+    "RUST_LOG": "log_level",
+}
 
 
 def _env_name(key: str) -> str:
@@ -404,7 +416,7 @@ def _from_env(env: Mapping[str, str]) -> dict[str, tuple[object, str]]:
 
 
 def _rust_log_level(value: str) -> str:
-    """RUST_LOG may be 'info' or 'ollana=debug,hyper=warn': take ollana's level, else the bare one."""
+    """RUST_LOG may be 'info' or 'ollana=debug,hyper=warn': ollana's level, else the bare one."""
     bare = "info"
     for part in value.split(","):
         target, eq, level = part.strip().rpartition("=")

@@ -7,9 +7,9 @@ import click
 from ollana import __version__
 from ollana.cli.demo import demo
 from ollana.cli.device import device
+from ollana.cli.discover import discover
 from ollana.cli.emulate import emulate
 from ollana.cli.serve import serve
-from ollana.cli.discover import discover
 from ollana.cli.status import status
 
 __all__ = ["main"]
