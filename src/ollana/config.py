@@ -6,6 +6,7 @@ import dataclasses
 import ipaddress
 import logging
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -429,7 +430,8 @@ def _rust_log_level(value: str) -> str:
 
 def _from_file(path: Path) -> dict[str, tuple[object, str]]:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text)
     except FileNotFoundError:
         return {}
     except (OSError, UnicodeDecodeError) as exc:
@@ -444,12 +446,20 @@ def _from_file(path: Path) -> dict[str, tuple[object, str]]:
             if isinstance(value, dict) and key in ("limits", "timings"):
                 walk(value, key + ".")
             elif key in _PARSERS and key != "home":
-                found[key] = (value, f"{path}, key {prefix}{name}")
+                found[key] = (value, f"{path}, line {_line_of(text, name)}, key {prefix}{name}")
             else:
-                raise ConfigError(f"{path}: unknown setting {prefix}{name!r}")
+                line = _line_of(text, name)
+                raise ConfigError(f"{path}, line {line}: unknown setting {prefix}{name!r}")
 
     walk(data, "")
     return found
+
+
+def _line_of(text: str, key: str) -> int | str:
+    """The line where a key is assigned, for messages; '?' where it cannot be told."""
+    pattern = re.compile(rf"^[ \t]*[\"']?{re.escape(key)}[\"']?\s*=", re.MULTILINE)
+    match = pattern.search(text)
+    return text.count("\n", 0, match.start()) + 1 if match else "?"
 
 
 def load_settings(

@@ -1,0 +1,362 @@
+"""The client's pool of servers: state, liveness probes, passive ejection."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Final
+
+import aiohttp
+
+from ollana.config import HostPort, Settings
+
+__all__ = ["EWMA_ALPHA", "Pool", "Server", "ServerSnapshot", "ServerState"]
+
+log = logging.getLogger(__name__)
+
+EWMA_ALPHA: Final = 0.3
+PROBE_JITTER: Final = 0.05
+FAILURES_TO_EJECT: Final = 2
+
+ConnectorFactory = Callable[["Server"], aiohttp.BaseConnector]
+
+
+class ServerState(enum.StrEnum):
+    """Where a server stands: only healthy and suspect servers are routed to."""
+
+    HEALTHY = "healthy"
+    SUSPECT = "suspect"
+    DOWN = "down"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSnapshot:
+    """A server as status pages and tests see it."""
+
+    key: str
+    address: str
+    device_id: str | None
+    state: ServerState
+    static: bool
+    priority: int
+    inflight: int
+    latency_ms: float | None
+    ollama_version: str | None
+    models: tuple[str, ...]
+    loaded: tuple[str, ...]
+    last_seen_ago: float | None
+    requests: int
+    failures: int
+
+
+class Server:
+    """One server in the pool, with its own keep-alive connection pool."""
+
+    __slots__ = (
+        "address", "base_url", "device_id", "failures", "inflight", "label", "last_ok",
+        "last_seen", "latency", "loaded", "models", "models_digest", "ollama_version",
+        "priority", "probe_task", "requests", "session", "state", "static", "total_failures",
+    )  # fmt: skip
+
+    def __init__(
+        self, address: HostPort, *, scheme: str, device_id: str | None, static: bool, priority: int
+    ) -> None:
+        self.address = address
+        self.device_id = device_id
+        self.static = static
+        self.priority = priority
+        host = f"[{address.host}]" if ":" in address.host else address.host
+        self.base_url = f"{scheme}://{host}:{address.port}"
+        self.label = device_id[:12] if device_id else str(address)
+        self.state = ServerState.SUSPECT
+        self.failures = 0
+        self.total_failures = 0
+        self.inflight = 0
+        self.requests = 0
+        self.latency: float | None = None
+        self.last_seen: float | None = None
+        self.last_ok: float | None = None
+        self.models: frozenset[str] = frozenset()
+        self.loaded: frozenset[str] = frozenset()
+        self.models_digest: str | None = None
+        self.ollama_version: str | None = None
+        self.session: aiohttp.ClientSession | None = None
+        self.probe_task: asyncio.Task[None] | None = None
+
+    @property
+    def key(self) -> str:
+        """Stable identity in the pool: the device ID, else the address."""
+        return self.device_id or str(self.address)
+
+    @property
+    def routable(self) -> bool:
+        """Whether requests may go here."""
+        return self.state is not ServerState.DOWN
+
+    def snapshot(self, now: float) -> ServerSnapshot:
+        """A frozen copy for status pages."""
+        return ServerSnapshot(
+            key=self.key,
+            address=str(self.address),
+            device_id=self.device_id,
+            state=self.state,
+            static=self.static,
+            priority=self.priority,
+            inflight=self.inflight,
+            latency_ms=None if self.latency is None else round(self.latency * 1000, 3),
+            ollama_version=self.ollama_version,
+            models=tuple(sorted(self.models)),
+            loaded=tuple(sorted(self.loaded)),
+            last_seen_ago=None if self.last_seen is None else round(now - self.last_seen, 3),
+            requests=self.requests,
+            failures=self.total_failures,
+        )
+
+
+class Pool:
+    """Known servers and their health; probes each one, ejects and restores them."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        connector_factory: ConnectorFactory,
+        *,
+        scheme: str = "https",
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._timings = settings.timings
+        self._connector_factory = connector_factory
+        self._scheme = scheme
+        self._servers: dict[str, Server] = {}
+        self._changed = asyncio.Event()
+        self._on_change = on_change
+        self._closed = False
+        self._retiring: set[aiohttp.ClientSession] = set()
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> Pool:
+        for static in self._settings.servers:
+            self.add(static.address, static=True, priority=static.priority)
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def __iter__(self) -> Iterator[Server]:
+        return iter(self._servers.values())
+
+    def __len__(self) -> int:
+        return len(self._servers)
+
+    # --- membership -----------------------------------------------------------------------
+
+    def add(
+        self,
+        address: HostPort,
+        *,
+        device_id: str | None = None,
+        static: bool = False,
+        priority: int = 0,
+    ) -> Server:
+        """Add a server (or return the one already known by that ID or address) and probe it."""
+        server = self._find(address, device_id)
+        if server is not None:
+            if server.address != address and not server.static:
+                log.info("server %s moved to %s", server.label, address)
+                self._replace(server, address)
+                server = self._servers[server.key]
+            server.priority = priority if not server.static else server.priority
+            return server
+        server = Server(
+            address, scheme=self._scheme, device_id=device_id, static=static, priority=priority
+        )
+        self._start(server)
+        log.info("server %s added (%s)", server.label, "static" if static else "discovered")
+        return server
+
+    def heard(self, server: Server) -> None:
+        """Discovery heard from this server: it is alive, so a down one is probed at once."""
+        server.last_seen = time.monotonic()
+        if server.state is ServerState.DOWN:
+            self._restart_probe(server)
+
+    def remove(self, server: Server, reason: str) -> None:
+        """Forget a discovered server at once (goodbye); static ones are only marked down."""
+        if server.static:
+            self._set_state(server, ServerState.DOWN, reason)
+            return
+        if self._servers.pop(server.key, None) is None:
+            return
+        log.info("server %s removed: %s", server.label, reason)
+        self._stop(server)
+        self._notify()
+
+    def _find(self, address: HostPort, device_id: str | None) -> Server | None:
+        if device_id is not None and device_id in self._servers:
+            return self._servers[device_id]
+        return self._servers.get(str(address)) if device_id is None else None
+
+    def _replace(self, server: Server, address: HostPort) -> None:
+        self._servers.pop(server.key, None)
+        self._stop(server)
+        fresh = Server(
+            address,
+            scheme=self._scheme,
+            device_id=server.device_id,
+            static=False,
+            priority=server.priority,
+        )
+        self._start(fresh)
+
+    def _start(self, server: Server) -> None:
+        server.session = aiohttp.ClientSession(
+            connector=self._connector_factory(server),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                connect=self._settings.limits.connect_timeout,
+                sock_read=self._settings.limits.stream_idle_timeout,
+            ),
+        )
+        self._servers[server.key] = server
+        server.probe_task = asyncio.create_task(
+            self._probe_loop(server), name=f"probe {server.key}"
+        )
+        self._notify()
+
+    def _stop(self, server: Server) -> None:
+        if server.probe_task is not None:
+            server.probe_task.cancel()
+        session = server.session
+        if session is not None:
+            # In-flight requests keep their connections until the grace period ends.
+            self._retiring.add(session)
+            asyncio.get_running_loop().call_later(self._settings.grace, self._retire, session)
+
+    # --- health -----------------------------------------------------------------------------
+
+    def healthy(self) -> list[Server]:
+        """Servers that may take requests now."""
+        return [s for s in self._servers.values() if s.routable]
+
+    def passive_failure(self, server: Server, reason: str) -> None:
+        """A connect error or reset on a real request: eject at once."""
+        server.total_failures += 1
+        server.failures = FAILURES_TO_EJECT
+        self._set_state(server, ServerState.DOWN, reason)
+
+    async def wait_changed(self, timeout: float) -> bool:
+        """Wait until the pool changes; False on timeout."""
+        self._changed.clear()
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def snapshots(self) -> list[ServerSnapshot]:
+        """Frozen copies of every server, for status."""
+        now = time.monotonic()
+        return [s.snapshot(now) for s in self._servers.values()]
+
+    def _set_state(self, server: Server, state: ServerState, reason: str) -> None:
+        if server.state is state:
+            return
+        level = logging.INFO if state is not ServerState.SUSPECT else logging.DEBUG
+        log.log(level, "server %s is %s (%s)", server.label, state, reason)
+        server.state = state
+        self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        if self._on_change is not None:
+            self._on_change()
+
+    def _restart_probe(self, server: Server) -> None:
+        if server.probe_task is not None:
+            server.probe_task.cancel()
+        server.probe_task = asyncio.create_task(
+            self._probe_loop(server), name=f"probe {server.key}"
+        )
+
+    async def _probe_loop(self, server: Server) -> None:
+        interval = self._timings.probe_interval
+        while True:
+            await self._probe(server)
+            if self._forgettable(server):
+                self.remove(server, "not heard from and not answering")
+                return
+            await asyncio.sleep(interval * random.uniform(1 - PROBE_JITTER, 1 + PROBE_JITTER))
+
+    async def _probe(self, server: Server) -> None:
+        assert server.session is not None
+        started = time.perf_counter()
+        try:
+            async with server.session.get(
+                server.base_url + "/api/version",
+                timeout=aiohttp.ClientTimeout(total=self._timings.probe_timeout),
+            ) as response:
+                body = await response.json(content_type=None)
+                if response.status != 200:
+                    raise aiohttp.ClientResponseError(
+                        response.request_info, (), status=response.status
+                    )
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            server.failures += 1
+            if server.failures >= FAILURES_TO_EJECT:
+                self._set_state(server, ServerState.DOWN, f"probe failed: {exc!r}")
+            elif server.state is ServerState.HEALTHY:
+                self._set_state(server, ServerState.SUSPECT, f"probe failed: {exc!r}")
+            return
+        elapsed = time.perf_counter() - started
+        server.latency = (
+            elapsed
+            if server.latency is None
+            else EWMA_ALPHA * elapsed + (1 - EWMA_ALPHA) * server.latency
+        )
+        server.failures = 0
+        server.last_ok = time.monotonic()
+        if isinstance(body, dict) and isinstance(body.get("version"), str):
+            server.ollama_version = body["version"]
+        self._set_state(server, ServerState.HEALTHY, "probe answered")
+
+    def _forgettable(self, server: Server) -> bool:
+        if server.static or server.state is not ServerState.DOWN:
+            return False
+        heard = server.last_seen or 0.0
+        return time.monotonic() - heard > self._timings.forget_after
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Stop probing and close every connection pool; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        servers = list(self._servers.values())
+        self._servers.clear()
+        tasks = [s.probe_task for s in servers if s.probe_task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        sessions = [s.session for s in servers if s.session is not None] + list(self._retiring)
+        self._retiring.clear()
+        for session in sessions:
+            await session.close()
+
+    def _retire(self, session: aiohttp.ClientSession) -> None:
+        self._retiring.discard(session)
+        if not session.closed:
+            task = asyncio.create_task(session.close())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)

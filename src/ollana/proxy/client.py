@@ -1,0 +1,74 @@
+"""Client mode: the local endpoint apps use, forwarding each request to a server of the pool."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import aiohttp
+from aiohttp import web
+
+from ollana import __version__
+from ollana.cluster.router import NoServerError, Route, Router
+from ollana.proxy.forward import error_response, relay, request_headers
+
+__all__ = ["PIN_HEADER", "VERSION_HEADER", "ClientProxy"]
+
+log = logging.getLogger(__name__)
+
+PIN_HEADER: Final = "X-Ollana-Server"
+VERSION_HEADER: Final = "X-Ollana-Version"
+
+# A local handler answers some requests itself (guard refusals, merged lists); None passes on.
+LocalHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse | None]]
+
+
+class ClientProxy:
+    """The request handler of client mode; routes through a Router."""
+
+    def __init__(
+        self,
+        router: Router,
+        *,
+        retry_buffer: int,
+        local: LocalHandler | None = None,
+        route_of: Callable[[web.BaseRequest, bytes | None], Route] | None = None,
+    ) -> None:
+        self._router = router
+        self._retry_buffer = retry_buffer
+        self._local = local
+        self._route_of = route_of or _plain_route
+        self._tag = {VERSION_HEADER: __version__}
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Answer one request from a local app."""
+        if self._local is not None:
+            answered = await self._local(request)
+            if answered is not None:
+                return answered
+        body: bytes | aiohttp.StreamReader | None = None
+        if request.body_exists:
+            length = request.content_length
+            if length is not None and length <= self._retry_buffer:
+                # Kept whole so that it can be sent again to another server.
+                body = await request.read()
+            else:
+                body = request.content
+        route = self._route_of(request, body if isinstance(body, bytes) else None)
+        headers = request_headers(request.headers, None)
+        headers.popall(PIN_HEADER, None)
+        try:
+            server, upstream = await self._router.open(
+                request.method, request.raw_path, headers, body, route
+            )
+        except NoServerError as exc:
+            return error_response(exc.status, str(exc), self._tag)
+        try:
+            return await relay(request, upstream, {**self._tag, PIN_HEADER: server.label})
+        finally:
+            server.inflight -= 1
+
+
+def _plain_route(request: web.BaseRequest, body: bytes | None) -> Route:
+    return Route(pin=request.headers.get(PIN_HEADER))

@@ -1,0 +1,193 @@
+"""The one streaming forwarder both proxies use: open upstream, then relay chunk by chunk."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+import aiohttp
+from aiohttp import hdrs, web
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+__all__ = [
+    "HOP_BY_HOP",
+    "UpstreamError",
+    "error_response",
+    "open_upstream",
+    "relay",
+    "request_headers",
+    "stream_error_chunk",
+]
+
+log = logging.getLogger(__name__)
+
+# RFC 9110 §7.6.1 plus the de-facto ones; Host and Content-Length are re-derived per hop.
+HOP_BY_HOP: Final = frozenset(
+    h.lower()
+    for h in (
+        "Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
+        "Proxy-Authorization", "TE", "Trailer", "Transfer-Encoding", "Upgrade", "Host",
+    )
+)  # fmt: skip
+
+_STREAM_TYPES: Final = frozenset({"application/x-ndjson", "text/event-stream"})
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamError(Exception):
+    """Opening an upstream request failed; `retryable` when no byte of it can have been used."""
+
+    status: int
+    message: str
+    retryable: bool
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class _Response(web.StreamResponse):
+    """A response that sends no Server header unless the upstream sent one (Ollama sends none)."""
+
+    __slots__ = ("_keep_server",)
+
+    def __init__(self, *, status: int, reason: str | None, headers: CIMultiDict[str]) -> None:
+        super().__init__(status=status, reason=reason, headers=headers)
+        self._keep_server = hdrs.SERVER in headers
+
+    async def _write_headers(self) -> None:
+        if not self._keep_server:
+            self._headers.popall(hdrs.SERVER, None)
+        await super()._write_headers()
+
+
+def request_headers(
+    headers: CIMultiDictProxy[str], extra: Mapping[str, str] | None = None
+) -> CIMultiDict[str]:
+    """The headers to send upstream: the client's, less hop-by-hop and Connection-named ones."""
+    drop = HOP_BY_HOP
+    connection = headers.get(hdrs.CONNECTION)
+    if connection:
+        drop = drop | {t.strip().lower() for t in connection.split(",")}
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        if name.lower() not in drop:
+            out.add(name, value)
+    if extra:
+        out.update(extra)
+    return out
+
+
+def error_response(
+    status: int, message: str, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """An Ollama-style error: `{"error": "…"}` as application/json; charset=utf-8."""
+    body = json.dumps({"error": message}).encode()
+    response = _Response(status=status, reason=None, headers=CIMultiDict(headers or {}))
+    response.content_type = "application/json"
+    response.charset = "utf-8"
+    response.body = body  # type: ignore[attr-defined]
+    return response  # type: ignore[return-value]
+
+
+async def open_upstream(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: URL,
+    headers: CIMultiDict[str],
+    body: bytes | aiohttp.StreamReader | None,
+    *,
+    retry_on_503: bool = False,
+) -> aiohttp.ClientResponse:
+    """Send a request upstream and return once its response head has arrived.
+
+    Raises UpstreamError; `retryable` is set only when the request cannot have been acted on.
+    """
+    replayable = not isinstance(body, aiohttp.StreamReader)
+    try:
+        response = await session.request(
+            method, url, headers=headers, data=body, allow_redirects=False, compress=False
+        )
+    except aiohttp.ClientConnectorError as exc:
+        raise UpstreamError(502, f"cannot connect to {url.host}: {_why(exc)}", True) from exc
+    except aiohttp.ServerDisconnectedError as exc:
+        # A pooled keep-alive connection that the server had closed: nothing was processed.
+        raise UpstreamError(502, f"{url.host} closed the connection", replayable) from exc
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        # The server may still be working on it: never retry, or a POST could run twice.
+        raise UpstreamError(504, f"{url.host} did not answer in time", False) from exc
+    except aiohttp.ClientOSError as exc:
+        # Reset while sending: a streamed body is partly gone, so only a kept body may retry.
+        raise UpstreamError(502, f"{url.host}: {_why(exc)}", replayable) from exc
+    except aiohttp.ClientError as exc:
+        raise UpstreamError(502, f"{url.host}: {_why(exc)}", False) from exc
+    if retry_on_503 and response.status == 503:
+        # Ollama's queue is full: another server may take it.
+        response.release()
+        raise UpstreamError(503, f"{url.host} is busy (503)", True)
+    return response
+
+
+def _why(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc
+    text = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
+    return str(text)
+
+
+def stream_error_chunk(content_type: str | None, message: str) -> bytes:
+    """One error object in the stream's own framing: an SSE data event or an NDJSON line."""
+    if content_type and content_type.startswith("text/event-stream"):
+        payload = {"error": {"message": message, "type": "api_error", "param": None, "code": None}}
+        return b"data: " + json.dumps(payload).encode() + b"\n\n"
+    return json.dumps({"error": message}).encode() + b"\n"
+
+
+async def relay(
+    request: web.BaseRequest,
+    upstream: aiohttp.ClientResponse,
+    extra_headers: Mapping[str, str] | None = None,
+) -> web.StreamResponse:
+    """Stream an upstream response to the client chunk by chunk; a broken stream ends cleanly."""
+    headers: CIMultiDict[str] = CIMultiDict()
+    drop = HOP_BY_HOP
+    connection = upstream.headers.get(hdrs.CONNECTION)
+    if connection:
+        drop = drop | {t.strip().lower() for t in connection.split(",")}
+    for name, value in upstream.headers.items():
+        if name.lower() not in drop:
+            headers.add(name, value)
+    if extra_headers:
+        headers.update(extra_headers)
+    response = _Response(status=upstream.status, reason=upstream.reason, headers=headers)
+    try:
+        await response.prepare(request)
+        if request.method == hdrs.METH_HEAD:
+            return response
+        content = upstream.content
+        read = content.readany
+        write = response.write
+        while True:
+            try:
+                chunk = await read()
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                why = _why(exc) if not isinstance(exc, asyncio.TimeoutError) else "idle timeout"
+                log.info("upstream %s broke mid-response: %s", upstream.url.host, why)
+                if upstream.content_type in _STREAM_TYPES:
+                    await write(
+                        stream_error_chunk(upstream.content_type, f"upstream failed: {why}")
+                    )
+                    await response.write_eof()
+                # A body of known length cannot carry an error: closing the connection says it.
+                response.force_close()
+                return response
+            if not chunk:
+                break
+            await write(chunk)
+        await response.write_eof()
+    finally:
+        upstream.release()
+    return response

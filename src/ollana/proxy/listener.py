@@ -1,0 +1,131 @@
+"""HTTP listeners: one aiohttp low-level server per port, with limits and staged shutdown."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+
+import aiohttp
+from aiohttp import web
+
+from ollana.config import HostPort, Limits
+
+__all__ = ["ListenError", "Listener", "who_listens"]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+
+class ListenError(OSError):
+    """The listen address could not be bound; the message says why and, if known, by whom."""
+
+
+class Listener:
+    """Serves one handler on one address; `async with` binds, exit drains then closes."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        address: HostPort,
+        limits: Limits,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        grace: float = 30.0,
+        name: str = "http",
+    ) -> None:
+        self._address = address
+        self._ssl = ssl_context
+        self._grace = grace
+        self._name = name
+        self._server = web.Server(
+            handler,
+            handler_cancellation=True,
+            max_line_size=limits.max_line_size,
+            max_field_size=limits.max_header_size,
+            max_headers=limits.max_header_fields,
+            keepalive_timeout=limits.keepalive_timeout,
+            access_log=None,
+        )
+        self._runner = web.ServerRunner(self._server, handle_signals=False)
+        self._site: web.TCPSite | None = None
+        self._closed = False
+        self.port = address.port
+
+    async def __aenter__(self) -> Listener:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Bind and start accepting connections."""
+        await self._runner.setup()
+        host = self._address.host or None
+        self._site = web.TCPSite(
+            self._runner, host, self._address.port, ssl_context=self._ssl,
+            shutdown_timeout=self._grace, backlog=1024,
+        )  # fmt: skip
+        try:
+            await self._site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            self._closed = True
+            if exc.errno == errno.EADDRINUSE:
+                who = await who_listens(self._address)
+                raise ListenError(exc.errno, f"{self._address} is already in use{who}") from None
+            raise ListenError(
+                exc.errno, f"cannot listen on {self._address}: {exc.strerror}"
+            ) from None
+        sockets = self._server_sockets()
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+        log.info("%s listening on %s", self._name, HostPort(self._address.host, self.port))
+
+    def _server_sockets(self) -> list[socket.socket]:
+        server = getattr(self._site, "_server", None)
+        return list(getattr(server, "sockets", None) or [])
+
+    @property
+    def connections(self) -> int:
+        """Open connections right now."""
+        return len(self._server.connections)
+
+    async def stop_accepting(self) -> None:
+        """Close the listening socket; open connections go on."""
+        server = getattr(self._site, "_server", None)
+        if server is not None:
+            server.close()
+
+    async def close(self) -> None:
+        """Stop accepting, let in-flight requests finish up to the grace period, then cancel."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.stop_accepting()
+        await self._runner.cleanup()
+
+
+async def who_listens(address: HostPort) -> str:
+    """Best effort: ', by Ollama 0.5.7' or ', by another ollana' for an address in use."""
+    url = f"http://{HostPort(address.connect_host, address.port)}/api/version"
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(url, timeout=aiohttp.ClientTimeout(total=1.0)) as response,
+        ):
+            if any(k.lower().startswith("x-ollana-") for k in response.headers):
+                return " by another ollana"
+            body = await response.json(content_type=None)
+            if isinstance(body, dict) and "version" in body:
+                return f" by Ollama {body['version']}"
+    except (TimeoutError, aiohttp.ClientError, ValueError):
+        pass
+    return " by another program"

@@ -1,0 +1,89 @@
+"""Server mode: the LAN endpoint, forwarding each request to the local Ollama."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import aiohttp
+from aiohttp import web
+from yarl import URL
+
+from ollana import __version__
+from ollana.config import Limits
+from ollana.proxy.forward import (
+    UpstreamError,
+    error_response,
+    open_upstream,
+    relay,
+    request_headers,
+)
+
+__all__ = ["MANAGEMENT_PATHS", "ServerProxy", "is_management"]
+
+log = logging.getLogger(__name__)
+
+MANAGEMENT_PATHS: Final = frozenset(
+    {"/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete"}
+)
+
+# Answers a request itself (hello, refusals) or returns None to forward it.
+Gate = Callable[[web.BaseRequest], Awaitable[web.StreamResponse | None]]
+
+
+def is_management(method: str, path: str) -> bool:
+    """Whether a request changes the models a server holds."""
+    return path in MANAGEMENT_PATHS or (path.startswith("/api/blobs/") and method == "POST")
+
+
+class ServerProxy:
+    """The request handler of server mode: every request goes to the local Ollama."""
+
+    def __init__(self, ollama_url: str, limits: Limits, *, gate: Gate | None = None) -> None:
+        self._base = ollama_url.rstrip("/")
+        self._gate = gate
+        self._limits = limits
+        self._session: aiohttp.ClientSession | None = None
+        self._tag = {"X-Ollana-Version": __version__}
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The keep-alive connection pool to the local Ollama."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60.0),
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    connect=self._limits.connect_timeout,
+                    sock_read=self._limits.stream_idle_timeout,
+                ),
+            )
+        return self._session
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Answer one request from a client on the LAN."""
+        if self._gate is not None:
+            answered = await self._gate(request)
+            if answered is not None:
+                return answered
+        body = request.content if request.body_exists else None
+        try:
+            upstream = await open_upstream(
+                self.session,
+                request.method,
+                URL(self._base + request.raw_path, encoded=True),
+                request_headers(request.headers),
+                body,
+            )
+        except UpstreamError as exc:
+            status = 503 if exc.retryable else exc.status
+            return error_response(status, f"ollama: {exc}", self._tag)
+        return await relay(request, upstream, self._tag)
+
+    async def close(self) -> None:
+        """Close the connection pool to Ollama; safe to call twice."""
+        if self._session is not None:
+            await self._session.close()
