@@ -14,9 +14,10 @@ from typing import Final
 
 import aiohttp
 
+from ollana.cluster.models import normalize_model
 from ollana.config import HostPort, Settings
 
-__all__ = ["EWMA_ALPHA", "Pool", "Server", "ServerSnapshot", "ServerState"]
+__all__ = ["EWMA_ALPHA", "Pool", "Server", "ServerSnapshot", "ServerState", "model_names"]
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +60,29 @@ class Server:
     """One server in the pool, with its own keep-alive connection pool."""
 
     __slots__ = (
-        "address", "base_url", "device_id", "failures", "inflight", "label", "last_ok",
-        "last_seen", "latency", "loaded", "models", "models_digest", "ollama_version",
-        "priority", "probe_task", "requests", "session", "state", "static", "total_failures",
+        "address",
+        "base_url",
+        "device_id",
+        "failures",
+        "inflight",
+        "label",
+        "last_ok",
+        "last_seen",
+        "latency",
+        "loaded",
+        "models",
+        "models_digest",
+        "models_known",
+        "models_task",
+        "ollama_version",
+        "priority",
+        "probe_task",
+        "refreshed",
+        "requests",
+        "session",
+        "state",
+        "static",
+        "total_failures",
     )  # fmt: skip
 
     def __init__(
@@ -85,6 +106,9 @@ class Server:
         self.models: frozenset[str] = frozenset()
         self.loaded: frozenset[str] = frozenset()
         self.models_digest: str | None = None
+        self.models_known = False
+        self.refreshed = 0.0
+        self.models_task: asyncio.Task[None] | None = None
         self.ollama_version: str | None = None
         self.session: aiohttp.ClientSession | None = None
         self.probe_task: asyncio.Task[None] | None = None
@@ -235,8 +259,9 @@ class Pool:
         self._notify()
 
     def _stop(self, server: Server) -> None:
-        if server.probe_task is not None:
-            server.probe_task.cancel()
+        for task in (server.probe_task, server.models_task):
+            if task is not None:
+                task.cancel()
         session = server.session
         if session is not None:
             # In-flight requests keep their connections until the grace period ends.
@@ -329,6 +354,37 @@ class Pool:
         if isinstance(body, dict) and isinstance(body.get("version"), str):
             server.ollama_version = body["version"]
         self._set_state(server, ServerState.HEALTHY, "probe answered")
+        if time.monotonic() - server.refreshed > self._timings.models_refresh:
+            await self.refresh_models(server)
+
+    async def refresh_models(self, server: Server) -> None:
+        """Fetch a server's installed (/api/tags) and loaded (/api/ps) models."""
+        assert server.session is not None
+        server.refreshed = time.monotonic()
+        try:
+            installed, loaded = await asyncio.gather(
+                self._names(server, "/api/tags"), self._names(server, "/api/ps")
+            )
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            log.debug("models of %s not refreshed: %r", server.label, exc)
+            return
+        if installed != server.models or not server.models_known:
+            log.info("server %s has %d models", server.label, len(installed))
+        server.models, server.loaded, server.models_known = installed, loaded, True
+        self._notify()
+
+    def refresh_models_soon(self, server: Server) -> None:
+        """Refresh a server's models in the background (after a change went through it)."""
+        if server.models_task is None or server.models_task.done():
+            server.models_task = asyncio.create_task(self.refresh_models(server))
+
+    async def _names(self, server: Server, path: str) -> frozenset[str]:
+        assert server.session is not None
+        timeout = aiohttp.ClientTimeout(total=self._timings.probe_timeout * 5)
+        async with server.session.get(server.base_url + path, timeout=timeout) as response:
+            response.raise_for_status()
+            body = await response.json(content_type=None)
+        return frozenset(model_names(body))
 
     def _forgettable(self, server: Server) -> bool:
         if server.static or server.state is not ServerState.DOWN:
@@ -345,7 +401,7 @@ class Pool:
         self._closed = True
         servers = list(self._servers.values())
         self._servers.clear()
-        tasks = [s.probe_task for s in servers if s.probe_task is not None]
+        tasks = [t for s in servers for t in (s.probe_task, s.models_task) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -360,3 +416,12 @@ class Pool:
             task = asyncio.create_task(session.close())
             self._background.add(task)
             task.add_done_callback(self._background.discard)
+
+
+def model_names(body: object) -> list[str]:
+    """Normalized model names from an /api/tags or /api/ps answer; [] for anything else."""
+    models = body.get("models") if isinstance(body, dict) else None
+    if not isinstance(models, list):
+        return []
+    names = (m.get("name") or m.get("model") for m in models if isinstance(m, dict))
+    return [normalize_model(n) for n in names if isinstance(n, str)]

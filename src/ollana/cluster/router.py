@@ -5,26 +5,22 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from collections import OrderedDict
+from typing import Final
 
 import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
+from ollana.cluster.models import Route
 from ollana.cluster.pool import Pool, Server, ServerState
 from ollana.proxy.forward import UpstreamError, open_upstream
 
-__all__ = ["NoServerError", "Route", "Router"]
+__all__ = ["AFFINITY_ENTRIES", "NoServerError", "Router"]
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """What routing knows of a request: the model it names and a pinned server, if any."""
-
-    model: str | None = None
-    pin: str | None = None
+AFFINITY_ENTRIES: Final = 4096
 
 
 class NoServerError(Exception):
@@ -35,20 +31,60 @@ class NoServerError(Exception):
         self.status = status
 
 
+class _Recent(OrderedDict[str, str]):
+    """A bounded map of recent keys (conversations, blob digests) to the server that took them."""
+
+    def remember(self, key: str, server: str) -> None:
+        self[key] = server
+        self.move_to_end(key)
+        if len(self) > AFFINITY_ENTRIES:
+            self.popitem(last=False)
+
+
 class Router:
-    """Orders candidate servers and opens the request on the first one that takes it."""
+    """Orders candidate servers and opens each request on the first one that takes it."""
 
     def __init__(self, pool: Pool, wait_for_server: float) -> None:
         self._pool = pool
         self._wait = wait_for_server
+        self._conversations = _Recent()
+        self._blobs = _Recent()
+        self.retries = 0
+        self.failovers = 0
 
     def candidates(self, route: Route) -> list[Server]:
-        """Routable servers, best first: healthy before suspect, priority, load, latency."""
+        """Routable servers, best first.
+
+        With a model: those that have it loaded, then installed, then those whose list is not
+        known yet, then the rest (so that Ollama itself answers a missing model as it does).
+        Within a tier: healthy before suspect, priority, fewest in-flight, lowest latency.
+        A conversation's or a blob's earlier server comes first within its tier.
+        """
         servers = self._pool.healthy()
         if route.pin:
             servers = [s for s in servers if _matches(s, route.pin)]
-        servers.sort(key=_rank)
+        model = route.model
+        if model is None:
+            servers.sort(key=_rank)
+        else:
+            servers.sort(key=lambda s: (_tier(s, model), *_rank(s)))
+        sticky = self._sticky(route)
+        if sticky is not None:
+            for index, server in enumerate(servers):
+                if server.key == sticky:
+                    if model is None or _tier(server, model) == _tier(servers[0], model):
+                        servers.insert(0, servers.pop(index))
+                    break
         return servers
+
+    def _sticky(self, route: Route) -> str | None:
+        if route.blobs:
+            for digest in route.blobs:
+                if digest in self._blobs:
+                    return self._blobs[digest]
+        if route.conversation is not None:
+            return self._conversations.get(route.conversation)
+        return None
 
     async def open(
         self,
@@ -60,7 +96,7 @@ class Router:
     ) -> tuple[Server, aiohttp.ClientResponse]:
         """Send the request to the best server; on a failure before any response byte, the next.
 
-        The returned server has its in-flight count raised; the caller lowers it when done.
+        The returned server has its in-flight count raised; `done()` lowers it.
         """
         deadline = time.monotonic() + self._wait
         tried: list[str] = []
@@ -72,6 +108,8 @@ class Router:
                     break
                 continue
             for server in candidates:
+                if tried:
+                    self.retries += 1
                 tried.append(server.key)
                 assert server.session is not None
                 server.inflight += 1
@@ -89,17 +127,46 @@ class Router:
                     server.inflight -= 1
                     if exc.status != 503:
                         self._pool.passive_failure(server, str(exc))
-                    log.info("request to %s failed: %s", server.label, exc)
+                    log.info("%s %s via %s failed: %s", method, route.path, server.label, exc)
                     if not exc.retryable:
                         raise NoServerError(str(exc), exc.status) from exc
                     continue
                 except BaseException:
                     server.inflight -= 1
                     raise
+                if len(tried) > 1:
+                    self.failovers += 1
+                self._remember(route, server)
                 return server, response
         what = ", ".join(tried) if tried else "no server is known"
         pin = f" matching {route.pin!r}" if route.pin else ""
         raise NoServerError(f"no ollana server{pin} could take the request (tried: {what})")
+
+    def _remember(self, route: Route, server: Server) -> None:
+        if route.conversation is not None:
+            self._conversations.remember(route.conversation, server.key)
+        for digest in route.blobs:
+            self._blobs.remember(digest, server.key)
+
+    def done(self, server: Server, route: Route, status: int) -> None:
+        """A request that `open()` returned has finished: learn from it."""
+        server.inflight -= 1
+        if status >= 400 or route.model is None:
+            return
+        if route.mutating:
+            self._pool.refresh_models_soon(server)
+        elif route.model not in server.loaded:
+            # Ollama loads a model on first use; the slow refresh corrects this guess.
+            server.loaded = server.loaded | {route.model}
+            server.models = server.models | {route.model}
+
+
+def _tier(server: Server, model: str) -> int:
+    if model in server.loaded:
+        return 0
+    if model in server.models:
+        return 1
+    return 2 if not server.models_known else 3
 
 
 def _rank(server: Server) -> tuple[bool, int, int, float]:
@@ -108,7 +175,8 @@ def _rank(server: Server) -> tuple[bool, int, int, float]:
 
 
 def _matches(server: Server, pin: str) -> bool:
-    pin = pin.strip().lower().replace("-", "")
-    if server.device_id and len(pin) >= 4 and server.device_id.startswith(pin):
+    pin = pin.strip().lower()
+    digits = pin.replace("-", "")
+    if server.device_id and len(digits) >= 4 and server.device_id.startswith(digits):
         return True
     return pin in (server.address.host.lower(), str(server.address).lower())

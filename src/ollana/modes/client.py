@@ -7,7 +7,9 @@ import logging
 from types import TracebackType
 
 import aiohttp
+from aiohttp import web
 
+from ollana.cluster.aggregate import Aggregator
 from ollana.cluster.pool import Pool, Server
 from ollana.cluster.router import Router
 from ollana.config import Settings
@@ -28,7 +30,15 @@ class ClientMode:
         self.settings = settings
         self.pool = Pool(settings, self._connector, scheme="http")
         self.router = Router(self.pool, settings.wait_for_server)
-        self.proxy = ClientProxy(self.router, retry_buffer=settings.retry_buffer)
+        self.aggregator = Aggregator(
+            self.pool, self.router, settings.wait_for_server, settings.limits.connect_timeout
+        )
+        self.proxy = ClientProxy(
+            self.router,
+            retry_buffer=settings.retry_buffer,
+            route_body_cap=settings.limits.route_body_cap,
+            local=self._local,
+        )
         self.listener = Listener(
             self.proxy.handle,
             settings.listen_address(server_mode=False),
@@ -37,6 +47,11 @@ class ClientMode:
             name="client",
         )
         self._stack = contextlib.AsyncExitStack()
+
+    async def _local(self, request: web.BaseRequest) -> web.StreamResponse | None:
+        if self.aggregator.handles(request):
+            return await self.aggregator.answer(request)
+        return None
 
     def _connector(self, server: Server) -> aiohttp.BaseConnector:
         return aiohttp.TCPConnector(limit=0, keepalive_timeout=60.0)

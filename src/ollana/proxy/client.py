@@ -10,7 +10,8 @@ import aiohttp
 from aiohttp import web
 
 from ollana import __version__
-from ollana.cluster.router import NoServerError, Route, Router
+from ollana.cluster.models import inspect_request
+from ollana.cluster.router import NoServerError, Router
 from ollana.proxy.forward import error_response, relay, request_headers
 
 __all__ = ["PIN_HEADER", "VERSION_HEADER", "ClientProxy"]
@@ -32,13 +33,13 @@ class ClientProxy:
         router: Router,
         *,
         retry_buffer: int,
+        route_body_cap: int,
         local: LocalHandler | None = None,
-        route_of: Callable[[web.BaseRequest, bytes | None], Route] | None = None,
     ) -> None:
         self._router = router
         self._retry_buffer = retry_buffer
+        self._route_body_cap = route_body_cap
         self._local = local
-        self._route_of = route_of or _plain_route
         self._tag = {VERSION_HEADER: __version__}
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -55,7 +56,13 @@ class ClientProxy:
                 body = await request.read()
             else:
                 body = request.content
-        route = self._route_of(request, body if isinstance(body, bytes) else None)
+        route = inspect_request(
+            request.method,
+            request.path,
+            body if isinstance(body, bytes) else None,
+            request.headers.get(PIN_HEADER),
+            self._route_body_cap,
+        )
         headers = request_headers(request.headers, None)
         headers.popall(PIN_HEADER, None)
         try:
@@ -64,11 +71,11 @@ class ClientProxy:
             )
         except NoServerError as exc:
             return error_response(exc.status, str(exc), self._tag)
+        status = upstream.status
         try:
             return await relay(request, upstream, {**self._tag, PIN_HEADER: server.label})
+        except BaseException:
+            status = 599
+            raise
         finally:
-            server.inflight -= 1
-
-
-def _plain_route(request: web.BaseRequest, body: bytes | None) -> Route:
-    return Route(pin=request.headers.get(PIN_HEADER))
+            self._router.done(server, route, status)

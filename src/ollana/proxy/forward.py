@@ -18,6 +18,7 @@ __all__ = [
     "HOP_BY_HOP",
     "UpstreamError",
     "error_response",
+    "json_response",
     "open_upstream",
     "relay",
     "request_headers",
@@ -50,18 +51,20 @@ class UpstreamError(Exception):
         return self.message
 
 
-class _Response(web.StreamResponse):
-    """A response that sends no Server header unless the upstream sent one (Ollama sends none)."""
-
-    __slots__ = ("_keep_server",)
-
-    def __init__(self, *, status: int, reason: str | None, headers: CIMultiDict[str]) -> None:
-        super().__init__(status=status, reason=reason, headers=headers)
-        self._keep_server = hdrs.SERVER in headers
+class _Stream(web.StreamResponse):
+    """A streamed response that sends no Server header unless the upstream sent one."""
 
     async def _write_headers(self) -> None:
-        if not self._keep_server:
-            self._headers.popall(hdrs.SERVER, None)
+        if self._headers.get(hdrs.SERVER) == "":
+            del self._headers[hdrs.SERVER]
+        await super()._write_headers()
+
+
+class _Whole(web.Response):
+    """A response of our own, headed as Ollama heads its answers (no Server header)."""
+
+    async def _write_headers(self) -> None:
+        self._headers.popall(hdrs.SERVER, None)
         await super()._write_headers()
 
 
@@ -82,16 +85,23 @@ def request_headers(
     return out
 
 
+def json_response(
+    status: int,
+    body: bytes,
+    content_type: str = "application/json; charset=utf-8",
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    """A JSON answer of our own, headed as Ollama heads its answers."""
+    response = _Whole(status=status, body=body, headers=headers)
+    response.headers[hdrs.CONTENT_TYPE] = content_type
+    return response
+
+
 def error_response(
     status: int, message: str, headers: Mapping[str, str] | None = None
 ) -> web.Response:
     """An Ollama-style error: `{"error": "…"}` as application/json; charset=utf-8."""
-    body = json.dumps({"error": message}).encode()
-    response = _Response(status=status, reason=None, headers=CIMultiDict(headers or {}))
-    response.content_type = "application/json"
-    response.charset = "utf-8"
-    response.body = body  # type: ignore[attr-defined]
-    return response  # type: ignore[return-value]
+    return json_response(status, json.dumps({"error": message}).encode(), headers=headers)
 
 
 async def open_upstream(
@@ -162,7 +172,9 @@ async def relay(
             headers.add(name, value)
     if extra_headers:
         headers.update(extra_headers)
-    response = _Response(status=upstream.status, reason=upstream.reason, headers=headers)
+    # An empty Server header marks "none upstream": aiohttp would otherwise add its own.
+    headers.setdefault(hdrs.SERVER, "")
+    response = _Stream(status=upstream.status, reason=upstream.reason, headers=headers)
     try:
         await response.prepare(request)
         if request.method == hdrs.METH_HEAD:

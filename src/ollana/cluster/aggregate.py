@@ -1,0 +1,101 @@
+"""Merged model lists: /api/tags, /api/ps and /v1/models as the union over healthy servers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import aiohttp
+from aiohttp import web
+
+from ollana.cluster.models import Route, normalize_model
+from ollana.cluster.pool import Pool, Server, model_names
+from ollana.cluster.router import Router
+from ollana.proxy.forward import json_response
+
+__all__ = ["MERGED_LISTS", "Aggregator", "merge"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _List:
+    key: str  # the array in the answer
+    id_field: str  # what makes two entries the same model
+    content_type: str
+    skeleton: tuple[tuple[str, str], ...] = ()  # other top-level fields, as Ollama sends them
+
+
+MERGED_LISTS: Final[Mapping[str, _List]] = {
+    "/api/tags": _List("models", "name", "application/json; charset=utf-8"),
+    "/api/ps": _List("models", "name", "application/json; charset=utf-8"),
+    "/v1/models": _List("data", "id", "application/json", (("object", "list"),)),
+}
+
+
+def merge(kind: _List, answers: list[Any]) -> dict[str, Any]:
+    """The union of several answers' lists, de-duplicated by model, first answer first."""
+    seen: set[str] = set()
+    merged: list[Any] = []
+    for answer in answers:
+        items = answer.get(kind.key) if isinstance(answer, dict) else None
+        for item in items if isinstance(items, list) else ():
+            ident = item.get(kind.id_field) if isinstance(item, dict) else None
+            if not isinstance(ident, str):
+                continue
+            name = normalize_model(ident)
+            if name not in seen:
+                seen.add(name)
+                merged.append(item)
+    return {**dict(kind.skeleton), kind.key: merged}
+
+
+class Aggregator:
+    """Answers the list endpoints itself, from every healthy server at once."""
+
+    def __init__(self, pool: Pool, router: Router, wait_for_server: float, timeout: float) -> None:
+        self._pool = pool
+        self._router = router
+        self._wait = wait_for_server
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+
+    def handles(self, request: web.BaseRequest) -> bool:
+        """Whether this request is a merged list (a pinned request goes to its server)."""
+        return (
+            request.path in MERGED_LISTS
+            and request.method in ("GET", "HEAD")
+            and "X-Ollana-Server" not in request.headers
+        )
+
+    async def answer(self, request: web.BaseRequest) -> web.Response:
+        """The merged list, in Ollama's schema; an empty one when no server is healthy."""
+        kind = MERGED_LISTS[request.path]
+        servers = self._router.candidates(Route(request.path))
+        if not servers and await self._pool.wait_changed(self._wait):
+            servers = self._router.candidates(Route(request.path))
+        answers = await asyncio.gather(*(self._fetch(s, request.raw_path) for s in servers))
+        body = json.dumps(merge(kind, answers), separators=(",", ":")).encode()
+        return json_response(200, body, kind.content_type)
+
+    async def _fetch(self, server: Server, path_qs: str) -> Any:
+        assert server.session is not None
+        try:
+            async with server.session.get(
+                server.base_url + path_qs, timeout=self._timeout
+            ) as response:
+                if response.status != 200:
+                    return None
+                answer = await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            log.info("list from %s failed: %r", server.label, exc)
+            return None
+        names = frozenset(model_names(answer))
+        if path_qs.startswith("/api/tags"):
+            server.models, server.models_known = names, True
+        elif path_qs.startswith("/api/ps"):
+            server.loaded = names
+        return answer

@@ -1,0 +1,110 @@
+"""What a request asks for: the model it names, read only from the bodies that carry one."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Final
+
+__all__ = [
+    "AFFINITY_PATHS",
+    "MODEL_PATHS",
+    "MUTATING_PATHS",
+    "Route",
+    "inspect_request",
+    "normalize_model",
+]
+
+# Endpoints whose JSON body names a model (`model`, or `name` in older calls).
+MODEL_PATHS: Final = frozenset(
+    {
+        "/api/generate", "/api/chat", "/api/embed", "/api/embeddings", "/api/show",
+        "/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete",
+        "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/messages",
+    }
+)  # fmt: skip
+
+# Endpoints that change what a server holds: its model list is refreshed after them.
+MUTATING_PATHS: Final = frozenset(
+    {"/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete"}
+)
+
+# Conversations: the same model and opening go to the same server, to reuse its prompt cache.
+AFFINITY_PATHS: Final = frozenset(
+    {"/api/chat", "/api/generate", "/v1/chat/completions", "/v1/completions", "/v1/messages"}
+)
+
+_REGISTRY_PREFIXES: Final = ("registry.ollama.ai/library/", "registry.ollama.ai/")
+_AFFINITY_MESSAGES: Final = 2
+_AFFINITY_PROMPT_CHARS: Final = 512
+
+
+def normalize_model(name: str) -> str:
+    """The name Ollama stores a model under: default registry stripped, ':latest' implied."""
+    name = name.strip()
+    lowered = name.lower()
+    for prefix in _REGISTRY_PREFIXES:
+        if lowered.startswith(prefix):
+            name = name[len(prefix) :]
+            break
+    last = name.rsplit("/", 1)[-1]
+    if ":" not in last and "@" not in last:
+        name += ":latest"
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """What routing knows of a request."""
+
+    path: str = ""
+    model: str | None = None
+    pin: str | None = None
+    conversation: str | None = None
+    blobs: tuple[str, ...] = ()
+
+    @property
+    def mutating(self) -> bool:
+        """Whether the request changes the models a server holds."""
+        return self.path in MUTATING_PATHS
+
+
+def inspect_request(method: str, path: str, body: bytes | None, pin: str | None, cap: int) -> Route:
+    """Read what routing needs from a request; the body is parsed once, and only where useful."""
+    if path.startswith("/api/blobs/"):
+        return Route(path, pin=pin, blobs=(path[len("/api/blobs/") :],))
+    if body is None or path not in MODEL_PATHS or len(body) > cap:
+        return Route(path, pin=pin)
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return Route(path, pin=pin)
+    if not isinstance(data, dict):
+        return Route(path, pin=pin)
+    value = data.get("source") if path == "/api/copy" else data.get("model") or data.get("name")
+    if not isinstance(value, str) or not value.strip():
+        return Route(path, pin=pin)
+    model = normalize_model(value)
+    blobs: tuple[str, ...] = ()
+    files = data.get("files")
+    if path == "/api/create" and isinstance(files, dict):
+        blobs = tuple(str(v) for v in files.values() if isinstance(v, str))
+    return Route(path, model, pin, _conversation(path, model, data), blobs)
+
+
+def _conversation(path: str, model: str, data: dict[str, Any]) -> str | None:
+    """A key shared by the requests of one conversation: model plus its opening."""
+    if path not in AFFINITY_PATHS:
+        return None
+    messages = data.get("messages")
+    opening: object
+    if isinstance(messages, list) and messages:
+        opening = messages[:_AFFINITY_MESSAGES]
+    else:
+        prompt = data.get("prompt")
+        if not isinstance(prompt, str) or not prompt:
+            return None
+        opening = prompt[:_AFFINITY_PROMPT_CHARS]
+    text = json.dumps([model, opening], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()

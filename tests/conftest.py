@@ -1,0 +1,15 @@
+"""Fixtures every test may use."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real clients must talk to our loopback ports directly, never through a proxy."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    for name in ("OLLAMA_HOST", "OLLAMA_ORIGINS", "OLLANA_HOME", "OLLANA_LOG", "RUST_LOG"):
+        monkeypatch.delenv(name, raising=False)
