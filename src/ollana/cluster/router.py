@@ -16,7 +16,7 @@ from ollana.cluster.models import Route
 from ollana.cluster.pool import Pool, Server, ServerState
 from ollana.proxy.forward import UpstreamError, open_upstream
 
-__all__ = ["AFFINITY_ENTRIES", "NoServerError", "Router"]
+__all__ = ["AFFINITY_ENTRIES", "NoServerError", "Router", "order"]
 
 log = logging.getLogger(__name__)
 
@@ -53,29 +53,8 @@ class Router:
         self.failovers = 0
 
     def candidates(self, route: Route) -> list[Server]:
-        """Routable servers, best first.
-
-        With a model: those that have it loaded, then installed, then those whose list is not
-        known yet, then the rest (so that Ollama itself answers a missing model as it does).
-        Within a tier: healthy before suspect, priority, fewest in-flight, lowest latency.
-        A conversation's or a blob's earlier server comes first within its tier.
-        """
-        servers = self._pool.healthy()
-        if route.pin:
-            servers = [s for s in servers if _matches(s, route.pin)]
-        model = route.model
-        if model is None:
-            servers.sort(key=_rank)
-        else:
-            servers.sort(key=lambda s: (_tier(s, model), *_rank(s)))
-        sticky = self._sticky(route)
-        if sticky is not None:
-            for index, server in enumerate(servers):
-                if server.key == sticky:
-                    if model is None or _tier(server, model) == _tier(servers[0], model):
-                        servers.insert(0, servers.pop(index))
-                    break
-        return servers
+        """Routable servers for a request, best first (see `order`)."""
+        return order(self._pool.healthy(), route, self._sticky(route))
 
     def _sticky(self, route: Route) -> str | None:
         if route.blobs:
@@ -159,6 +138,30 @@ class Router:
             # Ollama loads a model on first use; the slow refresh corrects this guess.
             server.loaded = server.loaded | {route.model}
             server.models = server.models | {route.model}
+
+
+def order(servers: list[Server], route: Route, sticky: str | None = None) -> list[Server]:
+    """Servers best first.
+
+    With a model: those that have it loaded, then installed, then those whose list is not
+    known yet, then the rest (so that Ollama itself answers a missing model as it does).
+    Within a tier: healthy before suspect, priority, fewest in-flight, lowest latency.
+    The `sticky` server (a conversation's or a blob's earlier one) leads its tier.
+    """
+    if route.pin:
+        servers = [s for s in servers if _matches(s, route.pin)]
+    model = route.model
+    if model is None:
+        servers = sorted(servers, key=_rank)
+    else:
+        servers = sorted(servers, key=lambda s: (_tier(s, model), *_rank(s)))
+    if sticky is not None:
+        for index, server in enumerate(servers):
+            if server.key == sticky:
+                if model is None or _tier(server, model) == _tier(servers[0], model):
+                    servers.insert(0, servers.pop(index))
+                break
+    return servers
 
 
 def _tier(server: Server, model: str) -> int:
