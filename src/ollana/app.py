@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import aiohttp
 
-from ollana.config import HostPort, Settings
+from ollana.cluster.pool import model_names
+from ollana.config import Settings
 
-__all__ = ["ModeDecision", "OllamaInfo", "detect_mode", "probe_ollama"]
+__all__ = ["ModeDecision", "OllamaInfo", "OllamaWatch", "detect_mode", "probe_ollama"]
 
 log = logging.getLogger(__name__)
 
@@ -77,42 +77,45 @@ async def detect_mode(settings: Settings) -> ModeDecision:
 
 
 class OllamaWatch:
-    """Probes the local Ollama; `up` flips, and callbacks run, when it comes and goes."""
+    """Probes the local Ollama: whether it is up, its version and its models' digest."""
 
-    def __init__(self, url: str, interval: float, timeout: float) -> None:
-        self.url = url
+    def __init__(
+        self,
+        url: str,
+        interval: float,
+        timeout: float,
+        on_change: Callable[[OllamaWatch], None] | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
         self.interval = interval
         self.timeout = timeout
+        self.on_change = on_change
         self.up = False
         self.version: str | None = None
-        self.changed = asyncio.Event()
+        self.models: tuple[str, ...] = ()
         self.since = time.monotonic()
 
     async def run(self, session: aiohttp.ClientSession) -> None:
-        """Probe forever; set `changed` on every transition."""
+        """Probe until cancelled; call on_change on every change of state, version or models."""
         while True:
             info = await probe_ollama(self.url, self.timeout, session)
             up = info.reachable and not info.is_ollana
-            if up != self.up:
-                self.up = up
-                self.version = info.version
-                self.since = time.monotonic()
-                log.info("Ollama at %s is %s", self.url, "up" if up else "down")
-                self.changed.set()
+            models = await self._models(session) if up else ()
+            if (up, info.version, models) != (self.up, self.version, self.models):
+                if up != self.up:
+                    log.info("Ollama at %s is %s", self.url, "up" if up else "down")
+                    self.since = time.monotonic()
+                self.up, self.version, self.models = up, info.version, models
+                if self.on_change is not None:
+                    self.on_change(self)
             await asyncio.sleep(self.interval)
 
-
-@contextlib.asynccontextmanager
-async def running_task(coro: object, name: str) -> AsyncIterator[asyncio.Task[None]]:
-    """Run a coroutine as a task for the duration of a block; cancel and await it after."""
-    task: asyncio.Task[None] = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
-    try:
-        yield task
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-
-def local_address(address: HostPort) -> HostPort:
-    """The address to reach a listener on this machine."""
-    return HostPort(address.connect_host, address.port)
+    async def _models(self, session: aiohttp.ClientSession) -> tuple[str, ...]:
+        try:
+            async with session.get(
+                self.url + "/api/tags", timeout=aiohttp.ClientTimeout(total=self.timeout)
+            ) as response:
+                body = await response.json(content_type=None)
+        except (TimeoutError, aiohttp.ClientError, ValueError):
+            return self.models
+        return tuple(sorted(model_names(body)))

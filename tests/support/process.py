@@ -87,14 +87,14 @@ class OllanaProcess:
         while line := await self.proc.stdout.readline():
             self.lines.append(line.decode(errors="replace"))
 
-    async def signal(self, signum: int = signal.SIGTERM) -> None:
+    async def send_signal(self, signum: int = signal.SIGTERM) -> None:
         """Send a signal (SIGTERM by default)."""
         if self.proc.returncode is None:
             self.proc.send_signal(signum)
 
     async def stop(self, signum: int = signal.SIGTERM) -> int:
         """Signal the process and wait for it to exit; returns its exit code."""
-        await self.signal(signum)
+        await self.send_signal(signum)
         try:
             code = await asyncio.wait_for(self.proc.wait(), STOP_TIMEOUT)
         except TimeoutError:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import sys
+
 import click
 
 __all__ = ["demo"]
@@ -10,4 +14,15 @@ __all__ = ["demo"]
 @click.command()
 def demo() -> None:
     """Start an emulated Ollama, a server and a client here, and stream one answer."""
-    raise click.ClickException("ollana demo is not available yet")
+    from ollana.demo import run_demo
+    from ollana.logs import setup_logging
+
+    setup_logging("warning")
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_demo(click.echo, write))
+    click.echo("\nstopped")

@@ -2,12 +2,116 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
 import click
+
+from ollana.config import DEFAULT_OLLAMA_PORT, HostPort, parse_host_port
+from ollana.emulator import DEFAULT_MODELS, EmulatorConfig, ModelStore, run_emulator
 
 __all__ = ["emulate"]
 
+_LEVELS = {
+    "trace": logging.DEBUG,
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+    "off": logging.CRITICAL + 10,
+}
+
+
+def _listen(ctx: click.Context, param: click.Parameter, value: str) -> HostPort:
+    try:
+        return parse_host_port(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def _serve(config: EmulatorConfig, address: HostPort) -> None:
+    """Run until SIGINT or SIGTERM (or Ctrl-C where the OS has no signals)."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        # Windows has no loop signal handlers; Ctrl-C arrives as KeyboardInterrupt there.
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, task.cancel)
+
+    def ready(port: int) -> None:
+        click.echo(f"Ollama emulator listening on {_url(address.host, port)}")
+        sys.stdout.flush()
+
+    with contextlib.suppress(asyncio.CancelledError):
+        await run_emulator(config, address.host, address.port, ready=ready)
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
 
 @click.command()
-def emulate() -> None:
+@click.option(
+    "--listen",
+    default=f"127.0.0.1:{DEFAULT_OLLAMA_PORT}",
+    show_default=True,
+    callback=_listen,
+    metavar="HOST:PORT",
+    help="Address to serve on (port 0 picks a free one).",
+)
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    metavar="NAME",
+    help=f"A model to have installed (repeatable; default: {', '.join(DEFAULT_MODELS)}).",
+)
+@click.option(
+    "--tokens-per-second",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="N",
+    help="Pace answers at N tokens a second (default: as fast as possible).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(list(_LEVELS), case_sensitive=False),
+    default="info",
+    show_default=True,
+)
+def emulate(
+    listen: HostPort, models: tuple[str, ...], tokens_per_second: float | None, log_level: str
+) -> None:
     """Run an Ollama-API server with a deterministic model (tests, benchmarks, demo)."""
-    raise click.ClickException("ollana emulate is not available yet")
+    logging.basicConfig(
+        level=_LEVELS[log_level.lower()], format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = EmulatorConfig(
+            models=models or DEFAULT_MODELS, tokens_per_second=tokens_per_second
+        )
+        ModelStore(config.models)  # a bad name is a usage error, not a crash once running
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--model") from None
+    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=_new_loop) as runner:
+        try:
+            runner.run(_serve(config, listen))
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot listen on {listen}: {exc.strerror or exc}"
+            ) from None

@@ -194,11 +194,14 @@ class Pool:
         """Add a server (or return the one already known by that ID or address) and probe it."""
         server = self._find(address, device_id)
         if server is not None:
-            if server.address != address and not server.static:
+            # One server is heard at several addresses (each interface's broadcast): it moves
+            # only when the address it had stopped working.
+            if server.address != address and not server.static and not server.routable:
                 log.info("server %s moved to %s", server.label, address)
                 self._replace(server, address)
                 server = self._servers[server.key]
-            server.priority = priority if not server.static else server.priority
+            if not server.static:
+                server.priority = priority
             return server
         server = Server(
             address, scheme=self._scheme, device_id=device_id, static=static, priority=priority
@@ -206,6 +209,10 @@ class Pool:
         self._start(server)
         log.info("server %s added (%s)", server.label, "static" if static else "discovered")
         return server
+
+    def find(self, device_id: str) -> Server | None:
+        """The server with this device ID, if it is in the pool."""
+        return self._servers.get(device_id)
 
     def heard(self, server: Server) -> None:
         """Discovery heard from this server: it is alive, so a down one is probed at once."""
@@ -227,7 +234,8 @@ class Pool:
     def _find(self, address: HostPort, device_id: str | None) -> Server | None:
         if device_id is not None and device_id in self._servers:
             return self._servers[device_id]
-        return self._servers.get(str(address)) if device_id is None else None
+        # A static server is keyed by its address until (and after) its ID is known.
+        return self._servers.get(str(address))
 
     def _replace(self, server: Server, address: HostPort) -> None:
         self._servers.pop(server.key, None)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import ipaddress
 import logging
+import time
 from types import TracebackType
 
 import aiohttp
@@ -12,8 +15,12 @@ from aiohttp import web
 from ollana.cluster.aggregate import Aggregator
 from ollana.cluster.pool import Pool, Server
 from ollana.cluster.router import Router
-from ollana.config import Settings
+from ollana.config import HostPort, Settings
+from ollana.discovery import Announce, DiscoveryService, Goodbye, Message, Query
+from ollana.identity import HelloError, introduce, short_device_id
+from ollana.modes.common import discovery_targets, record_seen, trust
 from ollana.proxy.client import ClientProxy
+from ollana.proxy.guard import LocalGuard
 from ollana.proxy.listener import Listener
 
 __all__ = ["ClientMode"]
@@ -28,7 +35,10 @@ class ClientMode:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.pool = Pool(settings, self._connector, scheme="http")
+        self.started_at = time.time()
+        self.tls = trust(settings)
+        self.device_id = self.tls.identity.device_id
+        self.pool = Pool(settings, self._connector, scheme="https")
         self.router = Router(self.pool, settings.wait_for_server)
         self.aggregator = Aggregator(
             self.pool, self.router, settings.wait_for_server, settings.limits.connect_timeout
@@ -38,6 +48,11 @@ class ClientMode:
             retry_buffer=settings.retry_buffer,
             route_body_cap=settings.limits.route_body_cap,
             local=self._local,
+            guard=LocalGuard(
+                settings.origins,
+                settings.allowed_hosts,
+                check_hosts=_is_loopback(settings.listen_address(server_mode=False).host),
+            ),
         )
         self.listener = Listener(
             self.proxy.handle,
@@ -46,22 +61,34 @@ class ClientMode:
             grace=settings.grace,
             name="client",
         )
+        self.discovery: DiscoveryService | None = None
+        self.unpaired: dict[str, str] = {}  # device ID -> address, servers seen but not allowed
         self._stack = contextlib.AsyncExitStack()
-
-    async def _local(self, request: web.BaseRequest) -> web.StreamResponse | None:
-        if self.aggregator.handles(request):
-            return await self.aggregator.answer(request)
-        return None
-
-    def _connector(self, server: Server) -> aiohttp.BaseConnector:
-        return aiohttp.TCPConnector(limit=0, keepalive_timeout=60.0)
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def __aenter__(self) -> ClientMode:
         try:
+            await self._stack.enter_async_context(self.tls)
+            self._stack.callback(self.tls.on_revoked(self._revoked))
             await self._stack.enter_async_context(self.pool)
             await self._stack.enter_async_context(self.listener)
+            if self.settings.discovery:
+                self.discovery = DiscoveryService(
+                    role="client",
+                    on_message=self._heard,
+                    device_id=self.device_id,
+                    cert_der=self.tls.identity.cert_der,
+                    discovery_port=self.settings.discovery_port,
+                    targets=discovery_targets(self.settings),
+                    needs_servers=lambda: not self.pool.healthy(),
+                    timings=self.settings.timings,
+                    limits=self.settings.limits,
+                )
+                await self._stack.enter_async_context(self.discovery)
+            for server in list(self.pool):
+                self._tasks.append(asyncio.create_task(self._hello(server)))
         except BaseException:
-            await self._stack.aclose()
+            await self.close()
             raise
         return self
 
@@ -71,11 +98,87 @@ class ClientMode:
         await self.close()
 
     async def close(self) -> None:
-        """Stop in stages; safe to call twice."""
+        """Stop accepting, drain up to the grace period, close; safe to call twice."""
         await self.listener.stop_accepting()
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self._stack.aclose()
 
     @property
     def port(self) -> int:
         """The port the local endpoint is bound to."""
         return self.listener.port
+
+    # --- parts --------------------------------------------------------------------------
+
+    def _connector(self, server: Server) -> aiohttp.BaseConnector:
+        return self.tls.connector(expect=server.device_id, limit=0, keepalive_timeout=60.0)
+
+    async def _local(self, request: web.BaseRequest) -> web.StreamResponse | None:
+        if self.aggregator.handles(request):
+            return await self.aggregator.answer(request)
+        return None
+
+    async def _hello(self, server: Server) -> None:
+        """Introduce ourselves to a static server, so that it can learn our certificate."""
+        try:
+            device_id = await introduce(self.tls, server.base_url)
+        except HelloError as exc:
+            log.warning("static server %s: %s", server.address, exc)
+            return
+        if not self.tls.is_allowed(device_id):
+            log.warning(
+                "static server %s is device %s, which is not allowed here: "
+                "run `ollana device allow %s` to use it",
+                server.address,
+                short_device_id(device_id),
+                device_id[:16],
+            )
+
+    # --- discovery ----------------------------------------------------------------------
+
+    def _heard(self, message: Message, source: tuple[str, int]) -> None:
+        if isinstance(message, Query):
+            record_seen(self.tls, message.device, f"{source[0]}:0", message.role, message.cert)
+            return
+        if message.role != "server":
+            return
+        if isinstance(message, Goodbye):
+            server = self.pool.find(message.device)
+            if server is not None:
+                self.pool.remove(server, "said goodbye")
+            return
+        assert isinstance(message, Announce)
+        address = HostPort(source[0], message.port)
+        record_seen(self.tls, message.device, str(address), "server", message.cert)
+        if not self.tls.is_allowed(message.device):
+            if message.device not in self.unpaired:
+                log.info(
+                    "server %s at %s is not paired: run `ollana device allow %s` to use it",
+                    short_device_id(message.device),
+                    address,
+                    message.device[:16],
+                )
+            self.unpaired[message.device] = str(address)
+            return
+        self.unpaired.pop(message.device, None)
+        server = self.pool.add(address, device_id=message.device, priority=message.priority)
+        self.pool.heard(server)
+        if message.models and message.models != server.models_digest:
+            server.models_digest = message.models
+            self.pool.refresh_models_soon(server)
+
+    def _revoked(self, device_ids: frozenset[str]) -> None:
+        for device_id in device_ids:
+            server = self.pool.find(device_id)
+            if server is not None:
+                self.pool.remove(server, "device disabled")
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

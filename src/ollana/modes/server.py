@@ -1,18 +1,24 @@
-"""Server mode: the LAN listener in front of the local Ollama, and its discovery voice."""
+"""Server mode: the TLS listener in front of the local Ollama, and its discovery voice."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import time
 from types import TracebackType
 
 import aiohttp
+from aiohttp import web
 
 from ollana.app import OllamaWatch
 from ollana.config import Settings
+from ollana.discovery import Announce, DiscoveryService, Message, Query, models_digest
+from ollana.identity import HELLO_PATH, MAX_HELLO_BODY, PeerRejected, handle_hello
+from ollana.modes.common import clamp_priority, discovery_targets, record_seen, trust
+from ollana.proxy.forward import error_response, json_response
 from ollana.proxy.listener import Listener
-from ollana.proxy.server import ServerProxy
+from ollana.proxy.server import ServerProxy, is_management
 
 __all__ = ["ServerMode"]
 
@@ -26,24 +32,52 @@ class ServerMode:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.proxy = ServerProxy(settings.ollama, settings.limits)
+        self.started_at = time.time()
+        self.tls = trust(settings)
+        self.device_id = self.tls.identity.device_id
+        self.proxy = ServerProxy(settings.ollama, settings.limits, gate=self._gate)
         self.listener = Listener(
             self.proxy.handle,
             settings.listen_address(server_mode=True),
             settings.limits,
+            ssl_context=self.tls.server_context(),
             grace=settings.grace,
             name="server",
         )
         self.watch = OllamaWatch(
-            settings.ollama, settings.timings.probe_interval, settings.timings.probe_timeout
+            settings.ollama,
+            settings.timings.probe_interval,
+            settings.timings.probe_timeout,
+            on_change=self._ollama_changed,
+        )
+        self.discovery: DiscoveryService | None = None
+        self.refused = 0
+        self._management_refused = settings.read_only or (
+            settings.open and not settings.allow_management
         )
         self._stack = contextlib.AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def __aenter__(self) -> ServerMode:
         try:
+            await self._stack.enter_async_context(self.tls)
             await self._stack.enter_async_context(self.listener)
             self._stack.push_async_callback(self.proxy.close)
+            if self.settings.discovery:
+                self.discovery = DiscoveryService(
+                    role="server",
+                    on_message=self._heard,
+                    device_id=self.device_id,
+                    cert_der=self.tls.identity.cert_der,
+                    server_port=self.listener.port,
+                    discovery_port=self.settings.discovery_port,
+                    targets=discovery_targets(self.settings),
+                    priority=clamp_priority(self.settings.priority),
+                    available=False,
+                    timings=self.settings.timings,
+                    limits=self.settings.limits,
+                )
+                await self._stack.enter_async_context(self.discovery)
             self._tasks.append(asyncio.create_task(self._watch(), name="ollama watch"))
         except BaseException:
             await self._stack.aclose()
@@ -55,16 +89,11 @@ class ServerMode:
     ) -> None:
         await self.close()
 
-    async def _watch(self) -> None:
-        session = aiohttp.ClientSession()
-        try:
-            await self.watch.run(session)
-        finally:
-            await asyncio.shield(session.close())
-
     async def close(self) -> None:
-        """Stop in stages; safe to call twice."""
+        """Stop accepting, say goodbye, drain up to the grace period, close; safe twice."""
         await self.listener.stop_accepting()
+        if self.discovery is not None:
+            self.discovery.set_available(False)
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
@@ -75,3 +104,65 @@ class ServerMode:
     def port(self) -> int:
         """The port the LAN listener is bound to."""
         return self.listener.port
+
+    # --- requests -----------------------------------------------------------------------
+
+    async def _gate(self, request: web.BaseRequest) -> web.StreamResponse | None:
+        """Who may do what: allowed devices use the API, anyone may say hello."""
+        try:
+            peer = self.tls.admit(request.transport)
+        except PeerRejected as exc:
+            self.refused += 1
+            response = error_response(403, str(exc))
+            response.force_close()
+            return response
+        if request.path == HELLO_PATH and request.method == "POST":
+            body = await request.content.read(MAX_HELLO_BODY + 1)
+            reply = await asyncio.to_thread(
+                handle_hello,
+                body,
+                identity=self.tls.identity,
+                store=self.tls.store,
+                address=request.remote or "",
+            )
+            return json_response(reply.status, reply.body)
+        if not peer.trusted:
+            self.refused += 1
+            return error_response(
+                403,
+                "this device is not allowed here: on the server run `ollana device allow "
+                "<ID>` with the ID `ollana device show` prints on this device",
+            )
+        if self._management_refused and is_management(request.method, request.path):
+            self.refused += 1
+            return error_response(403, "model management is disabled on this ollana server")
+        return None
+
+    # --- discovery and the local Ollama ------------------------------------------------
+
+    def _heard(self, message: Message, source: tuple[str, int]) -> None:
+        if isinstance(message, Query | Announce):
+            address = f"{source[0]}:{message.port if isinstance(message, Announce) else 0}"
+            record_seen(self.tls, message.device, address, message.role, message.cert)
+
+    def _ollama_changed(self, watch: OllamaWatch) -> None:
+        if self.discovery is None:
+            return
+        self.discovery.update_announce(
+            models=models_digest(watch.models), ollama=_safe_version(watch.version)
+        )
+        self.discovery.set_available(watch.up)
+
+    async def _watch(self) -> None:
+        session = aiohttp.ClientSession()
+        try:
+            await self.watch.run(session)
+        finally:
+            await asyncio.shield(session.close())
+
+
+def _safe_version(version: str | None) -> str:
+    """What an announce may carry of a version string (32 of [0-9A-Za-z.+_~-])."""
+    allowed = set("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.+_~-")
+    text = (version or "")[:32]
+    return text if set(text) <= allowed else ""

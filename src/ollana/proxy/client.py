@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Final
 
 import aiohttp
-from aiohttp import web
+from aiohttp import hdrs, web
+from multidict import CIMultiDict
 
 from ollana import __version__
 from ollana.cluster.models import inspect_request
 from ollana.cluster.router import NoServerError, Router
 from ollana.proxy.forward import error_response, relay, request_headers
+from ollana.proxy.guard import LocalGuard
 
 __all__ = ["PIN_HEADER", "VERSION_HEADER", "ClientProxy"]
 
@@ -35,8 +38,10 @@ class ClientProxy:
         retry_buffer: int,
         route_body_cap: int,
         local: LocalHandler | None = None,
+        guard: LocalGuard | None = None,
     ) -> None:
         self._router = router
+        self._guard = guard
         self._retry_buffer = retry_buffer
         self._route_body_cap = route_body_cap
         self._local = local
@@ -44,16 +49,30 @@ class ClientProxy:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Answer one request from a local app."""
+        extra: CIMultiDict[str] = CIMultiDict(self._tag)
+        if self._guard is not None:
+            decision = self._guard.check(
+                request.method, request.headers.get(hdrs.HOST), request.headers.get(hdrs.ORIGIN)
+            )
+            if decision.status == 403:
+                return error_response(403, decision.error or "forbidden", self._tag)
+            if decision.status is not None:
+                return web.Response(status=decision.status, headers=CIMultiDict(decision.headers))
+            extra.extend(decision.headers)
         if self._local is not None:
             answered = await self._local(request)
             if answered is not None:
+                answered.headers.extend(extra)
                 return answered
         body: bytes | aiohttp.StreamReader | None = None
         if request.body_exists:
             length = request.content_length
             if length is not None and length <= self._retry_buffer:
                 # Kept whole so that it can be sent again to another server.
-                body = await request.read()
+                try:
+                    body = await request.content.readexactly(length)
+                except asyncio.IncompleteReadError:
+                    return error_response(400, "request body shorter than its Content-Length")
             else:
                 body = request.content
         route = inspect_request(
@@ -65,15 +84,18 @@ class ClientProxy:
         )
         headers = request_headers(request.headers, None)
         headers.popall(PIN_HEADER, None)
+        # The guard above is the authority on origins; the server's Ollama knows only its own.
+        headers.popall(hdrs.ORIGIN, None)
         try:
             server, upstream = await self._router.open(
                 request.method, request.raw_path, headers, body, route
             )
         except NoServerError as exc:
-            return error_response(exc.status, str(exc), self._tag)
+            return error_response(exc.status, str(exc), extra)
         status = upstream.status
+        extra[PIN_HEADER] = server.label
         try:
-            return await relay(request, upstream, {**self._tag, PIN_HEADER: server.label})
+            return await relay(request, upstream, extra)
         except BaseException:
             status = 599
             raise

@@ -51,7 +51,9 @@ class Listener:
             keepalive_timeout=limits.keepalive_timeout,
             access_log=None,
         )
-        self._runner = web.ServerRunner(self._server, handle_signals=False)
+        self._runner = web.ServerRunner(
+            self._server, handle_signals=False, shutdown_timeout=grace
+        )
         self._site: web.TCPSite | None = None
         self._closed = False
         self.port = address.port
@@ -70,8 +72,7 @@ class Listener:
         await self._runner.setup()
         host = self._address.host or None
         self._site = web.TCPSite(
-            self._runner, host, self._address.port, ssl_context=self._ssl,
-            shutdown_timeout=self._grace, backlog=1024,
+            self._runner, host, self._address.port, ssl_context=self._ssl, backlog=1024,
         )  # fmt: skip
         try:
             await self._site.start()

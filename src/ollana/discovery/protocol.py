@@ -1,0 +1,229 @@
+"""The discovery datagram (DESIGN §2): pure encode/decode, no I/O.
+
+A datagram is ``b"LANA"``, a version byte, a type byte, then a compact UTF-8 JSON object.
+A bare 4-byte ``b"LANA"`` (what ollana 0.x sends) is a query. Decoding input from the
+network raises nothing but :class:`DecodeError`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import hashlib
+import json
+import math
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, Literal
+
+__all__ = [
+    "MAGIC",
+    "MAX_CERT_SIZE",
+    "MAX_DATAGRAM",
+    "VERSION",
+    "Announce",
+    "DecodeError",
+    "Goodbye",
+    "Message",
+    "Query",
+    "Role",
+    "decode",
+    "encode",
+    "models_digest",
+    "new_instance_id",
+]
+
+MAGIC = b"LANA"
+VERSION = 1
+MAX_DATAGRAM = 1400
+# The field limits below keep the worst-case JSON without the certificate at about 300
+# bytes, which leaves 1,088 base64 characters (816 bytes of DER) for it; a P-256
+# self-signed certificate is 300-600 bytes. The margin is for a forward-compatible field.
+MAX_CERT_SIZE = 800
+_HEADER = 6
+
+Role = Literal["client", "server"]
+_ROLES = ("client", "server")
+_INSTANCE = re.compile(r"[0-9A-Za-z_-]{0,32}")
+_DEVICE = re.compile(r"[0-9a-f]{64}")
+_VERSION_TEXT = re.compile(r"[0-9A-Za-z.+_~-]{0,32}")
+_DIGEST = re.compile(r"[0-9a-z]{0,32}")
+_PRIORITY_RANGE = range(-(2**31), 2**31)
+
+
+class DecodeError(ValueError):
+    """A datagram that is not a valid discovery message; ``reason`` names why, for counters."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Message:
+    instance: str = ""
+    device: str = ""
+    role: Role = "client"
+    port: int = 0
+    cert: bytes | None = None
+    ollama: str = ""
+    models: str = ""
+    priority: int = 0
+    ts: float = 0.0
+
+    TYPE: ClassVar[int] = 0
+
+    def __post_init__(self) -> None:
+        problem = _problem(self)
+        if problem:
+            raise ValueError(f"{type(self).__name__}: {problem}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Query(_Message):
+    """Who is there? Sent by clients; answered by servers with a unicast announce."""
+
+    TYPE: ClassVar[int] = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Announce(_Message):
+    """A server is up: reach it at the datagram's source address and ``port``."""
+
+    role: Role = "server"
+    TYPE: ClassVar[int] = 2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Goodbye(_Message):
+    """A server is going away (stopping, or its Ollama went down)."""
+
+    role: Role = "server"
+    TYPE: ClassVar[int] = 3
+
+
+Message = Query | Announce | Goodbye
+_TYPES: dict[int, type[Query] | type[Announce] | type[Goodbye]] = {
+    cls.TYPE: cls for cls in (Query, Announce, Goodbye)
+}
+_FIELDS = tuple(f.name for f in dataclasses.fields(_Message))
+# Omitted from the JSON when they hold their default, to keep queries small.
+_OPTIONAL = frozenset({"port", "cert", "ollama", "models", "priority"})
+
+
+def _problem(msg: _Message) -> str:
+    """What is wrong with a message's fields, or "" (types are checked: input is untrusted)."""
+    if type(msg.instance) is not str or not _INSTANCE.fullmatch(msg.instance):
+        return "instance must be up to 32 letters, digits, '_' or '-'"
+    if type(msg.device) is not str or not (_DEVICE.fullmatch(msg.device) or msg.device == ""):
+        return "device must be 64 lowercase hex digits"
+    if msg.device == "" and not isinstance(msg, Query):
+        return "device is required"
+    if msg.role not in _ROLES:
+        return "role must be 'client' or 'server'"
+    if type(msg.port) is not int or not 0 <= msg.port <= 65535:
+        return "port must be 0-65535"
+    if isinstance(msg, Announce) and msg.port == 0:
+        return "an announce needs a port"
+    if msg.cert is not None and (type(msg.cert) is not bytes or not _plausible_der(msg.cert)):
+        return f"cert must be DER bytes of at most {MAX_CERT_SIZE} bytes"
+    if type(msg.ollama) is not str or not _VERSION_TEXT.fullmatch(msg.ollama):
+        return "ollama must be a version string of up to 32 characters"
+    if type(msg.models) is not str or not _DIGEST.fullmatch(msg.models):
+        return "models must be up to 32 lowercase letters or digits"
+    if type(msg.priority) is not int or msg.priority not in _PRIORITY_RANGE:
+        return "priority must be a 32-bit whole number"
+    if type(msg.ts) is not float or not math.isfinite(msg.ts):
+        return "ts must be a finite number"
+    return ""
+
+
+def _plausible_der(data: bytes) -> bool:
+    """An outer DER SEQUENCE whose length header matches the data exactly."""
+    if not 2 <= len(data) <= MAX_CERT_SIZE or data[0] != 0x30:
+        return False
+    first = data[1]
+    if first < 0x80:
+        return 2 + first == len(data)
+    count = first & 0x7F
+    if not 1 <= count <= 2 or len(data) < 2 + count:
+        return False
+    length = int.from_bytes(data[2 : 2 + count], "big")
+    # DER uses the shortest length form: a long form must be needed.
+    return length >= 0x80 and 2 + count + length == len(data) and data[2] != 0
+
+
+def encode(msg: Message) -> bytes:
+    """The datagram for a message (at most MAX_DATAGRAM bytes)."""
+    fields: dict[str, Any] = {}
+    for name, value in asdict(msg).items():
+        if name in _OPTIONAL and not value:
+            continue
+        fields[name] = base64.b64encode(value).decode("ascii") if name == "cert" else value
+    body = json.dumps(fields, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    data = MAGIC + bytes((VERSION, msg.TYPE)) + body
+    if len(data) > MAX_DATAGRAM:  # the field limits make this unreachable
+        raise ValueError(f"datagram of {len(data)} bytes exceeds {MAX_DATAGRAM}")
+    return data
+
+
+def decode(data: bytes) -> Message:
+    """The message in a datagram; raises DecodeError (only) for anything else."""
+    if len(data) > MAX_DATAGRAM:
+        raise DecodeError("size", f"{len(data)} bytes")
+    if data == MAGIC:
+        return Query()
+    if data[:4] != MAGIC[: len(data)]:
+        raise DecodeError("magic")
+    if len(data) < _HEADER + 2:  # the header plus the shortest object, "{}"
+        raise DecodeError("short", f"{len(data)} bytes")
+    if data[4] != VERSION:
+        raise DecodeError("version", str(data[4]))
+    cls = _TYPES.get(data[5])
+    if cls is None:
+        raise DecodeError("type", str(data[5]))
+    try:
+        obj = json.loads(data[_HEADER:].decode("utf-8"), parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise DecodeError("json", type(exc).__name__) from None
+    if not isinstance(obj, dict):
+        raise DecodeError("json", "not an object")
+    fields = {name: obj[name] for name in _FIELDS if name in obj}
+    try:
+        _convert(fields)
+        return cls(**fields)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise DecodeError("field", str(exc)) from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _convert(fields: dict[str, Any]) -> None:
+    """Wire forms to field types: base64 to bytes, a whole-number ts to float."""
+    cert = fields.get("cert")
+    if cert is not None:
+        if not isinstance(cert, str):
+            raise ValueError("cert must be a base64 string")
+        try:
+            fields["cert"] = base64.b64decode(cert.encode("ascii"), validate=True)
+        except (binascii.Error, UnicodeEncodeError):
+            raise ValueError("cert is not valid base64") from None
+    ts = fields.get("ts")
+    if type(ts) is int:
+        fields["ts"] = float(ts)
+
+
+def models_digest(names: Iterable[str]) -> str:
+    """A short digest of a model list (order and duplicates do not matter)."""
+    joined = "\n".join(sorted(set(names)))
+    return hashlib.sha256(joined.encode("utf-8")).hexdigest()[:16]
+
+
+def new_instance_id() -> str:
+    """A random id for one run of a process, so that it can recognise its own datagrams."""
+    return secrets.token_hex(8)

@@ -1,0 +1,174 @@
+"""The emulator's application: its routes, gin's 404/405/redirect answers, and running it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from ollana.emulator.catalogue import DEFAULT_MODELS
+from ollana.emulator.guard import Guard
+from ollana.emulator.manage import ManageApi
+from ollana.emulator.native import NativeApi
+from ollana.emulator.openai import OpenAIApi
+from ollana.emulator.responses import TEXT, empty, raw
+from ollana.emulator.state import EmulatorStats, ModelStore
+
+__all__ = ["STATS_KEY", "STORE_KEY", "EmulatorConfig", "create_app", "run_emulator", "serving"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+STATS_KEY = web.AppKey("ollana.emulator.stats", EmulatorStats)
+STORE_KEY = web.AppKey("ollana.emulator.store", ModelStore)
+
+MAX_BODY = 256 * 1024 * 1024  # request bodies read whole (JSON); blob uploads stream instead
+SHUTDOWN_GRACE = 1.0  # seconds in-flight streams get when the emulator stops
+# Ollama registers POST routes first, then DELETE, then HEAD, then GET: gin lists the
+# methods of a 405's Allow header in that order.
+_METHOD_ORDER = ("POST", "DELETE", "HEAD", "GET")
+_BLOBS, _MODELS = "/api/blobs/", "/v1/models/"
+
+
+@dataclass(frozen=True, slots=True)
+class EmulatorConfig:
+    """How an emulator behaves."""
+
+    models: tuple[str, ...] = DEFAULT_MODELS
+    tokens_per_second: float | None = None  # None: tokens go out as fast as they can
+    version: str = "0.5.7"
+    origins: tuple[str, ...] = ()  # allowed beside Ollama's defaults, as OLLAMA_ORIGINS adds
+
+
+def _routes(native: NativeApi, manage: ManageApi, v1: OpenAIApi) -> dict[str, dict[str, Handler]]:
+    return {
+        "/": {"GET": native.root, "HEAD": native.root},
+        "/api/version": {"GET": native.version, "HEAD": native.version},
+        "/api/tags": {"GET": native.tags, "HEAD": native.tags},
+        "/api/ps": {"GET": native.ps},
+        "/api/show": {"POST": native.show},
+        "/api/generate": {"POST": native.generate},
+        "/api/chat": {"POST": native.chat},
+        "/api/embed": {"POST": native.embed},
+        "/api/embeddings": {"POST": native.embeddings},
+        "/api/pull": {"POST": manage.pull},
+        "/api/push": {"POST": manage.push},
+        "/api/create": {"POST": manage.create},
+        "/api/copy": {"POST": manage.copy},
+        "/api/delete": {"DELETE": manage.delete},
+        _BLOBS + "{digest}": {"POST": manage.create_blob, "HEAD": manage.head_blob},
+        "/v1/chat/completions": {"POST": v1.chat},
+        "/v1/completions": {"POST": v1.completions},
+        "/v1/embeddings": {"POST": v1.embeddings},
+        "/v1/models": {"GET": v1.models},
+        _MODELS + "{model}": {"GET": v1.model},
+    }
+
+
+def _allow(methods: dict[str, Handler]) -> str:
+    return ", ".join(m for m in _METHOD_ORDER if m in methods)
+
+
+def _not_allowed(allow: str) -> Handler:
+    async def handler(request: web.Request) -> web.Response:
+        response = raw(405, b"405 method not allowed", TEXT)
+        response.headers["Allow"] = allow
+        return response
+
+    return handler
+
+
+def _methods_at(routes: dict[str, dict[str, Handler]], path: str) -> dict[str, Handler]:
+    """The methods routed at a concrete path (for gin's trailing-slash redirect)."""
+    if path in routes:
+        return routes[path]
+    for prefix in (_BLOBS, _MODELS):
+        rest = path.removeprefix(prefix)
+        if rest != path and rest and "/" not in rest:
+            return next(m for p, m in routes.items() if p.startswith(prefix))
+    return {}
+
+
+def _fallback(routes: dict[str, dict[str, Handler]]) -> Handler:
+    async def handler(request: web.Request) -> web.Response:
+        path = request.path
+        # gin redirects /api/tags/ to /api/tags when that route has the method.
+        if (
+            len(path) > 1
+            and path.endswith("/")
+            and request.method in _methods_at(routes, path[:-1])
+        ):
+            location = path[:-1] + (f"?{request.query_string}" if request.query_string else "")
+            if request.method != "GET":
+                response = empty(307)
+            else:
+                body = f'<a href="{location}">Moved Permanently</a>.\n\n'.encode()
+                response = raw(301, body, "text/html; charset=utf-8")
+            response.headers["Location"] = location
+            return response
+        return raw(404, b"404 page not found", TEXT)
+
+    return handler
+
+
+async def _no_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    # Ollama's Go server sends no Server header; aiohttp would announce itself.
+    response.headers.popall("Server", None)
+
+
+def create_app(config: EmulatorConfig) -> web.Application:
+    """An aiohttp application that answers as Ollama does."""
+    store = ModelStore(config.models)
+    stats = EmulatorStats(store)
+    tps = config.tokens_per_second
+    interval = 1.0 / tps if tps and tps > 0 else 0.0
+    guard = Guard(config.origins)
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[guard.middleware])
+    app[STATS_KEY] = stats
+    app[STORE_KEY] = store
+    app.on_response_prepare.append(_no_server_header)
+    app.on_response_prepare.append(guard.on_response_prepare)
+    routes = _routes(
+        NativeApi(store, stats, config.version, interval),
+        ManageApi(store, stats),
+        OpenAIApi(store, stats, interval),
+    )
+    for path, methods in routes.items():
+        for method, handler in methods.items():
+            app.router.add_route(method, path, handler)
+        app.router.add_route("*", path, _not_allowed(_allow(methods)))
+    app.router.add_route("*", "/{tail:.*}", _fallback(routes))
+    return app
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application, host: str, port: int) -> AsyncIterator[int]:
+    """Serve `app` on host:port while the block runs; yields the port it listens on."""
+    runner = web.AppRunner(
+        app,
+        handler_cancellation=True,  # a client that leaves cancels its generation at once
+        access_log=None,
+        shutdown_timeout=SHUTDOWN_GRACE,
+    )
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()
+
+
+async def run_emulator(
+    config: EmulatorConfig,
+    host: str,
+    port: int,
+    *,
+    ready: Callable[[int], None] | None = None,
+) -> None:
+    """Serve an emulator on host:port until cancelled; `ready(port)` once it listens."""
+    async with serving(create_app(config), host, port) as bound:
+        if ready is not None:
+            ready(bound)
+        await asyncio.Event().wait()

@@ -1,0 +1,303 @@
+"""The allow list (home/devices.toml) and the devices seen nearby (home/seen.toml).
+
+Every change is read-modify-write under one exclusive lock (home/.lock) and lands with
+an atomic replace, so concurrent `ollana device allow` commands and a running server all
+keep each other's changes, and a reader never sees half a file. A file that cannot be
+read or parsed is reported with its path and is never rewritten. See devicefile.py for
+the file formats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+import os
+import unicodedata
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TypeVar
+
+from ollana.identity.devicefile import (
+    AllowedDevice,
+    FileFormatError,
+    SeenDevice,
+    cert_der_from,
+    parse_allowed,
+    parse_seen,
+    render_allowed,
+    render_seen,
+)
+from ollana.identity.files import atomic_write, exclusive_lock
+from ollana.identity.ids import device_id_of, normalize_device_id, resolve_device_id
+
+__all__ = [
+    "DEVICES_FILE",
+    "MAX_SEEN",
+    "SEEN_FILE",
+    "SEEN_REFRESH",
+    "WATCH_INTERVAL",
+    "AllowResult",
+    "DeviceStore",
+    "StoreError",
+    "TrustSnapshot",
+]
+
+log = logging.getLogger(__name__)
+
+DEVICES_FILE = "devices.toml"
+SEEN_FILE = "seen.toml"
+LOCK_FILE = ".lock"
+# Bounds seen.toml against a flood of made-up devices; allowed devices are never dropped.
+MAX_SEEN = 256
+# A device heard again at the same address within this many seconds is not rewritten.
+SEEN_REFRESH = 60.0
+WATCH_INTERVAL = 0.5
+MAX_NAME_LENGTH = 100
+MAX_FIELD_LENGTH = 200
+
+_Signature = tuple[int, int, int] | None
+_T = TypeVar("_T")
+
+
+class StoreError(Exception):
+    """A device file cannot be read, parsed or written; the message names the path."""
+
+
+@dataclass(frozen=True, slots=True)
+class AllowResult:
+    """What `allow` did: `added` is False when the device was already allowed."""
+
+    device_id: str
+    added: bool
+    cert_known: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TrustSnapshot:
+    """The allowed device IDs and the certificates known for them."""
+
+    allowed: frozenset[str]
+    certs: Mapping[str, bytes]
+
+
+class DeviceStore:
+    """Allowed and seen devices of one home directory."""
+
+    def __init__(
+        self, home: Path, *, max_seen: int = MAX_SEEN, seen_refresh: float = SEEN_REFRESH
+    ) -> None:
+        self.home = home
+        self.devices_path = home / DEVICES_FILE
+        self.seen_path = home / SEEN_FILE
+        self._lock_path = home / LOCK_FILE
+        self._max_seen = max_seen
+        self._seen_refresh = seen_refresh
+        self._recent: dict[str, SeenDevice] = {}
+
+    # --- reading ------------------------------------------------------------------------
+
+    def allowed(self) -> dict[str, AllowedDevice]:
+        """The allow list, keyed by device ID."""
+        return _read(self.devices_path, parse_allowed)
+
+    def seen(self) -> dict[str, SeenDevice]:
+        """Devices heard on the network, keyed by device ID."""
+        return _read(self.seen_path, parse_seen)
+
+    def cert_for(self, device_id: str) -> bytes | None:
+        """The DER certificate of a device, from the allow list or else from seen devices."""
+        entry = self.allowed().get(device_id)
+        if entry is not None and entry.cert_der is not None:
+            return entry.cert_der
+        seen = self.seen().get(device_id)
+        return seen.cert_der if seen is not None else None
+
+    def snapshot(self) -> TrustSnapshot:
+        """Allowed IDs and their certificates (allowing precedes knowing the certificate)."""
+        allowed = self.allowed()
+        # seen.toml changes often and can be large: read it only when it can help.
+        seen = self.seen() if any(e.cert_der is None for e in allowed.values()) else {}
+        certs: dict[str, bytes] = {}
+        for device_id, entry in allowed.items():
+            cert = entry.cert_der or (seen[device_id].cert_der if device_id in seen else None)
+            if cert is not None:
+                certs[device_id] = cert
+        return TrustSnapshot(frozenset(allowed), certs)
+
+    # --- changing -----------------------------------------------------------------------
+
+    def allow(self, id_or_prefix: str, *, name: str | None = None) -> AllowResult:
+        """Allow a device by full ID or by a prefix unique among known devices."""
+        if name is not None:
+            name = _check_text(name.strip(), "name", MAX_NAME_LENGTH) or None
+        with self._locked():
+            allowed, seen = self.allowed(), self.seen()
+            device_id = resolve_device_id(
+                id_or_prefix, set(allowed) | set(seen), accept_unknown=True
+            )
+            known = allowed.get(device_id)
+            learned = seen[device_id].cert_der if device_id in seen else None
+            if known is not None:
+                updated = replace(
+                    known, cert_der=known.cert_der or learned, name=name or known.name
+                )
+                if updated != known:
+                    allowed[device_id] = updated
+                    self._write(self.devices_path, render_allowed(allowed.values()))
+                return AllowResult(device_id, added=False, cert_known=updated.cert_der is not None)
+            allowed[device_id] = AllowedDevice(
+                device_id=device_id, name=name, cert_der=learned, added=_now()
+            )
+            self._write(self.devices_path, render_allowed(allowed.values()))
+            return AllowResult(device_id, added=True, cert_known=learned is not None)
+
+    def disable(self, id_or_prefix: str) -> str:
+        """Remove a device from the allow list; UnknownDeviceId if it is not in it."""
+        with self._locked():
+            allowed = self.allowed()
+            device_id = resolve_device_id(id_or_prefix, allowed)
+            del allowed[device_id]
+            self._write(self.devices_path, render_allowed(allowed.values()))
+            return device_id
+
+    def record_seen(
+        self,
+        device_id: str,
+        address: str,
+        role: str,
+        cert_der: bytes,
+        *,
+        now: datetime.datetime | None = None,
+    ) -> bool:
+        """Remember a device heard on the network; False when nothing needed writing.
+
+        ValueError if the certificate is not one or is not the device's; learning a
+        certificate grants nothing. This does blocking file I/O (a few ms at most).
+        """
+        device_id = normalize_device_id(device_id)
+        der = cert_der_from(cert_der)
+        if device_id_of(der) != device_id:
+            raise ValueError(f"the certificate sent does not belong to device {device_id}")
+        record = SeenDevice(
+            device_id=device_id,
+            address=_check_text(address, "address", MAX_FIELD_LENGTH),
+            role=_check_text(role, "role", MAX_FIELD_LENGTH),
+            last_seen=now or _now(),
+            cert_der=der,
+        )
+        last = self._recent.get(device_id)
+        if last is not None and _same_place(last, record):
+            age = (record.last_seen - last.last_seen).total_seconds()
+            if 0 <= age < self._seen_refresh:
+                return False
+        with self._locked():
+            seen = self.seen()
+            seen[device_id] = record
+            if len(seen) > self._max_seen:
+                seen = self._pruned(seen)
+            self._write(self.seen_path, render_seen(seen.values()))
+        self._recent[device_id] = record
+        return True
+
+    # --- watching -----------------------------------------------------------------------
+
+    def signature(self) -> tuple[_Signature, _Signature]:
+        """What changes whenever either file is replaced or edited (for polling)."""
+        return _stat(self.devices_path), _stat(self.seen_path)
+
+    async def watch(
+        self,
+        on_change: Callable[[], None],
+        interval: float = WATCH_INTERVAL,
+        *,
+        since: tuple[_Signature, _Signature] | None = None,
+    ) -> None:
+        """Call `on_change` after every change to either file, polling every `interval`.
+
+        Changes are counted from `since` (a signature() taken before the caller last read
+        the files), else from now. Polling stat() works the same on every OS and file
+        system; runs until cancelled. Exceptions from `on_change` are logged.
+        """
+        last = self.signature() if since is None else since
+        while True:
+            await asyncio.sleep(interval)
+            current = self.signature()
+            if current == last:
+                continue
+            last = current
+            try:
+                on_change()
+            except Exception:
+                log.exception("reloading the device files failed")
+
+    # --- internals ----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(exclusive_lock(self._lock_path))
+            except OSError as exc:
+                raise StoreError(f"{self._lock_path}: cannot lock: {exc.strerror or exc}") from None
+            yield
+
+    def _write(self, path: Path, text: str) -> None:
+        try:
+            atomic_write(path, text.encode("utf-8"))
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot write: {exc.strerror or exc}") from None
+
+    def _pruned(self, seen: dict[str, SeenDevice]) -> dict[str, SeenDevice]:
+        try:
+            keep = set(self.allowed())
+        except StoreError:
+            # Without the allow list we cannot tell what must stay: prune nothing now.
+            return seen
+        newest = sorted(seen.values(), key=lambda d: d.last_seen, reverse=True)
+        kept = [d for d in newest if d.device_id in keep]
+        kept += [d for d in newest if d.device_id not in keep][: max(0, self._max_seen - len(kept))]
+        return {d.device_id: d for d in kept}
+
+
+def _read(path: Path, parse: Callable[[str], dict[str, _T]]) -> dict[str, _T]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except UnicodeDecodeError as exc:
+        raise StoreError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return parse(text)
+    except FileFormatError as exc:
+        hint = " (this file only lists devices seen nearby; it is safe to delete)"
+        raise StoreError(f"{path}: {exc}{hint if path.name == SEEN_FILE else ''}") from None
+
+
+def _stat(path: Path) -> _Signature:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _same_place(a: SeenDevice, b: SeenDevice) -> bool:
+    return (a.address, a.role, a.cert_der) == (b.address, b.role, b.cert_der)
+
+
+def _check_text(value: str, what: str, limit: int) -> str:
+    if len(value) > limit:
+        raise ValueError(f"{what} is too long ({len(value)} characters, at most {limit})")
+    # Control characters (C0, DEL, C1) could drive a terminal that lists devices.
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in value):
+        raise ValueError(f"{what} holds control or invalid characters")
+    return value
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC).replace(microsecond=0)

@@ -1,0 +1,156 @@
+"""TLS 1.3 contexts for both hops between devices, and the client's pinned connector.
+
+Server side: our certificate; the client's certificate is requested (CERT_OPTIONAL) and
+verified against a trust store made of the allowed devices' self-signed certificates,
+each its own trust anchor. A client with no certificate gets through the handshake (it
+may then only say hello); one with a certificate outside the store fails the handshake.
+In open mode no client certificate is requested at all (CERT_NONE): Python's ssl module
+cannot request a certificate and accept any, so open-mode clients are anonymous.
+
+Client side: our certificate for client auth, no chain or hostname checks; instead the
+server certificate's SHA-256 (its device ID) is checked after every handshake.
+
+Session tickets are off: a resumed session skips certificate verification, and every
+new connection must prove itself against the current allow list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import aiohttp
+from aiohttp import ClientRequest
+
+from ollana.identity.certs import Identity
+from ollana.identity.ids import device_id_of, format_device_id, short_device_id
+
+__all__ = [
+    "TLS_MINIMUM",
+    "PeerNotAllowed",
+    "PinnedConnector",
+    "client_context",
+    "peer_device_id",
+    "server_context",
+]
+
+TLS_MINIMUM = ssl.TLSVersion.TLSv1_3
+
+AcceptFn = Callable[[str], bool]
+ConnectedFn = Callable[[str, asyncio.Transport], None]
+
+
+def server_context(
+    identity: Identity, trusted: Iterable[bytes] = (), *, open_mode: bool = False
+) -> ssl.SSLContext:
+    """A server context with our certificate, trusting the given DER certificates."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = TLS_MINIMUM
+    ctx.load_cert_chain(identity.cert_path, identity.key_path)
+    ctx.num_tickets = 0
+    ctx.options |= ssl.OP_NO_TICKET
+    if open_mode:
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+    ctx.verify_mode = ssl.CERT_OPTIONAL
+    # Our certificates satisfy strict checks (Python 3.13 turns them on by default).
+    ctx.verify_flags |= ssl.VERIFY_X509_STRICT
+    store = b"".join(trusted)
+    if store:
+        ctx.load_verify_locations(cadata=store)
+    return ctx
+
+
+def client_context(identity: Identity | None) -> ssl.SSLContext:
+    """A client context presenting our certificate (none for hello), pinning instead of PKI."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = TLS_MINIMUM
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if identity is not None:
+        ctx.load_cert_chain(identity.cert_path, identity.key_path)
+    return ctx
+
+
+def peer_device_id(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str | None:
+    """The device ID of the certificate the peer presented, or None if it presented none."""
+    if ssl_object is None:
+        return None
+    der = ssl_object.getpeercert(binary_form=True)
+    return device_id_of(der) if der else None
+
+
+class PeerNotAllowed(aiohttp.ServerFingerprintMismatch):
+    """The server's certificate is not the expected device, or not an allowed one."""
+
+    def __init__(self, device_id: str, expected: str | None, host: str, port: int) -> None:
+        super().__init__(bytes.fromhex(expected or ""), bytes.fromhex(device_id), host, port)
+        self.device_id = device_id
+        self.expected_device_id = expected
+
+    def __str__(self) -> str:
+        where = f"{self.host}:{self.port}"
+        if self.expected_device_id and self.expected_device_id != self.device_id:
+            return (
+                f"{where} presented device {format_device_id(self.device_id)},"
+                f" not the expected {format_device_id(self.expected_device_id)}"
+            )
+        return (
+            f"{where} is device {format_device_id(self.device_id)}, which this device does"
+            f" not allow (ollana device allow {short_device_id(self.device_id)})"
+        )
+
+
+class _DevicePin(aiohttp.Fingerprint):
+    """aiohttp calls check() after each TLS handshake; we compare device IDs there."""
+
+    def __init__(self, accepts: AcceptFn, expect: str | None, on_connected: ConnectedFn | None):
+        super().__init__(bytes(32))
+        self._accepts = accepts
+        self._expect = expect
+        self._on_connected = on_connected
+
+    def check(self, transport: asyncio.Transport) -> None:
+        host, port, *_ = transport.get_extra_info("peername") or ("?", 0)
+        device_id = peer_device_id(transport.get_extra_info("ssl_object")) or "00" * 32
+        if (self._expect is not None and device_id != self._expect) or not self._accepts(device_id):
+            raise PeerNotAllowed(device_id, self._expect, str(host), int(port))
+        if self._on_connected is not None:
+            self._on_connected(device_id, transport)
+
+
+class PinnedConnector(aiohttp.TCPConnector):
+    """A TCPConnector for ollana peers: always TLS with `ssl_context`, server pinned.
+
+    After each handshake the server's device ID must equal `expect` (when given: servers
+    found by discovery announce their ID) and be accepted by `accepts` (the allow list,
+    or anything in open mode); otherwise the connection is closed and the request fails
+    with PeerNotAllowed, a ServerFingerprintMismatch (so a ClientConnectionError).
+    """
+
+    def __init__(
+        self,
+        ssl_context: ssl.SSLContext,
+        *,
+        accepts: AcceptFn,
+        expect: str | None = None,
+        on_connected: ConnectedFn | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(ssl=ssl_context, **kwargs)
+        self._pinned_context = ssl_context
+        self._pin = _DevicePin(accepts, expect, on_connected)
+        self.expect = expect
+
+    def _get_ssl_context(self, req: ClientRequest) -> ssl.SSLContext | None:
+        if not req.is_ssl():
+            # A plain-HTTP URL here would bypass every check: refuse it outright.
+            raise aiohttp.ClientConnectionError(
+                f"{req.url.host}:{req.url.port}: ollana peers are reached over https only"
+            )
+        return self._pinned_context
+
+    def _get_fingerprint(self, req: ClientRequest) -> aiohttp.Fingerprint | None:
+        return self._pin

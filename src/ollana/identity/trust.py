@@ -1,0 +1,260 @@
+"""TLSManager: the live trust state of a running process, kept in step with the store.
+
+It watches the device files; after every change of the allow list (or of a certificate
+learned for an allowed device) it builds a fresh server SSLContext. The context handed
+to the listener is a long-lived base whose SNI callback, which OpenSSL runs on every
+handshake (with or without SNI), swaps in the current one, so new handshakes use the
+current trust store while established connections continue untouched. Connections of
+a device that has just been disabled are aborted, on both sides, and on_revoked
+listeners are told.
+
+Handshake checks alone are not enough (a trust store also accepts a certificate that
+an allowed certificate signed, if that one is a CA), so `admit` checks the peer's exact
+fingerprint per request on the server, and PinnedConnector does on the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+from ollana.identity.certs import Identity
+from ollana.identity.ids import format_device_id, short_device_id
+from ollana.identity.store import WATCH_INTERVAL, DeviceStore, StoreError, TrustSnapshot
+from ollana.identity.tls import PinnedConnector, client_context, peer_device_id, server_context
+
+__all__ = ["Peer", "PeerRejected", "RevokedFn", "TLSManager"]
+
+log = logging.getLogger(__name__)
+
+RevokedFn = Callable[[frozenset[str]], None]
+
+
+class PeerRejected(Exception):
+    """A connection presented a certificate that is not (or no longer) allowed."""
+
+    def __init__(self, device_id: str) -> None:
+        super().__init__(f"device {format_device_id(device_id)} is not allowed")
+        self.device_id = device_id
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """Who is at the other end of a server-side connection.
+
+    `device_id` is None when no certificate was presented (a client saying hello, or any
+    client in open mode). `trusted` says whether it may use the API: an allowed device,
+    or anyone in open mode. An untrusted peer may only call POST /ollana/v1/hello.
+    """
+
+    device_id: str | None
+    trusted: bool
+
+
+class TLSManager:
+    """Contexts, pinning and revocation for one identity and one device store."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        store: DeviceStore,
+        *,
+        open_mode: bool = False,
+        watch_interval: float = WATCH_INTERVAL,
+    ) -> None:
+        self.identity = identity
+        self.store = store
+        self.open_mode = open_mode
+        self._interval = watch_interval
+        self._snapshot = TrustSnapshot(frozenset(), {})
+        self._current = server_context(identity, open_mode=open_mode)
+        self._base = server_context(identity, open_mode=open_mode)
+        self._base.sni_callback = self._select_context
+        self._client = client_context(identity)
+        self._hello = client_context(None)
+        self._peers: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+        self._connections: dict[str, dict[int, asyncio.Transport]] = {}
+        self._listeners: list[RevokedFn] = []
+        self._watcher: asyncio.Task[None] | None = None
+        self._stale = False
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Load the allow list (StoreError if it is unreadable) and start watching it."""
+        # Taken first, so that a change made while we read is reloaded by the watcher.
+        since = self.store.signature()
+        self._apply(self.store.snapshot())
+        if self._watcher is None:
+            self._watcher = asyncio.create_task(
+                self.store.watch(self.reload, self._interval, since=since),
+                name="ollana-trust-watch",
+            )
+
+    async def close(self) -> None:
+        """Stop watching the store; safe to call twice."""
+        task, self._watcher = self._watcher, None
+        if task is None:
+            return
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+
+    def reload(self) -> None:
+        """Re-read the store and apply changes; a bad file keeps the last good state."""
+        try:
+            snapshot = self.store.snapshot()
+        except StoreError as exc:
+            log.error("keeping the previous allow list: %s", exc)
+            return
+        self._apply(snapshot)
+
+    # --- what the proxies use -----------------------------------------------------------
+
+    @property
+    def allowed(self) -> frozenset[str]:
+        """The device IDs allowed right now."""
+        return self._snapshot.allowed
+
+    def is_allowed(self, device_id: str) -> bool:
+        """Whether a device may talk to us (open mode: every device)."""
+        return self.open_mode or device_id in self._snapshot.allowed
+
+    def server_context(self) -> ssl.SSLContext:
+        """The context for the TLS listener; it always hands out the current trust store."""
+        return self._base
+
+    def client_context(self) -> ssl.SSLContext:
+        """Our certificate for client auth; pair it with PinnedConnector (see connector())."""
+        return self._client
+
+    def hello_context(self) -> ssl.SSLContext:
+        """A client context without a certificate, for POST /ollana/v1/hello."""
+        return self._hello
+
+    def connector(self, *, expect: str | None = None, **kwargs: Any) -> PinnedConnector:
+        """A connector to one server: `expect` its announced device ID when known."""
+        return PinnedConnector(
+            self._client,
+            accepts=self.is_allowed,
+            expect=expect,
+            on_connected=self._track,
+            **kwargs,
+        )
+
+    def connector_for_hello(
+        self, on_connected: Callable[[str, asyncio.Transport], None]
+    ) -> PinnedConnector:
+        """A one-shot connector without client certificate that accepts any server."""
+        return PinnedConnector(
+            self._hello, accepts=lambda _: True, on_connected=on_connected, force_close=True
+        )
+
+    def admit(self, transport: asyncio.Transport | None) -> Peer:
+        """Check the peer of a server-side connection; cheap enough for every request.
+
+        PeerRejected if it presented a certificate that is not allowed (any more): the
+        caller should refuse the request and close the connection.
+        """
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        if ssl_object is None:
+            return Peer(None, trusted=False)
+        device_id = self._peers.get(ssl_object)
+        if device_id is None:
+            device_id = peer_device_id(ssl_object) or ""
+            self._peers[ssl_object] = device_id
+            if device_id and transport is not None:
+                self._track(device_id, transport)
+        if self.open_mode:
+            return Peer(device_id or None, trusted=True)
+        if not device_id:
+            return Peer(None, trusted=False)
+        if device_id in self._snapshot.allowed:
+            return Peer(device_id, trusted=True)
+        raise PeerRejected(device_id)
+
+    def on_revoked(self, callback: RevokedFn) -> Callable[[], None]:
+        """Call `callback(ids)` after devices are disabled; returns a function to unsubscribe."""
+        self._listeners.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._listeners:
+                self._listeners.remove(callback)
+
+        return unsubscribe
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _select_context(
+        self, ssl_object: ssl.SSLObject, server_name: str | None, base: ssl.SSLContext
+    ) -> None:
+        ssl_object.context = self._current
+
+    def _apply(self, snapshot: TrustSnapshot) -> None:
+        if snapshot == self._snapshot and not self._stale:
+            return
+        if snapshot.certs != self._snapshot.certs or self._stale:
+            try:
+                self._current = server_context(
+                    self.identity, snapshot.certs.values(), open_mode=self.open_mode
+                )
+                self._stale = False
+            except (OSError, ssl.SSLError) as exc:
+                # Revocations below still hold: admit() checks the allow list itself.
+                log.error("keeping the previous trust store: cannot build a new one: %s", exc)
+                self._stale = True
+        revoked = self._snapshot.allowed - snapshot.allowed
+        self._snapshot = snapshot
+        log.info(
+            "allow list: %d device(s), %d with a known certificate",
+            len(snapshot.allowed),
+            len(snapshot.certs),
+        )
+        if revoked:
+            self._revoke(frozenset(revoked))
+
+    def _revoke(self, revoked: frozenset[str]) -> None:
+        for device_id in revoked:
+            connections = self._connections.pop(device_id, {})
+            log.info(
+                "device %s disabled: closing %d connection(s)",
+                short_device_id(device_id),
+                len(connections),
+            )
+            for transport in connections.values():
+                transport.abort()
+        for listener in list(self._listeners):
+            try:
+                listener(revoked)
+            except Exception:
+                log.exception("an on_revoked listener failed")
+
+    def _track(self, device_id: str, transport: asyncio.Transport) -> None:
+        # Closed connections are dropped whenever this device connects again.
+        live = {
+            key: t for key, t in self._connections.get(device_id, {}).items() if not t.is_closing()
+        }
+        live[id(transport)] = transport
+        self._connections[device_id] = live

@@ -1,0 +1,51 @@
+"""What both modes set up the same way: identity and trust, discovery targets."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Final
+
+from ollana.config import Settings
+from ollana.discovery import TargetSet
+from ollana.identity import DeviceStore, StoreError, TLSManager, load_identity
+
+__all__ = ["PRIORITY_RANGE", "clamp_priority", "discovery_targets", "record_seen", "trust"]
+
+log = logging.getLogger(__name__)
+
+PRIORITY_RANGE: Final = (-(2**31), 2**31 - 1)
+
+
+def trust(settings: Settings) -> TLSManager:
+    """This device's identity and allow list, as the TLS layer uses them."""
+    identity = load_identity(settings.home)
+    return TLSManager(identity, DeviceStore(settings.home), open_mode=settings.open)
+
+
+def discovery_targets(settings: Settings) -> TargetSet:
+    """Where discovery datagrams go: interface broadcasts, 255.255.255.255, configured ones."""
+    return TargetSet.from_settings(settings.discovery_targets, settings.discovery_port)
+
+
+def clamp_priority(priority: int) -> int:
+    """Priorities travel as 32-bit signed integers."""
+    low, high = PRIORITY_RANGE
+    return max(low, min(high, priority))
+
+
+def record_seen(tls: TLSManager, device: str, address: str, role: str, cert: bytes | None) -> None:
+    """Remember a device heard on the LAN, so `ollana device list` can offer it for pairing.
+
+    The store writes a file (rarely: unchanged devices at most once a minute), so off the loop.
+    """
+    if not cert or not device:
+        return
+
+    def record() -> None:
+        try:
+            tls.store.record_seen(device, address, role, cert)
+        except (ValueError, StoreError) as exc:
+            log.debug("not recording device %s: %s", device[:12], exc)
+
+    asyncio.get_running_loop().run_in_executor(None, record)
