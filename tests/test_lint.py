@@ -22,7 +22,11 @@ def _tool(name: str) -> str:
 
 def test_ruff_lint() -> None:
     result = subprocess.run(
-        [_tool("ruff"), "check", "src", "tests", "bench"], cwd=ROOT, capture_output=True, text=True
+        [_tool("ruff"), "check", "src", "tests", "bench"],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -30,11 +34,11 @@ def test_ruff_lint() -> None:
 def test_ruff_format() -> None:
     result = subprocess.run(
         [_tool("ruff"), "format", "--check", "src", "tests", "bench"],
-        cwd=ROOT, capture_output=True, text=True,
+        check=False, cwd=ROOT, capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_mypy_strict() -> None:
-    result = subprocess.run([_tool("mypy")], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run([_tool("mypy")], check=False, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -151,22 +152,29 @@ async def test_client_leaving_mid_stream_cancels_generation(paced_chain: Chain) 
 async def test_server_gone_is_an_ollama_style_503(tmp_path: Path) -> None:
     async with running_chain(tmp_path, client={"wait_for_server": 0.0}) as chain:
         await chain.server.close()
-        async with aiohttp.ClientSession() as session:
-            async with session.post(chain.url + "/api/chat", json={"model": MODEL}) as response:
-                assert response.status == 503
-                assert response.headers["Content-Type"] == "application/json; charset=utf-8"
-                error = (await response.json())["error"]
-                assert "could take the request" in error
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(chain.url + "/api/chat", json={"model": MODEL}) as response,
+        ):
+            assert response.status == 503
+            assert response.headers["Content-Type"] == "application/json; charset=utf-8"
+            error = (await response.json())["error"]
+            assert "could take the request" in error
 
 
-async def test_ollama_gone_is_an_ollama_style_503_from_the_server(tmp_path: Path) -> None:
-    async with running_chain(tmp_path, client={"wait_for_server": 0.0}) as chain:
-        await chain.server.proxy.close()
-        chain.server.proxy._base = "http://127.0.0.1:9"  # nothing listens on the discard port
-        async with aiohttp.ClientSession() as session:
-            async with session.get(chain.url + "/api/version") as response:
-                assert response.status in (502, 503)
-                assert "error" in await response.json()
+async def test_ollama_gone_is_an_ollama_style_error_from_the_server(tmp_path: Path) -> None:
+    with socket.socket() as sock:  # a port that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    overrides = {"server": {"ollama": dead}, "client": {"wait_for_server": 0.0}}
+    async with running_chain(tmp_path, **overrides) as chain:  # type: ignore[arg-type]
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(chain.url + "/api/version") as response,
+        ):
+            assert response.status == 503
+            assert response.headers["Content-Type"] == "application/json; charset=utf-8"
+            assert "cannot connect" in (await response.json())["error"]
 
 
 async def test_guard_refuses_foreign_host_and_origin(chain: Chain) -> None:

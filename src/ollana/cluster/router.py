@@ -78,18 +78,17 @@ class Router:
         The returned server has its in-flight count raised; `done()` lowers it.
         """
         deadline = time.monotonic() + self._wait
-        tried: list[str] = []
+        tried: dict[str, str] = {}  # server label -> why it did not take the request
         while True:
-            candidates = [s for s in self.candidates(route) if s.key not in tried]
+            candidates = [s for s in self.candidates(route) if s.label not in tried]
             if not candidates:
                 remaining = deadline - time.monotonic()
                 if tried or remaining <= 0 or not await self._pool.wait_changed(remaining):
                     break
                 continue
-            for server in candidates:
+            for index, server in enumerate(candidates):
                 if tried:
                     self.retries += 1
-                tried.append(server.key)
                 assert server.session is not None
                 server.inflight += 1
                 server.requests += 1
@@ -100,10 +99,12 @@ class Router:
                         URL(server.base_url + path_qs, encoded=True),
                         headers,
                         body,
-                        retry_on_503=True,
+                        # The last candidate's 503 goes back as Ollama wrote it.
+                        retry_on_503=index + 1 < len(candidates),
                     )
                 except UpstreamError as exc:
                     server.inflight -= 1
+                    tried[server.label] = str(exc)
                     if exc.status != 503:
                         self._pool.passive_failure(server, str(exc))
                     log.info("%s %s via %s failed: %s", method, route.path, server.label, exc)
@@ -113,13 +114,15 @@ class Router:
                 except BaseException:
                     server.inflight -= 1
                     raise
-                if len(tried) > 1:
+                if tried:
                     self.failovers += 1
                 self._remember(route, server)
                 return server, response
-        what = ", ".join(tried) if tried else "no server is known"
         pin = f" matching {route.pin!r}" if route.pin else ""
-        raise NoServerError(f"no ollana server{pin} could take the request (tried: {what})")
+        if not tried:
+            raise NoServerError(f"no ollana server{pin} is available")
+        what = "; ".join(f"{label}: {why}" for label, why in tried.items())
+        raise NoServerError(f"no ollana server{pin} could take the request ({what})")
 
     def _remember(self, route: Route, server: Server) -> None:
         if route.conversation is not None:
