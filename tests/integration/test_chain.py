@@ -166,15 +166,14 @@ async def test_ollama_gone_is_an_ollama_style_error_from_the_server(tmp_path: Pa
     with socket.socket() as sock:  # a port that nothing listens on
         sock.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    overrides = {"server": {"ollama": dead}, "client": {"wait_for_server": 0.0}}
-    async with running_chain(tmp_path, **overrides) as chain:  # type: ignore[arg-type]
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(chain.url + "/api/version") as response,
-        ):
-            assert response.status == 503
-            assert response.headers["Content-Type"] == "application/json; charset=utf-8"
-            assert "cannot connect" in (await response.json())["error"]
+    async with (
+        running_chain(tmp_path, server={"ollama": dead}, client={"wait_for_server": 0.0}) as chain,
+        aiohttp.ClientSession() as session,
+        session.get(chain.url + "/api/version") as response,
+    ):
+        assert response.status == 503
+        assert response.headers["Content-Type"] == "application/json; charset=utf-8"
+        assert "cannot connect" in (await response.json())["error"]
 
 
 async def test_guard_refuses_foreign_host_and_origin(chain: Chain) -> None:
