@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from ollana.config import ConfigError, load_settings
+from ollana.config import ConfigError, HostPort, Settings, load_settings
+from ollana.daemon import (
+    AlreadyRunning,
+    PidFile,
+    ReadyPipe,
+    default_log_file,
+    default_pid_file,
+    detach,
+    redirect_output,
+)
 from ollana.logs import setup_logging
 from ollana.modes import ClientMode, ServerMode
 from ollana.proxy.listener import ListenError
 
 __all__ = ["serve"]
+
+log = logging.getLogger(__name__)
 
 
 @click.command()
@@ -57,37 +70,117 @@ __all__ = ["serve"]
 @click.option("--priority", type=int, help="Server: announced priority (higher wins).")
 @click.option("--retry-buffer", metavar="SIZE", help="Client: bodies kept for retry (16M).")
 @click.option("--wait-for-server", metavar="SECONDS", help="Client: wait for a server (5).")
-@click.option("--grace", metavar="SECONDS", help="Drain time on stop (30).")
-@click.option("--config", "config_file", type=click.Path(path_type=Path), help="TOML config file.")
-@click.option("--home", type=click.Path(path_type=Path), help="Identity dir (OLLANA_HOME).")
 @click.option(
-    "-d", "--daemon", is_flag=True, default=None, help="Detach and run in the background."
+    "--grace", metavar="SECONDS", help="On stop, time in-flight requests get to finish (30)."
 )
-@click.option("--pid-file", type=click.Path(path_type=Path), help="Daemon: pid file.")
-@click.option("--log-file", type=click.Path(path_type=Path), help="Log to a file.")
+@click.option("--config", "config_file", type=click.Path(path_type=Path), help="TOML config file.")
+@click.option(
+    "--home", type=click.Path(dir_okay=True, file_okay=False), help="Identity dir (OLLANA_HOME)."
+)
+@click.option(
+    "-d",
+    "--daemon",
+    is_flag=True,
+    default=None,
+    help="Run in the background; returns once listening (or with the reason it could not).",
+)
+@click.option(
+    "--pid-file",
+    type=click.Path(dir_okay=False),
+    help=f"Pid file, locked while running. With -d, default: {default_pid_file()}",
+)
+@click.option(
+    "--log-file",
+    type=click.Path(dir_okay=False),
+    help=f"Append the log here; reopened on SIGHUP. With -d, default: {default_log_file()}",
+)
 @click.option("--log-level", metavar="LEVEL", help="trace|debug|info|warn|error (OLLANA_LOG).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), help="Log line format.")
 def serve(config_file: Path | None, open_: bool | None, **flags: Any) -> None:
-    """Run ollana: server mode next to an Ollama, client mode elsewhere."""
+    """Run ollana: server mode next to an Ollama, client mode elsewhere.
+
+    SIGTERM or SIGINT (Ctrl-C; Ctrl-Break on Windows) stops it gracefully: no new
+    connections, in-flight requests finish within --grace, then exit 0. A second one exits
+    at once.
+    """
     flags["open"] = open_
     try:
-        settings = load_settings(flags, config_file=config_file)
+        settings = _absolute(load_settings(flags, config_file=config_file))
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    setup_logging(settings.log_level, settings.log_format, settings.log_file)
+    pipe: ReadyPipe | None = None
     if settings.daemon:
-        raise click.ClickException("daemon mode (-d) is not available yet")
+        settings = dataclasses.replace(
+            settings,
+            pid_file=settings.pid_file or default_pid_file(),
+            log_file=settings.log_file or default_log_file(),
+        )
+        assert settings.pid_file is not None and settings.log_file is not None
+        try:
+            pipe = detach(settings.pid_file, settings.log_file, sys.argv[1:])
+        except OSError as exc:
+            raise click.ClickException(f"cannot run in the background: {exc}") from None
+    setup_logging(settings.log_level, settings.log_format, settings.log_file)
+    try:
+        code = _run(settings, pipe)
+    except (AlreadyRunning, ListenError, OSError) as exc:
+        if pipe is None:
+            raise click.ClickException(str(exc)) from None
+        log.error("exiting: %s", exc)
+        pipe.error(str(exc))
+        code = 1
+    except Exception as exc:
+        if pipe is None:
+            raise
+        log.exception("exiting on an unexpected error")
+        pipe.error(f"{type(exc).__name__}: {exc} (see {settings.log_file})")
+        code = 1
+    finally:
+        if pipe is not None:
+            pipe.close()
+    sys.exit(code)
+
+
+def _run(settings: Settings, pipe: ReadyPipe | None) -> int:
+    """Hold the pid file (if any) and run until stopped."""
+    from ollana.runner import run
 
     def ready(mode: ClientMode | ServerMode) -> None:
         scheme = "https" if mode.mode == "server" else "http"
         address = settings.listen_address(mode.mode == "server")
-        click.echo(f"ollana {mode.mode} listening on {scheme}://{address.host}:{mode.port}")
-        sys.stdout.flush()
+        line = f"ollana {mode.mode} listening on {scheme}://{HostPort(address.host, mode.port)}"
+        if pipe is not None:
+            pipe.ready(line)
+        else:
+            click.echo(line)
+            sys.stdout.flush()
 
-    from ollana.runner import run
+    def hangup() -> None:
+        if pipe is not None and settings.log_file is not None:
+            redirect_output(settings.log_file)  # stray output and tracebacks follow the log
 
+    pid_file = PidFile(settings.pid_file) if settings.pid_file is not None else None
+    if pid_file is not None:
+        pid_file.acquire()
+        if pid_file.replaced:
+            log.warning("replaced a stale pid file (pid %d is gone)", pid_file.replaced)
     try:
-        code = run(settings, ready)
-    except ListenError as exc:
-        raise click.ClickException(str(exc)) from None
-    sys.exit(code)
+        return run(
+            settings,
+            ready,
+            on_abort=pid_file.release if pid_file is not None else None,
+            on_hangup=hangup,
+        )
+    finally:
+        if pid_file is not None:
+            pid_file.release()
+
+
+def _absolute(settings: Settings) -> Settings:
+    """Make every path setting absolute, as a daemon leaves the working directory."""
+    paths: dict[str, Any] = {
+        f.name: value.absolute()
+        for f in dataclasses.fields(settings)
+        if isinstance(value := getattr(settings, f.name), Path)
+    }
+    return dataclasses.replace(settings, **paths)

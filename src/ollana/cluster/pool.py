@@ -214,6 +214,16 @@ class Pool:
         """The server with this device ID, if it is in the pool."""
         return self._servers.get(device_id)
 
+    def identify(self, server: Server, device_id: str) -> None:
+        """A server first known by address has proven which device it is."""
+        if server.device_id == device_id or self._servers.get(server.key) is not server:
+            return
+        del self._servers[server.key]
+        server.device_id = device_id
+        server.label = device_id[:12]
+        self._servers[server.key] = server
+        self._notify()
+
     def heard(self, server: Server) -> None:
         """Discovery heard from this server: it is alive, so a down one is probed at once."""
         server.last_seen = time.monotonic()

@@ -6,7 +6,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import aiohttp
 from multidict import CIMultiDict
@@ -17,6 +17,9 @@ from ollana.cluster.pool import Pool, Server, ServerState
 from ollana.proxy.forward import UpstreamError, open_upstream
 
 __all__ = ["AFFINITY_ENTRIES", "NoServerError", "Router", "order"]
+
+if TYPE_CHECKING:
+    from ollana.admin.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +47,9 @@ class _Recent(OrderedDict[str, str]):
 class Router:
     """Orders candidate servers and opens each request on the first one that takes it."""
 
-    def __init__(self, pool: Pool, wait_for_server: float) -> None:
+    def __init__(self, pool: Pool, wait_for_server: float, metrics: Metrics | None = None) -> None:
         self._pool = pool
+        self._metrics = metrics
         self._wait = wait_for_server
         self._conversations = _Recent()
         self._blobs = _Recent()
@@ -86,12 +90,14 @@ class Router:
                 if tried or remaining <= 0 or not await self._pool.wait_changed(remaining):
                     break
                 continue
+            metrics = self._metrics
             for index, server in enumerate(candidates):
-                if tried:
-                    self.retries += 1
                 assert server.session is not None
                 server.inflight += 1
                 server.requests += 1
+                if metrics is not None:
+                    metrics.request_started(server.label)
+                started = time.perf_counter()
                 try:
                     response = await open_upstream(
                         server.session,
@@ -105,17 +111,28 @@ class Router:
                 except UpstreamError as exc:
                     server.inflight -= 1
                     tried[server.label] = str(exc)
+                    if metrics is not None:
+                        metrics.attempt_failed(server.label)
                     if exc.status != 503:
                         self._pool.passive_failure(server, str(exc))
                     log.info("%s %s via %s failed: %s", method, route.path, server.label, exc)
                     if not exc.retryable:
                         raise NoServerError(str(exc), exc.status) from exc
+                    self.retries += 1
+                    if metrics is not None:
+                        metrics.retry(exc.reason)
                     continue
                 except BaseException:
                     server.inflight -= 1
+                    if metrics is not None:
+                        metrics.attempt_failed(server.label)
                     raise
+                if metrics is not None:
+                    metrics.upstream_ttfb(server.label, time.perf_counter() - started)
                 if tried:
                     self.failovers += 1
+                    if metrics is not None:
+                        metrics.failover()
                 self._remember(route, server)
                 return server, response
         pin = f" matching {route.pin!r}" if route.pin else ""

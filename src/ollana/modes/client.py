@@ -12,13 +12,14 @@ from types import TracebackType
 import aiohttp
 from aiohttp import web
 
+from ollana.admin import AdminListener, Metrics
 from ollana.cluster.aggregate import Aggregator
 from ollana.cluster.pool import Pool, Server
 from ollana.cluster.router import Router
 from ollana.config import HostPort, Settings
 from ollana.discovery import Announce, DiscoveryService, Goodbye, Message, Query
-from ollana.identity import HelloError, introduce, short_device_id
-from ollana.modes.common import discovery_targets, record_seen, trust
+from ollana.identity import HelloError, SeenDevice, introduce, short_device_id
+from ollana.modes.common import discovery_targets, nearby, record_seen, start_admin, trust
 from ollana.proxy.client import ClientProxy
 from ollana.proxy.guard import LocalGuard
 from ollana.proxy.listener import Listener
@@ -38,8 +39,10 @@ class ClientMode:
         self.started_at = time.time()
         self.tls = trust(settings)
         self.device_id = self.tls.identity.device_id
+        self.metrics = Metrics()
+        self.ollama = None  # client mode fronts no Ollama of its own
         self.pool = Pool(settings, self._connector, scheme="https")
-        self.router = Router(self.pool, settings.wait_for_server)
+        self.router = Router(self.pool, settings.wait_for_server, self.metrics)
         self.aggregator = Aggregator(
             self.pool, self.router, settings.wait_for_server, settings.limits.connect_timeout
         )
@@ -53,6 +56,7 @@ class ClientMode:
                 settings.allowed_hosts,
                 check_hosts=_is_loopback(settings.listen_address(server_mode=False).host),
             ),
+            metrics=self.metrics,
         )
         self.listener = Listener(
             self.proxy.handle,
@@ -63,14 +67,17 @@ class ClientMode:
         )
         self.discovery: DiscoveryService | None = None
         self.unpaired: dict[str, str] = {}  # device ID -> address, servers seen but not allowed
+        self.admin: AdminListener | None = None
         self._stack = contextlib.AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def __aenter__(self) -> ClientMode:
         try:
+            self.admin = await start_admin(self, self._stack)
             await self._stack.enter_async_context(self.tls)
             self._stack.callback(self.tls.on_revoked(self._revoked))
             await self._stack.enter_async_context(self.pool)
+            self._stack.callback(self.metrics.watch_pool(self.pool))
             await self._stack.enter_async_context(self.listener)
             if self.settings.discovery:
                 self.discovery = DiscoveryService(
@@ -85,6 +92,7 @@ class ClientMode:
                     limits=self.settings.limits,
                 )
                 await self._stack.enter_async_context(self.discovery)
+                self._stack.callback(self.metrics.watch_discovery(self.discovery))
             for server in list(self.pool):
                 self._tasks.append(asyncio.create_task(self._hello(server)))
         except BaseException:
@@ -111,6 +119,21 @@ class ClientMode:
         """The port the local endpoint is bound to."""
         return self.listener.port
 
+    # --- status -------------------------------------------------------------------------
+
+    def nearby(self) -> list[SeenDevice]:
+        """Devices heard on the LAN that are not allowed here."""
+        return nearby(self.tls)
+
+    def counters(self) -> dict[str, object]:
+        """Counters of this mode beside the metrics."""
+        return {
+            "connections": self.listener.connections,
+            "retries": self.router.retries,
+            "failovers": self.router.failovers,
+            "unpaired_servers": len(self.unpaired),
+        }
+
     # --- parts --------------------------------------------------------------------------
 
     def _connector(self, server: Server) -> aiohttp.BaseConnector:
@@ -128,6 +151,8 @@ class ClientMode:
         except HelloError as exc:
             log.warning("static server %s: %s", server.address, exc)
             return
+        if self.pool.find(device_id) is None:
+            self.pool.identify(server, device_id)
         if not self.tls.is_allowed(device_id):
             log.warning(
                 "static server %s is device %s, which is not allowed here: "

@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Final
 
+from ollana.admin import AdminListener, Metrics, StatusSource, create_admin_app
 from ollana.config import Settings
 from ollana.discovery import TargetSet
-from ollana.identity import DeviceStore, StoreError, TLSManager, load_identity
+from ollana.identity import DeviceStore, SeenDevice, StoreError, TLSManager, load_identity
 
-__all__ = ["PRIORITY_RANGE", "clamp_priority", "discovery_targets", "record_seen", "trust"]
+__all__ = [
+    "PRIORITY_RANGE",
+    "clamp_priority",
+    "discovery_targets",
+    "nearby",
+    "record_seen",
+    "start_admin",
+    "trust",
+]
 
 log = logging.getLogger(__name__)
 
@@ -49,3 +59,27 @@ def record_seen(tls: TLSManager, device: str, address: str, role: str, cert: byt
             log.debug("not recording device %s: %s", device[:12], exc)
 
     asyncio.get_running_loop().run_in_executor(None, record)
+
+
+def nearby(tls: TLSManager) -> list[SeenDevice]:
+    """Devices heard on the LAN that are not allowed (yet), newest first."""
+    try:
+        seen = tls.store.seen()
+    except StoreError as exc:
+        log.warning("cannot read the devices seen nearby: %s", exc)
+        return []
+    devices = [d for d in seen.values() if not tls.is_allowed(d.device_id)]
+    return sorted(devices, key=lambda d: d.last_seen, reverse=True)
+
+
+async def start_admin(mode: StatusSource, stack: contextlib.AsyncExitStack) -> AdminListener | None:
+    """Serve the admin API and dashboard of a mode, if it has an admin address.
+
+    Entered first, so that it closes last and still answers while the mode drains.
+    """
+    address = mode.settings.admin_listen
+    if address is None:
+        return None
+    metrics: Metrics = mode.metrics  # type: ignore[attr-defined]
+    listener = AdminListener(create_admin_app(mode, metrics), address)
+    return await stack.enter_async_context(listener)

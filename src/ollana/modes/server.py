@@ -11,11 +11,19 @@ from types import TracebackType
 import aiohttp
 from aiohttp import web
 
+from ollana.admin import AdminListener, Metrics
 from ollana.app import OllamaWatch
 from ollana.config import Settings
 from ollana.discovery import Announce, DiscoveryService, Message, Query, models_digest
-from ollana.identity import HELLO_PATH, MAX_HELLO_BODY, PeerRejected, handle_hello
-from ollana.modes.common import clamp_priority, discovery_targets, record_seen, trust
+from ollana.identity import HELLO_PATH, MAX_HELLO_BODY, PeerRejected, SeenDevice, handle_hello
+from ollana.modes.common import (
+    clamp_priority,
+    discovery_targets,
+    nearby,
+    record_seen,
+    start_admin,
+    trust,
+)
 from ollana.proxy.forward import error_response, json_response
 from ollana.proxy.listener import Listener
 from ollana.proxy.server import ServerProxy, is_management
@@ -35,7 +43,11 @@ class ServerMode:
         self.started_at = time.time()
         self.tls = trust(settings)
         self.device_id = self.tls.identity.device_id
-        self.proxy = ServerProxy(settings.ollama, settings.limits, gate=self._gate)
+        self.metrics = Metrics()
+        self.pool = None  # server mode routes to its one local Ollama
+        self.proxy = ServerProxy(
+            settings.ollama, settings.limits, gate=self._gate, metrics=self.metrics
+        )
         self.listener = Listener(
             self.proxy.handle,
             settings.listen_address(server_mode=True),
@@ -55,14 +67,17 @@ class ServerMode:
         self._management_refused = settings.read_only or (
             settings.open and not settings.allow_management
         )
+        self.admin: AdminListener | None = None
         self._stack = contextlib.AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def __aenter__(self) -> ServerMode:
         try:
+            self.admin = await start_admin(self, self._stack)
             await self._stack.enter_async_context(self.tls)
-            await self._stack.enter_async_context(self.listener)
+            # Before the listener, so that it runs after the listener has drained.
             self._stack.push_async_callback(self.proxy.close)
+            await self._stack.enter_async_context(self.listener)
             if self.settings.discovery:
                 self.discovery = DiscoveryService(
                     role="server",
@@ -78,6 +93,7 @@ class ServerMode:
                     limits=self.settings.limits,
                 )
                 await self._stack.enter_async_context(self.discovery)
+                self._stack.callback(self.metrics.watch_discovery(self.discovery))
             self._tasks.append(asyncio.create_task(self._watch(), name="ollama watch"))
         except BaseException:
             await self._stack.aclose()
@@ -105,6 +121,21 @@ class ServerMode:
         """The port the LAN listener is bound to."""
         return self.listener.port
 
+    # --- status -------------------------------------------------------------------------
+
+    @property
+    def ollama(self) -> OllamaWatch:
+        """The local Ollama as last probed."""
+        return self.watch
+
+    def nearby(self) -> list[SeenDevice]:
+        """Devices heard on the LAN that are not allowed here."""
+        return nearby(self.tls)
+
+    def counters(self) -> dict[str, object]:
+        """Counters of this mode beside the metrics."""
+        return {"connections": self.listener.connections, "refused": self.refused}
+
     # --- requests -----------------------------------------------------------------------
 
     async def _gate(self, request: web.BaseRequest) -> web.StreamResponse | None:
@@ -113,6 +144,7 @@ class ServerMode:
             peer = self.tls.admit(request.transport)
         except PeerRejected as exc:
             self.refused += 1
+            self.metrics.tls_refused("disabled")
             response = error_response(403, str(exc))
             response.force_close()
             return response
@@ -128,6 +160,7 @@ class ServerMode:
             return json_response(reply.status, reply.body)
         if not peer.trusted:
             self.refused += 1
+            self.metrics.tls_refused("no-certificate")
             return error_response(
                 403,
                 "this device is not allowed here: on the server run `ollana device allow "
@@ -135,6 +168,7 @@ class ServerMode:
             )
         if self._management_refused and is_management(request.method, request.path):
             self.refused += 1
+            self.metrics.refused("read-only")
             return error_response(403, "model management is disabled on this ollana server")
         return None
 

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import aiohttp
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
 from ollana import __version__
+from ollana.admin.metrics import NO_SERVER, route_label
 from ollana.cluster.models import inspect_request
 from ollana.cluster.router import NoServerError, Router
 from ollana.proxy.forward import error_response, relay, request_headers
 from ollana.proxy.guard import LocalGuard
 
 __all__ = ["PIN_HEADER", "VERSION_HEADER", "ClientProxy"]
+
+if TYPE_CHECKING:
+    from ollana.admin.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +44,10 @@ class ClientProxy:
         route_body_cap: int,
         local: LocalHandler | None = None,
         guard: LocalGuard | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._router = router
+        self._metrics = metrics
         self._guard = guard
         self._retry_buffer = retry_buffer
         self._route_body_cap = route_body_cap
@@ -49,12 +56,25 @@ class ClientProxy:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Answer one request from a local app."""
+        started = time.perf_counter()
         extra: CIMultiDict[str] = CIMultiDict(self._tag)
+        response = await self._local_answer(request, extra)
+        if response is None:
+            return await self._forward(request, extra, started)
+        self._finished(request, response.status, NO_SERVER, started)
+        return response
+
+    async def _local_answer(
+        self, request: web.BaseRequest, extra: CIMultiDict[str]
+    ) -> web.StreamResponse | None:
+        """The guard's refusals and CORS preflights, and what the local handler answers."""
         if self._guard is not None:
             decision = self._guard.check(
                 request.method, request.headers.get(hdrs.HOST), request.headers.get(hdrs.ORIGIN)
             )
             if decision.status == 403:
+                if self._metrics is not None:
+                    self._metrics.refused("guard")
                 return error_response(403, decision.error or "forbidden", self._tag)
             if decision.status is not None:
                 return web.Response(status=decision.status, headers=CIMultiDict(decision.headers))
@@ -64,6 +84,11 @@ class ClientProxy:
             if answered is not None:
                 answered.headers.extend(extra)
                 return answered
+        return None
+
+    async def _forward(
+        self, request: web.BaseRequest, extra: CIMultiDict[str], started: float
+    ) -> web.StreamResponse:
         body: bytes | aiohttp.StreamReader | None = None
         if request.body_exists:
             length = request.content_length
@@ -72,6 +97,7 @@ class ClientProxy:
                 try:
                     body = await request.content.readexactly(length)
                 except asyncio.IncompleteReadError:
+                    self._finished(request, 400, NO_SERVER, started)
                     return error_response(400, "request body shorter than its Content-Length")
             else:
                 body = request.content
@@ -91,13 +117,20 @@ class ClientProxy:
                 request.method, request.raw_path, headers, body, route
             )
         except NoServerError as exc:
+            self._finished(request, exc.status, NO_SERVER, started)
             return error_response(exc.status, str(exc), extra)
         status = upstream.status
         extra[PIN_HEADER] = server.label
         try:
             return await relay(request, upstream, extra)
         except BaseException:
-            status = 599
+            status = 599  # the app went away, or the stream broke
             raise
         finally:
             self._router.done(server, route, status)
+            self._finished(request, status, server.label, started)
+
+    def _finished(self, request: web.BaseRequest, status: int, server: str, started: float) -> None:
+        if self._metrics is not None:
+            seconds = time.perf_counter() - started
+            self._metrics.request_finished(route_label(request.path), status, server, seconds)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Mapping
@@ -46,13 +45,20 @@ class UpstreamError(Exception):
     status: int
     message: str
     retryable: bool
+    reason: str = "error"  # connect, reset, timeout, busy, error: for metrics
 
     def __str__(self) -> str:
         return self.message
 
 
 class _Stream(web.StreamResponse):
-    """A streamed response that sends no Server header unless the upstream sent one."""
+    """A streamed response that sends no Server header unless the upstream sent one.
+
+    Its head is held back until the first body bytes (or the end) are written, so that
+    a small answer leaves in one send rather than two.
+    """
+
+    _send_headers_immediately = False
 
     async def _write_headers(self) -> None:
         if self._headers.get(hdrs.SERVER) == "":
@@ -122,23 +128,28 @@ async def open_upstream(
         response = await session.request(
             method, url, headers=headers, data=body, allow_redirects=False, compress=False
         )
+    except (aiohttp.ServerFingerprintMismatch, aiohttp.ClientSSLError) as exc:
+        # The TLS handshake failed or named the wrong device: nothing was sent.
+        raise UpstreamError(502, f"{url.host}: TLS: {_why(exc)}", True, "tls") from exc
     except aiohttp.ClientConnectorError as exc:
-        raise UpstreamError(502, f"cannot connect to {url.host}: {_why(exc)}", True) from exc
+        raise UpstreamError(
+            502, f"cannot connect to {url.host}: {_why(exc)}", True, "connect"
+        ) from exc
     except aiohttp.ServerDisconnectedError as exc:
         # A pooled keep-alive connection that the server had closed: nothing was processed.
-        raise UpstreamError(502, f"{url.host} closed the connection", replayable) from exc
+        raise UpstreamError(502, f"{url.host} closed the connection", replayable, "reset") from exc
     except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
         # The server may still be working on it: never retry, or a POST could run twice.
-        raise UpstreamError(504, f"{url.host} did not answer in time", False) from exc
+        raise UpstreamError(504, f"{url.host} did not answer in time", False, "timeout") from exc
     except aiohttp.ClientOSError as exc:
         # Reset while sending: a streamed body is partly gone, so only a kept body may retry.
-        raise UpstreamError(502, f"{url.host}: {_why(exc)}", replayable) from exc
+        raise UpstreamError(502, f"{url.host}: {_why(exc)}", replayable, "reset") from exc
     except aiohttp.ClientError as exc:
         raise UpstreamError(502, f"{url.host}: {_why(exc)}", False) from exc
     if retry_on_503 and response.status == 503:
         # Ollama's queue is full: another server may take it.
         response.release()
-        raise UpstreamError(503, f"{url.host} is busy (503)", True)
+        raise UpstreamError(503, f"{url.host} is busy (503)", True, "busy")
     return response
 
 
@@ -154,6 +165,28 @@ def stream_error_chunk(content_type: str | None, message: str) -> bytes:
         payload = {"error": {"message": message, "type": "api_error", "param": None, "code": None}}
         return b"data: " + json.dumps(payload).encode() + b"\n\n"
     return json.dumps({"error": message}).encode() + b"\n"
+
+
+_READ_ERRORS: Final = (TimeoutError, aiohttp.ClientError)
+
+
+class _Broken(Exception):
+    """The upstream failed mid-response (as opposed to the client going away)."""
+
+    def __init__(self, exc: BaseException) -> None:
+        super().__init__()
+        self.why = "idle timeout" if isinstance(exc, TimeoutError) else _why(exc)
+
+
+async def _end_broken(
+    response: web.StreamResponse, upstream: aiohttp.ClientResponse, why: str
+) -> None:
+    log.info("upstream %s broke mid-response: %s", upstream.url.host, why)
+    if upstream.content_type in _STREAM_TYPES:
+        await response.write(stream_error_chunk(upstream.content_type, f"upstream failed: {why}"))
+        await response.write_eof()
+    # A body of known length cannot carry an error: closing the connection says it.
+    response.force_close()
 
 
 async def relay(
@@ -182,24 +215,24 @@ async def relay(
         content = upstream.content
         read = content.readany
         write = response.write
-        while True:
+        try:
             try:
-                chunk = await read()
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                why = _why(exc) if not isinstance(exc, asyncio.TimeoutError) else "idle timeout"
-                log.info("upstream %s broke mid-response: %s", upstream.url.host, why)
-                if upstream.content_type in _STREAM_TYPES:
-                    await write(
-                        stream_error_chunk(upstream.content_type, f"upstream failed: {why}")
-                    )
-                    await response.write_eof()
-                # A body of known length cannot carry an error: closing the connection says it.
-                response.force_close()
-                return response
-            if not chunk:
-                break
-            await write(chunk)
-        await response.write_eof()
+                # What came in with the upstream's head goes out with ours, in one send.
+                chunk = content.read_nowait()
+            except _READ_ERRORS as exc:
+                raise _Broken(exc) from exc
+            while not content.at_eof():
+                # (An empty write sends a held head: the client learns the answer started.)
+                await write(chunk)
+                try:
+                    chunk = await read()
+                except _READ_ERRORS as exc:
+                    raise _Broken(exc) from exc
+        except _Broken as broken:
+            await _end_broken(response, upstream, broken.why)
+            return response
+        # The last bytes, the chunked-encoding end marker and a head still held leave together.
+        await response.write_eof(chunk)
     finally:
         upstream.release()
     return response

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import socket
@@ -51,9 +52,7 @@ class Listener:
             keepalive_timeout=limits.keepalive_timeout,
             access_log=None,
         )
-        self._runner = web.ServerRunner(
-            self._server, handle_signals=False, shutdown_timeout=grace
-        )
+        self._runner = web.ServerRunner(self._server, handle_signals=False, shutdown_timeout=grace)
         self._site: web.TCPSite | None = None
         self._closed = False
         self.port = address.port
@@ -111,7 +110,19 @@ class Listener:
             return
         self._closed = True
         await self.stop_accepting()
-        await self._runner.cleanup()
+        cleanup = asyncio.ensure_future(self._runner.cleanup())
+        try:
+            await asyncio.wait_for(asyncio.shield(cleanup), self._grace)
+        except TimeoutError:
+            # aiohttp would give cancelled handlers a second grace period; dropping the
+            # connections cancels the handlers now (handler_cancellation=True).
+            for protocol in list(self._server.connections):
+                if protocol.transport is not None:
+                    protocol.transport.abort()
+            await cleanup
+        except asyncio.CancelledError:
+            cleanup.cancel()
+            raise
 
 
 async def who_listens(address: HostPort) -> str:

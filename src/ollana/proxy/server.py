@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -11,6 +12,7 @@ from aiohttp import web
 from yarl import URL
 
 from ollana import __version__
+from ollana.admin.metrics import LOCAL_OLLAMA, NO_SERVER, Metrics, route_label
 from ollana.config import Limits
 from ollana.proxy.forward import (
     UpstreamError,
@@ -40,8 +42,16 @@ def is_management(method: str, path: str) -> bool:
 class ServerProxy:
     """The request handler of server mode: every request goes to the local Ollama."""
 
-    def __init__(self, ollama_url: str, limits: Limits, *, gate: Gate | None = None) -> None:
+    def __init__(
+        self,
+        ollama_url: str,
+        limits: Limits,
+        *,
+        gate: Gate | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._base = ollama_url.rstrip("/")
+        self._metrics = metrics
         self._gate = gate
         self._limits = limits
         self._session: aiohttp.ClientSession | None = None
@@ -65,23 +75,45 @@ class ServerProxy:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Answer one request from a client on the LAN."""
+        started = time.perf_counter()
+        metrics = self._metrics
         if self._gate is not None:
             answered = await self._gate(request)
             if answered is not None:
+                if metrics is not None:
+                    seconds = time.perf_counter() - started
+                    metrics.request_finished(
+                        route_label(request.path), answered.status, NO_SERVER, seconds
+                    )
                 return answered
         body = request.content if request.body_exists else None
+        if metrics is not None:
+            metrics.request_started(LOCAL_OLLAMA)
+        status = 599
         try:
-            upstream = await open_upstream(
-                self.session,
-                request.method,
-                URL(self._base + request.raw_path, encoded=True),
-                request_headers(request.headers),
-                body,
-            )
-        except UpstreamError as exc:
-            status = 503 if exc.retryable else exc.status
-            return error_response(status, f"ollama: {exc}", self._tag)
-        return await relay(request, upstream, self._tag)
+            try:
+                upstream = await open_upstream(
+                    self.session,
+                    request.method,
+                    URL(self._base + request.raw_path, encoded=True),
+                    request_headers(request.headers),
+                    body,
+                )
+            except UpstreamError as exc:
+                status = 503 if exc.retryable else exc.status
+                return error_response(status, f"ollama: {exc}", self._tag)
+            status = upstream.status
+            if metrics is not None:
+                metrics.upstream_ttfb(LOCAL_OLLAMA, time.perf_counter() - started)
+            response = await relay(request, upstream, self._tag)
+        except BaseException:
+            status = 599
+            raise
+        finally:
+            if metrics is not None:
+                seconds = time.perf_counter() - started
+                metrics.request_finished(route_label(request.path), status, LOCAL_OLLAMA, seconds)
+        return response
 
     async def close(self) -> None:
         """Close the connection pool to Ollama; safe to call twice."""

@@ -1,0 +1,391 @@
+"""Prometheus metrics of one running mode, in a registry of its own.
+
+Every family is prefixed ``ollana_``:
+
+- ``requests_total{route,status,server}``: requests answered, by route label (see
+  `route_label`), HTTP status and the server that answered (``none``: no single server did).
+- ``inflight{server}``: requests sent to a server and not finished yet.
+- ``upstream_ttfb_seconds{server}``: from sending a request upstream to its response head.
+- ``request_duration_seconds{route}``: from the request's arrival to its last response byte.
+- ``retries_total{reason}``, ``failovers_total``: attempts sent again elsewhere; requests that
+  a server other than the first one tried answered.
+- ``refusals_total{reason}``, ``tls_handshakes_refused_total{reason}``.
+- ``pool_servers{state}`` and ``discovery_datagrams_{sent,received,dropped}_total``, read
+  from the live objects at scrape time (`watch_pool`, `watch_discovery`): no per-event work.
+
+The hot-path methods cost about a microsecond each: labelled children are looked up once
+and kept. Label values are bounded: routes by `route_label`, the others by
+`MAX_LABEL_VALUES` distinct values per label, past which new values read ``other``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import Final, Protocol
+
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from ollana import __version__
+from ollana.cluster.pool import ServerSnapshot, ServerState
+from ollana.discovery import DiscoveryStats
+
+__all__ = [
+    "DURATION_BUCKETS",
+    "LOCAL_OLLAMA",
+    "MAX_LABEL_VALUES",
+    "NO_SERVER",
+    "OTHER",
+    "ROUTES",
+    "TTFB_BUCKETS",
+    "Metrics",
+    "route_label",
+]
+
+log = logging.getLogger(__name__)
+
+# From a loopback hit (1 ms) to a large model loading from disk before its first token.
+TTFB_BUCKETS: Final = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0,
+)  # fmt: skip
+# A whole generation may stream for minutes after that.
+DURATION_BUCKETS: Final = (*TTFB_BUCKETS, 300.0, 600.0)
+MAX_LABEL_VALUES: Final = 256
+OTHER: Final = "other"
+NO_SERVER: Final = "none"  # answered without a single server: refused, merged lists, 503
+LOCAL_OLLAMA: Final = "ollama"  # server mode's one upstream
+
+# Ollama's API paths (and ollana's own), shown verbatim as route labels.
+ROUTES: Final = frozenset({
+    "/", "/api/version", "/api/tags", "/api/ps", "/api/show", "/api/generate", "/api/chat",
+    "/api/embed", "/api/embeddings", "/api/pull", "/api/push", "/api/create", "/api/copy",
+    "/api/delete", "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models",
+    "/v1/responses", "/ollana/v1/hello",
+})  # fmt: skip
+_BLOBS, _MODELS = "/api/blobs/", "/v1/models/"
+_BLOB_ROUTE, _MODEL_ROUTE = "/api/blobs/:digest", "/v1/models/:model"
+_ROUTE_VALUES: Final = ROUTES | {_BLOB_ROUTE, _MODEL_ROUTE, OTHER}
+
+
+def route_label(path: str) -> str:
+    """The route label of a request path: a known path verbatim, a pattern, or "other"."""
+    if path in ROUTES:
+        return path
+    if path.startswith(_BLOBS) and "/" not in path[len(_BLOBS) :]:
+        return _BLOB_ROUTE
+    if path.startswith(_MODELS) and len(path) > len(_MODELS):
+        return _MODEL_ROUTE
+    return OTHER
+
+
+class SnapshotSource(Protocol):
+    """What `watch_pool` reads: the client's Pool."""
+
+    def snapshots(self) -> Sequence[ServerSnapshot]:
+        """Frozen copies of every server."""
+        ...
+
+
+class StatsSource(Protocol):
+    """What `watch_discovery` reads: a DiscoveryService."""
+
+    def stats(self) -> DiscoveryStats:
+        """A snapshot of the datagram counters."""
+        ...
+
+
+MetricSource = Callable[[], Iterable[Metric]]
+
+
+class _Bounded:
+    """The values one label has taken; past `limit` distinct ones, a new value reads "other"."""
+
+    __slots__ = ("_limit", "_seen")
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        if len(self._seen) >= self._limit:
+            return OTHER
+        self._seen.add(value)
+        return value
+
+
+class _Sources(Collector):
+    """Families computed at scrape time from live objects."""
+
+    def __init__(self) -> None:
+        self.sources: list[MetricSource] = []
+
+    def collect(self) -> Iterable[Metric]:
+        for source in list(self.sources):
+            try:
+                families = list(source())
+            except Exception:
+                # One broken source must not take the whole scrape down with it.
+                log.exception("metrics source %r failed", source)
+                continue
+            yield from families
+
+    def describe(self) -> Iterable[Metric]:
+        return ()
+
+
+class Metrics:
+    """The metrics of one running mode; its hot-path methods are safe on the event loop."""
+
+    # The classic text format: understood by every Prometheus version and scraper.
+    content_type: Final = CONTENT_TYPE_PLAIN_0_0_4
+
+    def __init__(self, *, process: bool = True) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        reg = self.registry
+        self._requests = Counter(
+            "ollana_requests", "Requests answered, by route, HTTP status and server.",
+            ("route", "status", "server"), registry=reg,
+        )  # fmt: skip
+        self._inflight = Gauge(
+            "ollana_inflight", "Requests sent to a server and not finished yet.",
+            ("server",), registry=reg,
+        )  # fmt: skip
+        self._ttfb = Histogram(
+            "ollana_upstream_ttfb_seconds",
+            "Time from sending a request upstream to its response head.",
+            ("server",), buckets=TTFB_BUCKETS, registry=reg,
+        )  # fmt: skip
+        self._duration = Histogram(
+            "ollana_request_duration_seconds",
+            "Time from a request's arrival to its last response byte.",
+            ("route",), buckets=DURATION_BUCKETS, registry=reg,
+        )  # fmt: skip
+        self._retries = Counter(
+            "ollana_retries", "Attempts that failed before any response byte and were sent "
+            "to the next server, by reason.", ("reason",), registry=reg,
+        )  # fmt: skip
+        self._failovers = Counter(
+            "ollana_failovers", "Requests answered by a server other than the first one tried.",
+            registry=reg,
+        )  # fmt: skip
+        self._refusals = Counter(
+            "ollana_refusals", "Requests refused by ollana itself, by reason.",
+            ("reason",), registry=reg,
+        )  # fmt: skip
+        self._tls_refusals = Counter(
+            "ollana_tls_handshakes_refused", "TLS handshakes or peers refused, by reason.",
+            ("reason",), registry=reg,
+        )  # fmt: skip
+        self._sources = _Sources()
+        reg.register(self._sources)
+        self._sources.sources.append(_info)
+        if process:
+            ProcessCollector(namespace="ollana", registry=reg)
+        self._servers = _Bounded(MAX_LABEL_VALUES)
+        self._reasons = _Bounded(MAX_LABEL_VALUES)
+        self._request_children: dict[tuple[str, int, str], Callable[[], None]] = {}
+        self._inflight_children: dict[str, Gauge] = {}
+        self._ttfb_children: dict[str, Callable[[float], None]] = {}
+        self._duration_children: dict[str, Callable[[float], None]] = {}
+        self._reason_children: dict[tuple[int, str], Callable[[], None]] = {}
+        self._failover_inc = self._failovers.inc
+
+    # --- the hot path -----------------------------------------------------------------------
+
+    def request_started(self, server: str) -> None:
+        """A request (or a retry of one) was sent to `server`: its in-flight gauge goes up.
+
+        Every call is matched by exactly one `attempt_failed(server)` or
+        `request_finished(..., server, ...)`.
+        """
+        gauge = self._inflight_children.get(server)
+        if gauge is None:
+            gauge = self._inflight_child(server)
+        gauge.inc()
+
+    def attempt_failed(self, server: str) -> None:
+        """The attempt sent to `server` failed before any response byte: its in-flight goes down.
+
+        The request itself goes on (`retry`) or ends (`request_finished` with `NO_SERVER`).
+        """
+        gauge = self._inflight_children.get(server)
+        if gauge is None:
+            gauge = self._inflight_child(server)
+        gauge.dec()
+
+    def request_finished(self, route: str, status: int, server: str, seconds: float) -> None:
+        """A request ended (last byte sent, or broken): count it and its duration.
+
+        `route` comes from `route_label`; `status` is the status sent (599 when the
+        exchange broke before it completed); `server` answered it, or is `NO_SERVER`
+        when none did. Unless `server` is `NO_SERVER`, its in-flight gauge goes down.
+        """
+        key = (route, status, server)
+        inc = self._request_children.get(key)
+        if inc is None:
+            inc = self._request_child(key)
+        inc()
+        if server != NO_SERVER:
+            gauge = self._inflight_children.get(server)
+            if gauge is None:
+                gauge = self._inflight_child(server)
+            gauge.dec()
+        observe = self._duration_children.get(route)
+        if observe is None:
+            observe = self._duration_child(route)
+        observe(seconds)
+
+    def upstream_ttfb(self, server: str, seconds: float) -> None:
+        """`server` sent a response head (any status) `seconds` after the request was sent."""
+        observe = self._ttfb_children.get(server)
+        if observe is None:
+            observe = self._ttfb_child(server)
+        observe(seconds)
+
+    def retry(self, reason: str) -> None:
+        """An attempt failed before any response byte; the request goes to the next server.
+
+        Reasons are short constants: "connect", "reset", "tls", "busy" (a 503), "ejected".
+        """
+        self._reason(self._retries, 0, reason)()
+
+    def failover(self) -> None:
+        """A request was answered by a server other than the first one tried (once per request)."""
+        self._failover_inc()
+
+    def refused(self, reason: str) -> None:
+        """ollana refused a request itself: "host", "origin", "limits", "read-only", …."""
+        self._reason(self._refusals, 1, reason)()
+
+    def tls_refused(self, reason: str) -> None:
+        """A TLS handshake or peer was refused: "unknown-device", "disabled", "handshake", …."""
+        self._reason(self._tls_refusals, 2, reason)()
+
+    # --- children, made once per label set ----------------------------------------------------
+
+    def _inflight_child(self, server: str) -> Gauge:
+        label = self._servers(server)
+        gauge = self._inflight.labels(label)
+        if label == server:
+            self._inflight_children[server] = gauge
+        return gauge
+
+    def _request_child(self, key: tuple[str, int, str]) -> Callable[[], None]:
+        route, status, server = key
+        label_route = route if route in _ROUTE_VALUES else OTHER
+        label_server = self._servers(server)
+        valid = 100 <= status <= 599
+        label_status = str(status) if valid else OTHER
+        inc: Callable[[], None] = self._requests.labels(label_route, label_status, label_server).inc
+        if (label_route, label_server) == (route, server) and valid:
+            self._request_children[key] = inc
+        return inc
+
+    def _duration_child(self, route: str) -> Callable[[float], None]:
+        label = route if route in _ROUTE_VALUES else OTHER
+        observe: Callable[[float], None] = self._duration.labels(label).observe
+        if label == route:
+            self._duration_children[route] = observe
+        return observe
+
+    def _ttfb_child(self, server: str) -> Callable[[float], None]:
+        label = self._servers(server)
+        observe: Callable[[float], None] = self._ttfb.labels(label).observe
+        if label == server:
+            self._ttfb_children[server] = observe
+        return observe
+
+    def _reason(self, family: Counter, slot: int, reason: str) -> Callable[[], None]:
+        inc = self._reason_children.get((slot, reason))
+        if inc is None:
+            label = self._reasons(reason)
+            inc = family.labels(label).inc
+            if label == reason:
+                self._reason_children[(slot, reason)] = inc
+        return inc
+
+    # --- live sources ---------------------------------------------------------------------
+
+    def add_source(self, source: MetricSource) -> Callable[[], None]:
+        """Add families computed at scrape time; returns a function that removes them."""
+        self._sources.sources.append(source)
+
+        def remove() -> None:
+            if source in self._sources.sources:
+                self._sources.sources.remove(source)
+
+        return remove
+
+    def watch_pool(self, pool: SnapshotSource) -> Callable[[], None]:
+        """Report ``ollana_pool_servers{state}`` from the pool at each scrape."""
+
+        def collect() -> Iterable[Metric]:
+            counts = dict.fromkeys(ServerState, 0)
+            for snapshot in pool.snapshots():
+                counts[snapshot.state] += 1
+            family = GaugeMetricFamily(
+                "ollana_pool_servers", "Servers known to the pool, by state.", labels=("state",)
+            )
+            for state, count in counts.items():
+                family.add_metric((state.value,), count)
+            return (family,)
+
+        return self.add_source(collect)
+
+    def watch_discovery(self, service: StatsSource) -> Callable[[], None]:
+        """Report the discovery service's datagram counters at each scrape."""
+
+        def collect() -> Iterable[Metric]:
+            stats = service.stats()
+            prefix, what = "ollana_discovery_", "Discovery datagrams"
+            dropped = CounterMetricFamily(
+                f"{prefix}datagrams_dropped", f"{what} received and dropped, by reason.",
+                labels=("reason",),
+            )  # fmt: skip
+            for reason, count in sorted(stats.dropped.items()):
+                dropped.add_metric((reason,), count)
+            return (
+                CounterMetricFamily(f"{prefix}datagrams_sent", f"{what} sent.", stats.sent),
+                CounterMetricFamily(
+                    f"{prefix}datagrams_received", f"{what} received.", stats.received
+                ),
+                dropped,
+                CounterMetricFamily(
+                    f"{prefix}send_errors", f"{what} that could not be sent.", stats.send_errors
+                ),
+            )
+
+        return self.add_source(collect)
+
+    # --- reading --------------------------------------------------------------------------
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every family."""
+        return generate_latest(self.registry)
+
+    def counted(self) -> Iterable[Metric]:
+        """The counter and gauge families only (no histograms, no process): for totals."""
+        for metric in (self._requests, self._inflight, self._retries, self._failovers,
+                       self._refusals, self._tls_refusals):  # fmt: skip
+            yield from metric.collect()
+        yield from self._sources.collect()
+
+
+def _info() -> Iterable[Metric]:
+    family = InfoMetricFamily("ollana_build", "The running ollana.")
+    family.add_metric((), {"version": __version__})
+    return (family,)

@@ -1,0 +1,279 @@
+"""The /status document of a running ollana, built from what its mode exposes.
+
+``GET /status`` answers one JSON object (``schema`` 1; fields are only ever added)::
+
+    {
+      "schema": 1,
+      "version": "0.7.0",                 # ollana's version
+      "mode": "client",                   # "client" or "server"
+      "device_id": "64 hex digits",       # this device's ID; null before it is known
+      "pid": 4242,
+      "started": "2026-01-02T03:04:05Z",  # UTC, to the second
+      "uptime_seconds": 12.3,
+      "listen": "127.0.0.1:11434",        # the mode's endpoint, as bound
+      "open": false, "read_only": false, "discovery": true,
+      "ollama": null,                     # server mode: the local Ollama, see below
+      "servers": [ … ],                   # client mode: the pool, see below; [] in server mode
+      "nearby": [ … ],                    # devices heard on the network that are not allowed
+      "counters": { … }                   # see below
+    }
+
+``ollama`` (server mode)::
+
+    {"url": "http://127.0.0.1:11434", "up": true, "version": "0.5.7", "since_seconds": 30.1}
+
+Each of ``servers`` (sorted by address)::
+
+    {
+      "key": "device ID, else address",  "address": "192.168.1.20:11435",
+      "device_id": "64 hex digits" | null,
+      "state": "healthy" | "suspect" | "down",
+      "static": false,                   # given with --server rather than discovered
+      "priority": 0,
+      "inflight": 1,                     # requests on it now
+      "latency_ms": 1.9 | null,          # EWMA of liveness probes
+      "ollama_version": "0.5.7" | null,
+      "models": ["llama3.2:latest"],     # installed (/api/tags)
+      "loaded": ["llama3.2:latest"],     # in memory (/api/ps)
+      "last_seen_seconds_ago": 0.4 | null,  # last discovery datagram heard from it
+      "requests": 12, "failures": 0      # since it joined the pool
+    }
+
+Each of ``nearby``::
+
+    {"device_id": "64 hex digits", "address": "192.168.1.30", "role": "server",
+     "last_seen": "2026-01-02T03:04:05Z"}
+
+``counters`` (totals since start)::
+
+    {
+      "requests": 120,                   # answered, any status
+      "requests_by_status": {"1xx": 0, "2xx": 118, "3xx": 0, "4xx": 1, "5xx": 1},
+      "inflight": 1,
+      "retries": 2, "failovers": 1,
+      "refusals": {"origin": 1},         # by reason
+      "tls_refused": {"unknown-device": 3},
+      "discovery": {"sent": 10, "received": 31, "send_errors": 0,
+                    "dropped": {"own": 10}}   # present when discovery runs
+    }
+
+plus whatever the mode adds through `StatusSource.counters()`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Final, Protocol
+
+from ollana import __version__
+from ollana.admin.metrics import Metrics
+from ollana.cluster.pool import ServerSnapshot
+from ollana.config import HostPort, Settings
+from ollana.identity import SeenDevice
+
+__all__ = [
+    "SCHEMA_VERSION", "OllamaView", "PoolView", "StatusSource", "status_document", "totals",
+]  # fmt: skip
+
+SCHEMA_VERSION: Final = 1
+_COUNTED: Final = (
+    "ollana_requests", "ollana_inflight", "ollana_retries", "ollana_failovers",
+    "ollana_refusals", "ollana_tls_handshakes_refused", "ollana_discovery_",
+)  # fmt: skip
+
+
+class PoolView(Protocol):
+    """The client's Pool, as status reads it."""
+
+    def snapshots(self) -> Sequence[ServerSnapshot]:
+        """Frozen copies of every server."""
+        ...
+
+
+class OllamaView(Protocol):
+    """Server mode's watch on its local Ollama (app.OllamaWatch)."""
+
+    @property
+    def url(self) -> str:
+        """Where the local Ollama is."""
+        ...
+
+    @property
+    def up(self) -> bool:
+        """Whether it answered the last probe."""
+        ...
+
+    @property
+    def version(self) -> str | None:
+        """The version it reported."""
+        ...
+
+    @property
+    def since(self) -> float:
+        """time.monotonic() of the last change of `up`."""
+        ...
+
+
+class StatusSource(Protocol):
+    """What a running mode offers the status page (ClientMode and ServerMode satisfy it)."""
+
+    @property
+    def mode(self) -> str:
+        """ "client" or "server"."""
+        ...
+
+    @property
+    def settings(self) -> Settings:
+        """The settings the mode runs with."""
+        ...
+
+    @property
+    def started_at(self) -> float:
+        """time.time() when the mode started."""
+        ...
+
+    @property
+    def device_id(self) -> str | None:
+        """This device's ID (64 hex digits)."""
+        ...
+
+    @property
+    def port(self) -> int:
+        """The port the mode's endpoint is bound to."""
+        ...
+
+    @property
+    def pool(self) -> PoolView | None:
+        """Client mode's pool; None in server mode."""
+        ...
+
+    @property
+    def ollama(self) -> OllamaView | None:
+        """Server mode's local Ollama; None in client mode."""
+        ...
+
+    def nearby(self) -> Sequence[SeenDevice]:
+        """Devices heard on the network that are not allowed; called once per /status."""
+        ...
+
+    def counters(self) -> Mapping[str, object]:
+        """The mode's own counters (open connections, …), added to the metrics' totals."""
+        ...
+
+
+def status_document(source: StatusSource, metrics: Metrics) -> dict[str, object]:
+    """The /status JSON object of a running mode (see the module docstring for its schema)."""
+    uptime = max(0.0, time.time() - source.started_at)
+    settings = source.settings
+    address = settings.listen_address(server_mode=source.mode == "server")
+    pool = source.pool
+    servers = sorted(pool.snapshots(), key=lambda s: (s.address, s.key)) if pool is not None else []
+    counters = totals(metrics)
+    counters.update(source.counters())
+    return {
+        "schema": SCHEMA_VERSION,
+        "version": __version__,
+        "mode": source.mode,
+        "device_id": source.device_id,
+        "pid": os.getpid(),
+        "started": _iso(source.started_at),
+        "uptime_seconds": round(uptime, 3),
+        "listen": str(HostPort(address.host, source.port)),
+        "open": settings.open,
+        "read_only": settings.read_only or (settings.open and not settings.allow_management),
+        "discovery": settings.discovery,
+        "ollama": _ollama(source.ollama, time.monotonic()),
+        "servers": [_server(s) for s in servers],
+        "nearby": [_nearby(d) for d in source.nearby()],
+        "counters": counters,
+    }
+
+
+def totals(metrics: Metrics) -> dict[str, object]:
+    """The `counters` object: the metrics' counters summed over servers and routes."""
+    by_status = dict.fromkeys(("1xx", "2xx", "3xx", "4xx", "5xx"), 0)
+    sums: dict[str, int] = {}
+    reasons: dict[str, dict[str, int]] = {}
+    for family in metrics.counted():
+        if not family.name.startswith(_COUNTED):
+            continue
+        for sample in family.samples:
+            name, labels, value = sample.name, sample.labels, int(sample.value)
+            if name.endswith("_created"):
+                continue
+            sums[name] = sums.get(name, 0) + value
+            if name == "ollana_requests_total" and f"{labels['status'][:1]}xx" in by_status:
+                by_status[f"{labels['status'][:1]}xx"] += value
+            elif "reason" in labels:
+                group = reasons.setdefault(name, {})
+                group[labels["reason"]] = group.get(labels["reason"], 0) + value
+    document: dict[str, object] = {
+        "requests": sums.get("ollana_requests_total", 0),
+        "requests_by_status": by_status,
+        "inflight": sums.get("ollana_inflight", 0),
+        "retries": sums.get("ollana_retries_total", 0),
+        "failovers": sums.get("ollana_failovers_total", 0),
+        "refusals": dict(sorted(reasons.get("ollana_refusals_total", {}).items())),
+        "tls_refused": dict(sorted(reasons.get("ollana_tls_handshakes_refused_total", {}).items())),
+    }
+    if "ollana_discovery_datagrams_sent_total" in sums:
+        dropped = reasons.get("ollana_discovery_datagrams_dropped_total", {})
+        document["discovery"] = {
+            "sent": sums["ollana_discovery_datagrams_sent_total"],
+            "received": sums.get("ollana_discovery_datagrams_received_total", 0),
+            "send_errors": sums.get("ollana_discovery_send_errors_total", 0),
+            "dropped": dict(sorted(dropped.items())),
+        }
+    return document
+
+
+def _ollama(ollama: OllamaView | None, now: float) -> dict[str, object] | None:
+    if ollama is None:
+        return None
+    return {
+        "url": ollama.url,
+        "up": ollama.up,
+        "version": ollama.version,
+        "since_seconds": round(max(0.0, now - ollama.since), 3),
+    }
+
+
+def _server(s: ServerSnapshot) -> dict[str, object]:
+    return {
+        "key": s.key,
+        "address": s.address,
+        "device_id": s.device_id,
+        "state": s.state.value,
+        "static": s.static,
+        "priority": s.priority,
+        "inflight": s.inflight,
+        "latency_ms": s.latency_ms,
+        "ollama_version": s.ollama_version,
+        "models": list(s.models),
+        "loaded": list(s.loaded),
+        "last_seen_seconds_ago": s.last_seen_ago,
+        "requests": s.requests,
+        "failures": s.failures,
+    }
+
+
+def _nearby(device: SeenDevice) -> dict[str, object]:
+    return {
+        "device_id": device.device_id,
+        "address": device.address,
+        "role": device.role,
+        "last_seen": _iso(_aware(device.last_seen).timestamp()),
+    }
+
+
+def _aware(moment: datetime.datetime) -> datetime.datetime:
+    # The seen file holds UTC; a hand-edited one may lack the zone.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=datetime.UTC)
+
+
+def _iso(timestamp: float) -> str:
+    moment = datetime.datetime.fromtimestamp(round(timestamp), datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,349 @@
+"""The dashboard in a real headless Chromium, driven over the DevTools protocol.
+
+DevTools rather than `--dump-dom`: the test waits for the page to reach a state (a
+MutationObserver promise) instead of guessing a virtual-time budget, changes the source
+while the page runs, and reads every console message and uncaught exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from ollana.admin import AdminListener, Metrics, create_admin_app
+from ollana.cluster.pool import ServerSnapshot, ServerState
+from ollana.config import HostPort, Settings
+from ollana.identity import SeenDevice
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)"
+)
+
+START_TIMEOUT = 20.0
+WAIT_TIMEOUT = 8.0
+DEVTOOLS = re.compile(r"DevTools listening on (ws://\S+)")
+FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+    "--disable-default-apps", "--mute-audio", "--window-size=1280,1000",
+    "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1",
+)  # fmt: skip
+
+
+# --- a source whose servers the test changes -------------------------------------------------
+
+
+@dataclasses.dataclass
+class FakePool:
+    servers: list[ServerSnapshot]
+
+    def snapshots(self) -> Sequence[ServerSnapshot]:
+        return list(self.servers)
+
+
+@dataclasses.dataclass
+class FakeSource:
+    pool: FakePool
+    mode: str = "client"
+    settings: Settings = dataclasses.field(default_factory=Settings)
+    started_at: float = dataclasses.field(default_factory=time.time)
+    device_id: str | None = "cd" * 32
+    port: int = 11434
+    ollama: None = None
+    seen: tuple[SeenDevice, ...] = ()
+
+    def nearby(self) -> Sequence[SeenDevice]:
+        return self.seen
+
+    def counters(self) -> Mapping[str, object]:
+        return {}
+
+
+def snapshot(
+    n: int, state: ServerState, models: tuple[str, ...], loaded: tuple[str, ...] = ()
+) -> ServerSnapshot:
+    device = f"{n:02x}" * 32
+    return ServerSnapshot(
+        key=device, address=f"10.0.0.{n}:11435", device_id=device, state=state, static=False,
+        priority=0, inflight=0, latency_ms=1.5, ollama_version="0.5.7", models=models,
+        loaded=loaded, last_seen_ago=0.5, requests=0, failures=0,
+    )  # fmt: skip
+
+
+# --- a minimal DevTools client -------------------------------------------------------------
+
+
+class Page:
+    """One browser tab over the DevTools protocol; collects console errors and exceptions."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, session: str) -> None:
+        self._ws = ws
+        self._session = session
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self.errors: list[str] = []
+        self.network_errors: list[str] = []
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def open(cls, ws: aiohttp.ClientWebSocketResponse) -> Page:
+        browser = Page(ws, "")
+        target = await browser.send("Target.createTarget", url="about:blank")
+        attached = await browser.send(
+            "Target.attachToTarget", targetId=target["targetId"], flatten=True
+        )
+        browser._session = attached["sessionId"]
+        for domain in ("Runtime", "Log", "Page"):
+            await browser.send(f"{domain}.enable")
+        return browser
+
+    async def send(self, method: str, **params: Any) -> dict[str, Any]:
+        ident = next(self._ids)
+        message: dict[str, Any] = {"id": ident, "method": method, "params": params}
+        if self._session and not method.startswith("Target."):
+            message["sessionId"] = self._session
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[ident] = future
+        await self._ws.send_json(message)
+        reply = await asyncio.wait_for(future, WAIT_TIMEOUT)
+        if "error" in reply:
+            raise RuntimeError(f"{method}: {reply['error']}")
+        result: dict[str, Any] = reply.get("result", {})
+        return result
+
+    async def _read(self) -> None:
+        async for message in self._ws:
+            if message.type is not aiohttp.WSMsgType.TEXT:
+                break
+            data = json.loads(message.data)
+            if "id" in data and data["id"] in self._pending:
+                self._pending.pop(data["id"]).set_result(data)
+            else:
+                self._event(data.get("method", ""), data.get("params", {}))
+
+    def _event(self, method: str, params: dict[str, Any]) -> None:
+        if method == "Runtime.exceptionThrown":
+            details = params["exceptionDetails"]
+            self.errors.append(f"exception: {details.get('exception', details)}")
+        elif method == "Runtime.consoleAPICalled" and params["type"] in ("error", "assert"):
+            self.errors.append(f"console.{params['type']}: {params['args']}")
+        elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
+            entry = params["entry"]
+            target = self.network_errors if entry.get("source") == "network" else self.errors
+            target.append(f"{entry.get('source')}: {entry.get('text')}")
+
+    async def navigate(self, url: str) -> None:
+        await self.send("Page.navigate", url=url)
+
+    async def evaluate(self, expression: str) -> Any:
+        result = await self.send(
+            "Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True
+        )
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    async def wait_for(self, condition: str) -> None:
+        """Until a JS expression is true: checked now and on every change of the page."""
+        script = f"""new Promise((resolve) => {{
+            const check = () => {{ try {{ return Boolean({condition}); }} catch (e) {{ return false; }} }};
+            if (check()) {{ resolve(true); return; }}
+            const observer = new MutationObserver(() => {{
+                if (check()) {{ observer.disconnect(); resolve(true); }}
+            }});
+            observer.observe(document, {{subtree: true, childList: true, attributes: true,
+                                         characterData: true}});
+        }})"""  # noqa: E501
+        try:
+            await asyncio.wait_for(self.evaluate(script), WAIT_TIMEOUT)
+        except TimeoutError:
+            body = await self.evaluate("document.body ? document.body.innerText : ''")
+            raise AssertionError(f"page never reached {condition!r}; it shows:\n{body}") from None
+
+    async def screenshot(self, path: Path) -> None:
+        import base64
+
+        shot = await self.send("Page.captureScreenshot", format="png")
+        path.write_bytes(base64.b64decode(shot["data"]))
+
+    async def close(self) -> None:
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+
+
+@contextlib.asynccontextmanager
+async def chromium(profile: Path) -> AsyncIterator[Page]:
+    """A headless Chromium of its own (own profile, own process group) and one tab in it."""
+    assert CHROMIUM is not None
+    proc = await asyncio.create_subprocess_exec(
+        CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "about:blank",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    stderr: list[str] = []
+    try:
+        url = await asyncio.wait_for(_devtools_url(proc.stderr, stderr), START_TIMEOUT)
+        drain = asyncio.create_task(_drain(proc.stderr, stderr))
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(url, max_msg_size=0) as ws,
+        ):
+            page = await Page.open(ws)
+            try:
+                yield page
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(page.send("Browser.close"), 2.0)
+                await page.close()
+        await asyncio.wait_for(proc.wait(), 10.0)
+        await drain
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+
+
+async def _devtools_url(stream: asyncio.StreamReader, lines: list[str]) -> str:
+    while line := await stream.readline():
+        text = line.decode(errors="replace")
+        lines.append(text)
+        if found := DEVTOOLS.search(text):
+            return found.group(1)
+    raise AssertionError("chromium exited before DevTools listened:\n" + "".join(lines))
+
+
+async def _drain(stream: asyncio.StreamReader, lines: list[str]) -> None:
+    while line := await stream.readline():
+        lines.append(line.decode(errors="replace"))
+
+
+# --- tests ---------------------------------------------------------------------------------
+
+
+async def test_dashboard_follows_the_pool_and_survives_a_restart(tmp_path: Path) -> None:
+    healthy = snapshot(1, ServerState.HEALTHY, ("llama3.2:latest", "qwen2.5:7b"), ("qwen2.5:7b",))
+    other = snapshot(2, ServerState.HEALTHY, ("llama3.2:latest",))
+    source = FakeSource(FakePool([healthy, other]))
+    metrics = Metrics()
+    app = create_admin_app(source, metrics)
+    listener = AdminListener(app, HostPort("127.0.0.1", 0))
+    await listener.start()
+    try:
+        async with chromium(tmp_path / "profile") as page:
+            await page.navigate(listener.url)
+            await page.wait_for(
+                "document.body.dataset.connection === 'live'"
+                " && document.querySelectorAll('#servers tr').length === 2"
+            )
+            rows = await page.evaluate(
+                "[...document.querySelectorAll('#servers tr')]"
+                ".map(r => [r.dataset.key, r.dataset.state, r.innerText])"
+            )
+            assert [(key, state) for key, state, _ in rows] == [
+                (healthy.key, "healthy"),
+                (other.key, "healthy"),
+            ]
+            assert "10.0.0.1:11435" in rows[0][2] and "qwen2.5:7b" in rows[0][2]
+            models = await page.evaluate(
+                "[...document.querySelectorAll('#models tr')].map(r => r.dataset.model)"
+            )
+            assert models == ["llama3.2:latest", "qwen2.5:7b"]
+            assert await page.evaluate("document.getElementById('mode').textContent") == (
+                "client mode"
+            )
+
+            # A server dies: the pool marks it down, and the page follows.
+            source.pool.servers[1] = dataclasses.replace(other, state=ServerState.DOWN)
+            await page.wait_for(
+                f"document.querySelector('#servers tr[data-key=\"{other.key}\"]')"
+                ".dataset.state === 'down'"
+            )
+            assert await page.evaluate("document.getElementById('healthy').textContent") == "1 / 2"
+            # Traffic shows as a request rate.
+            for _ in range(40):
+                metrics.request_started(healthy.key)
+                metrics.request_finished("/api/chat", 200, healthy.key, 0.1)
+            await page.wait_for("/[1-9]/.test(document.getElementById('rate').textContent)")
+            assert page.errors == [] and page.network_errors == []
+
+            # The ollana goes away: the page says so and keeps what it last knew.
+            port = listener.port
+            await listener.close()
+            await page.wait_for("document.body.dataset.connection === 'disconnected'")
+            text = await page.evaluate("document.getElementById('conn-text').textContent")
+            assert text.startswith("disconnected, retrying")
+            assert await page.evaluate("document.querySelectorAll('#servers tr').length") == 2
+
+            # It comes back on the same port: the page reconnects by itself.
+            source.pool.servers.pop()
+            listener = AdminListener(app_again(source, metrics), HostPort("127.0.0.1", port))
+            await listener.start()
+            await page.wait_for(
+                "document.body.dataset.connection === 'live'"
+                " && document.querySelectorAll('#servers tr').length === 1"
+            )
+            assert page.errors == []
+    finally:
+        await listener.close()
+
+
+def app_again(source: FakeSource, metrics: Metrics) -> Any:
+    """A fresh application object: one that has run cannot be started twice."""
+    return create_admin_app(source, metrics)
+
+
+async def test_server_mode_page_shows_the_local_ollama(tmp_path: Path) -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Watch:
+        url: str = "http://127.0.0.1:11434"
+        up: bool = False
+        version: str | None = "0.5.7"
+        since: float = 0.0
+
+    @dataclasses.dataclass(frozen=True)
+    class ServerSource:
+        mode: str = "server"
+        settings: Settings = dataclasses.field(default_factory=Settings)
+        started_at: float = dataclasses.field(default_factory=time.time)
+        device_id: str | None = "ab" * 32
+        port: int = 11435
+        pool: None = None
+        ollama: Watch = Watch()
+
+        def nearby(self) -> Sequence[SeenDevice]:
+            return ()
+
+        def counters(self) -> Mapping[str, object]:
+            return {"connections": 2}
+
+    async with AdminListener(
+        create_admin_app(ServerSource(), Metrics()), HostPort("127.0.0.1", 0)
+    ) as listener, chromium(tmp_path / "profile") as page:  # fmt: skip
+        await page.navigate(listener.url)
+        await page.wait_for("document.getElementById('ollama-state').textContent === 'down'")
+        hidden = await page.evaluate(
+            "['servers-section', 'servers-card', 'ollama-card']"
+            ".map(id => document.getElementById(id).hidden)"
+        )
+        assert hidden == [True, True, False]
+        counters = await page.evaluate("document.getElementById('counters').innerText")
+        assert "connections" in counters
+        assert page.errors == [] and page.network_errors == []
