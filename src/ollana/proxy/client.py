@@ -16,6 +16,7 @@ from ollana import __version__
 from ollana.admin.metrics import NO_SERVER, route_label
 from ollana.cluster.models import inspect_request
 from ollana.cluster.router import NoServerError, Router
+from ollana.logs import access_log
 from ollana.proxy.forward import error_response, relay, request_headers
 from ollana.proxy.guard import LocalGuard
 
@@ -131,6 +132,9 @@ class ClientProxy:
             self._finished(request, status, server.label, started)
 
     def _finished(self, request: web.BaseRequest, status: int, server: str, started: float) -> None:
+        seconds = time.perf_counter() - started
         if self._metrics is not None:
-            seconds = time.perf_counter() - started
             self._metrics.request_finished(route_label(request.path), status, server, seconds)
+        access_log(
+            request.remote or "-", request.method, request.path, status, seconds, server=server
+        )

@@ -14,6 +14,7 @@ from yarl import URL
 from ollana import __version__
 from ollana.admin.metrics import LOCAL_OLLAMA, NO_SERVER, Metrics, route_label
 from ollana.config import Limits
+from ollana.logs import access_log
 from ollana.proxy.forward import (
     UpstreamError,
     error_response,
@@ -80,11 +81,7 @@ class ServerProxy:
         if self._gate is not None:
             answered = await self._gate(request)
             if answered is not None:
-                if metrics is not None:
-                    seconds = time.perf_counter() - started
-                    metrics.request_finished(
-                        route_label(request.path), answered.status, NO_SERVER, seconds
-                    )
+                self._finished(request, answered.status, NO_SERVER, started)
                 return answered
         body = request.content if request.body_exists else None
         if metrics is not None:
@@ -110,10 +107,14 @@ class ServerProxy:
             status = 599
             raise
         finally:
-            if metrics is not None:
-                seconds = time.perf_counter() - started
-                metrics.request_finished(route_label(request.path), status, LOCAL_OLLAMA, seconds)
+            self._finished(request, status, LOCAL_OLLAMA, started)
         return response
+
+    def _finished(self, request: web.BaseRequest, status: int, server: str, started: float) -> None:
+        seconds = time.perf_counter() - started
+        if self._metrics is not None:
+            self._metrics.request_finished(route_label(request.path), status, server, seconds)
+        access_log(request.remote or "-", request.method, request.path, status, seconds)
 
     async def close(self) -> None:
         """Close the connection pool to Ollama; safe to call twice."""

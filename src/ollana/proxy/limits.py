@@ -1,0 +1,297 @@
+"""Limits on an HTTP listener, and an explicit answer to every request they refuse.
+
+aiohttp's low-level server already caps the request line, each header field and the number
+of fields, but it answers with a text/plain 400, logs each refusal as an error with a
+traceback, and puts no deadline on a request head. `LimitedServer` is a drop-in
+`aiohttp.web.Server` that adds what a port open to a LAN (or to every web page) needs:
+
+- a request head must arrive whole within ``Limits.header_timeout`` seconds of its first
+  byte (of the connection, for the first request): else 408, or a plain close when not a
+  byte came (slowloris);
+- the header fields of a request may take ``Limits.max_header_size`` bytes in all: else 431
+  (aiohttp checks each field only);
+- at most ``Limits.max_connections`` connections: the ones past it get a 503 once their
+  request head is in (as Ollama answers when its queue is full), then are closed;
+- every refusal of a malformed request is an Ollama-style ``{"error": "…"}`` with the
+  fitting status (400, 408, 414, 431, 503), counted by reason in ``refusals`` and passed to
+  ``on_refusal(reason)``, and logged once at debug level.
+
+Request contents (header values, bodies) are never logged nor echoed back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+from aiohttp import http_exceptions, web
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
+from aiohttp.web_protocol import RequestHandler, _ErrInfo
+
+from ollana.config import Limits
+from ollana.proxy.forward import error_response
+
+__all__ = [
+    "BAD_REQUEST",
+    "CONNECTIONS",
+    "HEADERS_TOO_LARGE",
+    "HEADER_TIMEOUT",
+    "REASONS",
+    "TOO_MANY_HEADERS",
+    "URI_TOO_LONG",
+    "LimitedServer",
+    "OnRefusal",
+]
+
+log = logging.getLogger(__name__)
+
+OnRefusal = Callable[[str], None]
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+# Refusal reasons: a closed set, so that they can be metric labels.
+HEADER_TIMEOUT: Final = "header-timeout"
+HEADERS_TOO_LARGE: Final = "headers-too-large"
+TOO_MANY_HEADERS: Final = "too-many-headers"
+URI_TOO_LONG: Final = "uri-too-long"
+BAD_REQUEST: Final = "bad-request"
+CONNECTIONS: Final = "connections"
+REASONS: Final = frozenset(
+    {HEADER_TIMEOUT, HEADERS_TOO_LARGE, TOO_MANY_HEADERS, URI_TOO_LONG, BAD_REQUEST, CONNECTIONS}
+)
+
+# Bytes a header field takes beyond its name and value: ": " and CRLF.
+_FIELD_OVERHEAD: Final = 4
+_DETAIL: Final = 100  # characters of the parser's own explanation passed on
+
+
+class _Refused(http_exceptions.HttpProcessingError):
+    """A refusal decided here rather than by the parser; already counted."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(code=status, message=message)
+        self.reason = reason
+
+
+class LimitedServer(web.Server):
+    """`aiohttp.web.Server` with the limits above; takes web.Server's keyword arguments."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        limits: Limits,
+        *,
+        on_refusal: OnRefusal | None = None,
+        name: str = "http",
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("max_line_size", limits.max_line_size)
+        kwargs.setdefault("max_field_size", limits.max_header_size)
+        kwargs.setdefault("max_headers", limits.max_header_fields)
+        kwargs.setdefault("keepalive_timeout", limits.keepalive_timeout)
+        super().__init__(handler, **kwargs)
+        self.limits = limits
+        self.name = name
+        self.on_refusal = on_refusal
+        self.refusals: Counter[str] = Counter()
+
+    def __call__(self) -> RequestHandler:
+        return _LimitedHandler(self, loop=self._loop, **self._kwargs)
+
+    def refused(self, reason: str, detail: str, peer: object) -> None:
+        """Count a refusal, tell `on_refusal`, log it at debug level."""
+        self.refusals[reason] += 1
+        log.debug("%s: refused a request from %s (%s): %s", self.name, peer, reason, detail)
+        if self.on_refusal is not None:
+            try:
+                self.on_refusal(reason)
+            except Exception:
+                log.exception("%s: the refusal callback failed", self.name)
+
+
+class _LimitedHandler(RequestHandler):
+    """One connection: aiohttp's protocol plus the head deadline, head size and busy answer."""
+
+    __slots__ = ("_body", "_head_bytes", "_head_timer", "_limited", "_over", "_refusing")
+
+    def __init__(self, manager: LimitedServer, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._limited = manager
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._head_bytes = 0
+        # The body of the last request whose head came in: the next head starts once the
+        # parser has seen it end.
+        self._body: StreamReader | None = None
+        self._over = False
+        self._refusing = False
+
+    # --- connection -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        cap = self._limited.limits.max_connections
+        if cap > 0 and len(self._limited.connections) > cap:
+            self._over = True
+            self._request_handler = self._busy
+            self._limited.refused(CONNECTIONS, f"more than {cap} connections", self._peer())
+        # A new connection owes its first request head within the deadline too.
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refusing:
+            return  # an answer is on its way and the connection closes after it
+        if (
+            self._force_close or self._close or self._upgraded
+            or self._payload_parser is not None
+            or (self._body is not None and not self._body.is_eof())
+        ):  # fmt: skip
+            super().data_received(data)
+            return
+        # A request head, or its first bytes: time it and count it.
+        if data and self._head_timer is None:
+            self._arm_head_timer()
+        self._head_bytes += len(data)
+        before = self._request_count
+        super().data_received(data)
+        if self._request_count > before:
+            self._heads_arrived(self._request_count - before)
+        elif self._head_bytes > self._max_head():
+            self._refuse(431, HEADERS_TOO_LARGE, self._too_large())
+
+    # --- the head deadline --------------------------------------------------------------
+
+    def _arm_head_timer(self) -> None:
+        timeout = self._limited.limits.header_timeout
+        if timeout > 0 and self._head_timer is None:
+            self._head_timer = self._loop.call_later(timeout, self._head_expired)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_expired(self) -> None:
+        self._head_timer = None
+        if self._refusing or self._force_close or self.transport is None:
+            return
+        timeout = self._limited.limits.header_timeout
+        if self._head_bytes == 0:
+            # Not a byte since the connection opened: nothing to answer.
+            if not self._over:
+                detail = f"no request within {timeout:g} s of connecting"
+                self._limited.refused(HEADER_TIMEOUT, detail, self._peer())
+            self.force_close()
+            return
+        self._refuse(408, HEADER_TIMEOUT, f"request head not complete within {timeout:g} s")
+
+    # --- the head size ------------------------------------------------------------------
+
+    def _max_head(self) -> int:
+        """A head longer than this cannot fit: request line, fields, and their CRLFs."""
+        limits = self._limited.limits
+        return limits.max_line_size + 2 + limits.max_header_size + 2
+
+    def _too_large(self) -> str:
+        return f"request header fields larger than {self._limited.limits.max_header_size} bytes"
+
+    def _heads_arrived(self, count: int) -> None:
+        self._cancel_head_timer()
+        self._head_bytes = 0
+        cap = self._limited.limits.max_header_size
+        for index in range(len(self._messages) - count, len(self._messages)):
+            message, payload = self._messages[index]
+            self._body = payload
+            if not isinstance(message, RawRequestMessage):
+                continue
+            size = sum(len(k) + len(v) + _FIELD_OVERHEAD for k, v in message.raw_headers)
+            if size > cap:
+                self._refusing = True
+                self._limited.refused(HEADERS_TOO_LARGE, self._too_large(), self._peer())
+                exc = _Refused(431, HEADERS_TOO_LARGE, self._too_large())
+                refusal = _ErrInfo(status=431, exc=exc, message=exc.message)
+                self._messages[index] = (refusal, payload)
+                # Whatever was pipelined behind it goes unanswered: the connection closes.
+                while len(self._messages) > index + 1:
+                    self._messages.pop()
+                return
+
+    # --- refusing -----------------------------------------------------------------------
+
+    def _refuse(self, status: int, reason: str, message: str) -> None:
+        """Queue an error answer after whatever is being answered now, then close."""
+        self._refusing = True
+        self._cancel_head_timer()
+        self._limited.refused(reason, message, self._peer())
+        exc = _Refused(status, reason, message)
+        self._messages.append((_ErrInfo(status=status, exc=exc, message=message), EMPTY_PAYLOAD))
+        self._request_count += 1
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """Malformed requests get an Ollama-style JSON error; handler failures go to aiohttp."""
+        if not isinstance(exc, http_exceptions.HttpProcessingError):
+            return super().handle_error(request, status, exc, message)
+        if isinstance(exc, _Refused):
+            status, text = exc.code, exc.message
+        else:
+            status, reason, text = self._classify(exc)
+            self._limited.refused(reason, f"{text} ({type(exc).__name__})", self._peer())
+        if request.writer.output_size > 0:
+            raise ConnectionError("a response was already started; cannot send an error")
+        return _error(status, text)
+
+    def _classify(self, exc: http_exceptions.HttpProcessingError) -> tuple[int, str, str]:
+        """Status, reason and message for a request the parser refused."""
+        limits = self._limited.limits
+        if isinstance(exc, http_exceptions.LineTooLong):
+            limit = exc.args[1] if len(exc.args) > 1 else None
+            if limit == self.max_line_size != self.max_field_size:
+                return 414, URI_TOO_LONG, f"request line longer than {limit} bytes"
+            return 431, HEADERS_TOO_LARGE, f"a header field is longer than {limit} bytes"
+        if exc.message.startswith("Too many headers"):
+            text = f"more than {limits.max_header_fields} header fields"
+            return 431, TOO_MANY_HEADERS, text
+        if isinstance(exc, http_exceptions.BadHttpMethod):
+            if "HTTPS" in exc.message:
+                return 400, BAD_REQUEST, "HTTPS traffic on an HTTP port: use http://"
+            return 400, BAD_REQUEST, "not an HTTP request"
+        if isinstance(exc, http_exceptions.BadStatusLine):
+            return 400, BAD_REQUEST, "invalid request line"
+        if isinstance(exc, http_exceptions.InvalidHeader):
+            return 400, BAD_REQUEST, "invalid header field"
+        if isinstance(exc, http_exceptions.InvalidURLError):
+            return 400, BAD_REQUEST, "invalid request target"
+        # The parser's first line says what is wrong; the request's bytes come after it.
+        what = exc.message.split("\n", 1)[0].rstrip(":. ")[:_DETAIL]
+        return 400, BAD_REQUEST, f"malformed HTTP request: {what}".rstrip(": ")
+
+    async def _busy(self, request: web.BaseRequest) -> web.StreamResponse:
+        cap = self._limited.limits.max_connections
+        return _error(503, f"server busy, please try again: more than {cap} connections open")
+
+    def _peer(self) -> object:
+        transport = self.transport
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        return peer[0] if isinstance(peer, tuple) and peer else peer
+
+
+def _error(status: int, message: str) -> web.Response:
+    """`{"error": message}` as Ollama sends it, with the connection closed after it."""
+    response = error_response(status, message)
+    response.force_close()
+    return response
