@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import ipaddress
 import logging
-import time
-from types import TracebackType
 
 import aiohttp
 from aiohttp import web
 
-from ollana.admin import AdminListener, Metrics
 from ollana.cluster.aggregate import Aggregator
 from ollana.cluster.pool import Pool, Server
 from ollana.cluster.router import Router
 from ollana.config import HostPort, Settings
-from ollana.discovery import Announce, DiscoveryService, Goodbye, Message, Query
-from ollana.identity import HelloError, SeenDevice, introduce, short_device_id
-from ollana.modes.common import discovery_targets, nearby, record_seen, start_admin, trust
+from ollana.discovery import Announce, Goodbye, Message, Query
+from ollana.identity import HelloError, introduce, short_device_id
+from ollana.modes.base import Mode
+from ollana.modes.common import record_seen
 from ollana.proxy.client import ClientProxy
 from ollana.proxy.guard import LocalGuard
 from ollana.proxy.listener import Listener
@@ -29,17 +25,13 @@ __all__ = ["ClientMode"]
 log = logging.getLogger(__name__)
 
 
-class ClientMode:
+class ClientMode(Mode):
     """Runs client mode's parts; exit stops accepting, drains, then closes the pool."""
 
     mode = "client"
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.started_at = time.time()
-        self.tls = trust(settings)
-        self.device_id = self.tls.identity.device_id
-        self.metrics = Metrics()
+        super().__init__(settings)
         self.ollama = None  # client mode fronts no Ollama of its own
         self.pool = Pool(settings, self._connector, scheme="https")
         self.router = Router(self.pool, settings.wait_for_server, self.metrics)
@@ -65,65 +57,20 @@ class ClientMode:
             grace=settings.grace,
             name="client",
         )
-        self.discovery: DiscoveryService | None = None
         self.unpaired: dict[str, str] = {}  # device ID -> address, servers seen but not allowed
-        self.admin: AdminListener | None = None
-        self._stack = contextlib.AsyncExitStack()
-        self._tasks: list[asyncio.Task[None]] = []
 
-    async def __aenter__(self) -> ClientMode:
-        try:
-            self.admin = await start_admin(self, self._stack)
-            await self._stack.enter_async_context(self.tls)
-            self._stack.callback(self.tls.on_revoked(self._revoked))
-            await self._stack.enter_async_context(self.pool)
-            self._stack.callback(self.metrics.watch_pool(self.pool))
-            await self._stack.enter_async_context(self.listener)
-            if self.settings.discovery:
-                self.discovery = DiscoveryService(
-                    role="client",
-                    on_message=self._heard,
-                    device_id=self.device_id,
-                    cert_der=self.tls.identity.cert_der,
-                    discovery_port=self.settings.discovery_port,
-                    targets=discovery_targets(self.settings),
-                    needs_servers=lambda: not self.pool.healthy(),
-                    timings=self.settings.timings,
-                    limits=self.settings.limits,
-                )
-                await self._stack.enter_async_context(self.discovery)
-                self._stack.callback(self.metrics.watch_discovery(self.discovery))
-            for server in list(self.pool):
-                self._tasks.append(asyncio.create_task(self._hello(server)))
-        except BaseException:
-            await self.close()
-            raise
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        """Stop accepting, drain up to the grace period, close; safe to call twice."""
-        await self.listener.stop_accepting()
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await self._stack.aclose()
-
-    @property
-    def port(self) -> int:
-        """The port the local endpoint is bound to."""
-        return self.listener.port
+    async def _start(self) -> None:
+        self._stack.callback(self.tls.on_revoked(self._revoked))
+        await self._stack.enter_async_context(self.pool)
+        self._stack.callback(self.metrics.watch_pool(self.pool))
+        await self._stack.enter_async_context(self.listener)
+        await self._start_discovery(
+            "client", self._heard, needs_servers=lambda: not self.pool.healthy()
+        )
+        for server in list(self.pool):
+            self._spawn(self._hello(server), f"hello {server.address}")
 
     # --- status -------------------------------------------------------------------------
-
-    def nearby(self) -> list[SeenDevice]:
-        """Devices heard on the LAN that are not allowed here."""
-        return nearby(self.tls)
 
     def counters(self) -> dict[str, object]:
         """Counters of this mode beside the metrics."""

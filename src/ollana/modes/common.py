@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Final
 
-from ollana.admin import AdminListener, Metrics, StatusSource, create_admin_app
 from ollana.config import Settings
 from ollana.discovery import TargetSet
 from ollana.identity import DeviceStore, SeenDevice, StoreError, TLSManager, load_identity
@@ -18,7 +16,6 @@ __all__ = [
     "discovery_targets",
     "nearby",
     "record_seen",
-    "start_admin",
     "trust",
 ]
 
@@ -70,16 +67,3 @@ def nearby(tls: TLSManager) -> list[SeenDevice]:
         return []
     devices = [d for d in seen.values() if not tls.is_allowed(d.device_id)]
     return sorted(devices, key=lambda d: d.last_seen, reverse=True)
-
-
-async def start_admin(mode: StatusSource, stack: contextlib.AsyncExitStack) -> AdminListener | None:
-    """Serve the admin API and dashboard of a mode, if it has an admin address.
-
-    Entered first, so that it closes last and still answers while the mode drains.
-    """
-    address = mode.settings.admin_listen
-    if address is None:
-        return None
-    metrics: Metrics = mode.metrics  # type: ignore[attr-defined]
-    listener = AdminListener(create_admin_app(mode, metrics), address)
-    return await stack.enter_async_context(listener)

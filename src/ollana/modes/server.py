@@ -3,26 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
-from types import TracebackType
 
 import aiohttp
 from aiohttp import web
 
-from ollana.admin import AdminListener, Metrics
 from ollana.app import OllamaWatch
 from ollana.config import Settings
-from ollana.discovery import Announce, DiscoveryService, Message, Query, models_digest
-from ollana.identity import HELLO_PATH, MAX_HELLO_BODY, PeerRejected, SeenDevice, handle_hello
+from ollana.discovery import Announce, Message, Query, models_digest
+from ollana.identity import HELLO_PATH, MAX_HELLO_BODY, PeerRejected, handle_hello
+from ollana.modes.base import Mode
 from ollana.modes.common import (
     clamp_priority,
-    discovery_targets,
-    nearby,
     record_seen,
-    start_admin,
-    trust,
 )
 from ollana.proxy.forward import error_response, json_response
 from ollana.proxy.listener import Listener
@@ -33,17 +26,13 @@ __all__ = ["ServerMode"]
 log = logging.getLogger(__name__)
 
 
-class ServerMode:
+class ServerMode(Mode):
     """Runs server mode's parts; exit stops accepting, says goodbye, drains, then closes."""
 
     mode = "server"
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.started_at = time.time()
-        self.tls = trust(settings)
-        self.device_id = self.tls.identity.device_id
-        self.metrics = Metrics()
+        super().__init__(settings)
         self.pool = None  # server mode routes to its one local Ollama
         self.proxy = ServerProxy(
             settings.ollama, settings.limits, gate=self._gate, metrics=self.metrics
@@ -62,64 +51,27 @@ class ServerMode:
             settings.timings.probe_timeout,
             on_change=self._ollama_changed,
         )
-        self.discovery: DiscoveryService | None = None
         self.refused = 0
         self._management_refused = settings.read_only or (
             settings.open and not settings.allow_management
         )
-        self.admin: AdminListener | None = None
-        self._stack = contextlib.AsyncExitStack()
-        self._tasks: list[asyncio.Task[None]] = []
 
-    async def __aenter__(self) -> ServerMode:
-        try:
-            self.admin = await start_admin(self, self._stack)
-            await self._stack.enter_async_context(self.tls)
-            # Before the listener, so that it runs after the listener has drained.
-            self._stack.push_async_callback(self.proxy.close)
-            await self._stack.enter_async_context(self.listener)
-            if self.settings.discovery:
-                self.discovery = DiscoveryService(
-                    role="server",
-                    on_message=self._heard,
-                    device_id=self.device_id,
-                    cert_der=self.tls.identity.cert_der,
-                    server_port=self.listener.port,
-                    discovery_port=self.settings.discovery_port,
-                    targets=discovery_targets(self.settings),
-                    priority=clamp_priority(self.settings.priority),
-                    available=False,
-                    timings=self.settings.timings,
-                    limits=self.settings.limits,
-                )
-                await self._stack.enter_async_context(self.discovery)
-                self._stack.callback(self.metrics.watch_discovery(self.discovery))
-            self._tasks.append(asyncio.create_task(self._watch(), name="ollama watch"))
-        except BaseException:
-            await self._stack.aclose()
-            raise
-        return self
+    async def _start(self) -> None:
+        # Before the listener, so that it runs after the listener has drained.
+        self._stack.push_async_callback(self.proxy.close)
+        await self._stack.enter_async_context(self.listener)
+        await self._start_discovery(
+            "server",
+            self._heard,
+            server_port=self.listener.port,
+            priority=clamp_priority(self.settings.priority),
+            available=False,
+        )
+        self._spawn(self._watch(), "ollama watch")
 
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        """Stop accepting, say goodbye, drain up to the grace period, close; safe twice."""
-        await self.listener.stop_accepting()
+    def _stopping(self) -> None:
         if self.discovery is not None:
-            self.discovery.set_available(False)
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await self._stack.aclose()
-
-    @property
-    def port(self) -> int:
-        """The port the LAN listener is bound to."""
-        return self.listener.port
+            self.discovery.set_available(False)  # the goodbye, before the drain
 
     # --- status -------------------------------------------------------------------------
 
@@ -127,10 +79,6 @@ class ServerMode:
     def ollama(self) -> OllamaWatch:
         """The local Ollama as last probed."""
         return self.watch
-
-    def nearby(self) -> list[SeenDevice]:
-        """Devices heard on the LAN that are not allowed here."""
-        return nearby(self.tls)
 
     def counters(self) -> dict[str, object]:
         """Counters of this mode beside the metrics."""

@@ -1,0 +1,111 @@
+"""What both modes share: identity and trust, metrics, the admin API, staged close."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Coroutine
+from types import TracebackType
+from typing import Any, Self
+
+from ollana.admin import AdminListener, Metrics, create_admin_app
+from ollana.config import Settings
+from ollana.discovery import DiscoveryService, OnMessage, Role
+from ollana.identity import SeenDevice
+from ollana.modes.common import discovery_targets, nearby, trust
+from ollana.proxy.listener import Listener
+
+__all__ = ["Mode"]
+
+log = logging.getLogger(__name__)
+
+
+class Mode:
+    """One running mode: `async with` starts its parts, exit stops them in stages.
+
+    Subclasses build `listener` in __init__ and start their own parts in `_start()`;
+    `close()` stops accepting, lets `_stopping()` act (a server says goodbye), cancels the
+    mode's tasks, then closes every part in reverse order (the listener drains on close).
+    """
+
+    mode: str
+    listener: Listener
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.started_at = time.time()
+        self.tls = trust(settings)
+        self.device_id = self.tls.identity.device_id
+        self.metrics = Metrics()
+        self.admin: AdminListener | None = None
+        self.discovery: DiscoveryService | None = None
+        self._stack = contextlib.AsyncExitStack()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> Self:
+        try:
+            if self.settings.admin_listen is not None:
+                # Entered first, so that it closes last and answers while the mode drains.
+                app = create_admin_app(self, self.metrics)  # type: ignore[arg-type]
+                listener = AdminListener(app, self.settings.admin_listen)
+                self.admin = await self._stack.enter_async_context(listener)
+            await self._stack.enter_async_context(self.tls)
+            await self._start()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def _start(self) -> None:
+        raise NotImplementedError
+
+    async def _start_discovery(self, role: Role, on_message: OnMessage, **kwargs: Any) -> None:
+        """Run discovery in this role until the mode closes, if it is on."""
+        if not self.settings.discovery:
+            return
+        self.discovery = DiscoveryService(
+            role=role,
+            on_message=on_message,
+            device_id=self.device_id,
+            cert_der=self.tls.identity.cert_der,
+            discovery_port=self.settings.discovery_port,
+            targets=discovery_targets(self.settings),
+            timings=self.settings.timings,
+            limits=self.settings.limits,
+            **kwargs,
+        )
+        await self._stack.enter_async_context(self.discovery)
+        self._stack.callback(self.metrics.watch_discovery(self.discovery))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """A task that lives as long as the mode."""
+        self._tasks.append(asyncio.create_task(coro, name=name))
+
+    def _stopping(self) -> None:
+        """Called once the listener no longer accepts, before anything closes."""
+
+    async def close(self) -> None:
+        """Stop accepting, drain up to the grace period, close everything; safe twice."""
+        await self.listener.stop_accepting()
+        self._stopping()
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._stack.aclose()
+
+    @property
+    def port(self) -> int:
+        """The port the mode's endpoint is bound to."""
+        return self.listener.port
+
+    def nearby(self) -> list[SeenDevice]:
+        """Devices heard on the LAN that are not allowed here."""
+        return nearby(self.tls)
