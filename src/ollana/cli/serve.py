@@ -20,6 +20,7 @@ from ollana.daemon import (
     detach,
     redirect_output,
 )
+from ollana.identity import IdentityError, StoreError
 from ollana.logs import setup_logging
 from ollana.modes import ClientMode, ServerMode
 from ollana.proxy.listener import ListenError
@@ -123,7 +124,7 @@ def serve(config_file: Path | None, open_: bool | None, **flags: Any) -> None:
     setup_logging(settings.log_level, settings.log_format, settings.log_file)
     try:
         code = _run(settings, pipe)
-    except (AlreadyRunning, ListenError, OSError) as exc:
+    except (AlreadyRunning, ListenError, IdentityError, StoreError, OSError) as exc:
         if pipe is None:
             raise click.ClickException(str(exc)) from None
         log.error("exiting: %s", exc)
