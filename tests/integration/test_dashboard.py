@@ -28,6 +28,7 @@ from ollana.admin import AdminListener, Metrics, create_admin_app
 from ollana.cluster.pool import ServerSnapshot, ServerState
 from ollana.config import HostPort, Settings
 from ollana.identity import SeenDevice
+from tests.integration.test_status_live import address, admin_of, chat, cluster
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -238,13 +239,68 @@ async def _drain(stream: asyncio.StreamReader, lines: list[str]) -> None:
 # --- tests ---------------------------------------------------------------------------------
 
 
-async def test_dashboard_follows_the_pool_and_survives_a_restart(tmp_path: Path) -> None:
-    healthy = snapshot(1, ServerState.HEALTHY, ("llama3.2:latest", "qwen2.5:7b"), ("qwen2.5:7b",))
-    other = snapshot(2, ServerState.HEALTHY, ("llama3.2:latest",))
-    source = FakeSource(FakePool([healthy, other]))
+def row(key: str) -> str:
+    """The JS expression of the servers table row of one server."""
+    return f"document.querySelector('#servers tr[data-key=\"{key}\"]')"
+
+
+async def test_dashboard_follows_a_running_cluster(tmp_path: Path) -> None:
+    async with (
+        cluster(tmp_path) as running,
+        aiohttp.ClientSession() as session,
+        chromium(tmp_path / "profile") as page,
+    ):
+        first, second = running.servers
+        await page.navigate(admin_of(running.client).url)
+        await page.wait_for(
+            "document.body.dataset.connection === 'live'"
+            " && document.querySelectorAll('#servers tr[data-state=\"healthy\"]').length === 2"
+        )
+        rows = await page.evaluate(
+            "[...document.querySelectorAll('#servers tr')].map(r => [r.dataset.key, r.innerText])"
+        )
+        shown = dict(rows)
+        assert set(shown) == {first.device_id, second.device_id}
+        for server in running.servers:
+            assert address(server) in shown[server.device_id]
+            assert server.device_id[:8] in shown[server.device_id]
+        assert await page.evaluate("document.getElementById('healthy').textContent") == "2 / 2"
+        mode = await page.evaluate("document.getElementById('mode').textContent")
+        assert mode == "client mode"
+        models = await page.evaluate(
+            "Object.fromEntries([...document.querySelectorAll('#models tr')].map(r =>"
+            " [r.dataset.model, [...r.querySelectorAll('.chip')].map(c => c.textContent).sort()]))"
+        )
+        assert models == {
+            "llama3.2:latest": sorted([address(first), address(second)]),
+            "nomic-embed-text:latest": [address(second)],
+            "qwen2.5:0.5b": [address(first)],
+        }
+
+        # Traffic through the client shows as a request rate, and the model it used as loaded.
+        for _ in range(3):
+            await chat(session, running.url)
+        await page.wait_for("/[1-9]/.test(document.getElementById('rate').textContent)")
+        await page.wait_for(f"{row(first.device_id)}.querySelector('.chip.loaded') !== null")
+        loaded = await page.evaluate(f"{row(first.device_id)}.querySelector('.chip').textContent")
+        assert loaded == "llama3.2:latest"
+
+        # A server dies: the client's probes find it down, and the page follows.
+        await first.close()
+        await page.wait_for(f"{row(first.device_id)}.dataset.state === 'down'")
+        assert await page.evaluate(f"{row(second.device_id)}.dataset.state") == "healthy"
+        assert await page.evaluate("document.getElementById('healthy').textContent") == "1 / 2"
+        assert await page.evaluate("document.getElementById('servers-sub').textContent") == (
+            "1 down"
+        )
+        assert page.errors == [] and page.network_errors == []
+
+
+async def test_dashboard_survives_a_restart_of_the_ollana(tmp_path: Path) -> None:
+    healthy = snapshot(1, ServerState.HEALTHY, ("llama3.2:latest",))
+    source = FakeSource(FakePool([healthy, snapshot(2, ServerState.DOWN, ())]))
     metrics = Metrics()
-    app = create_admin_app(source, metrics)
-    listener = AdminListener(app, HostPort("127.0.0.1", 0))
+    listener = AdminListener(create_admin_app(source, metrics), HostPort("127.0.0.1", 0))
     await listener.start()
     try:
         async with chromium(tmp_path / "profile") as page:
@@ -253,36 +309,6 @@ async def test_dashboard_follows_the_pool_and_survives_a_restart(tmp_path: Path)
                 "document.body.dataset.connection === 'live'"
                 " && document.querySelectorAll('#servers tr').length === 2"
             )
-            rows = await page.evaluate(
-                "[...document.querySelectorAll('#servers tr')]"
-                ".map(r => [r.dataset.key, r.dataset.state, r.innerText])"
-            )
-            assert [(key, state) for key, state, _ in rows] == [
-                (healthy.key, "healthy"),
-                (other.key, "healthy"),
-            ]
-            assert "10.0.0.1:11435" in rows[0][2] and "qwen2.5:7b" in rows[0][2]
-            models = await page.evaluate(
-                "[...document.querySelectorAll('#models tr')].map(r => r.dataset.model)"
-            )
-            assert models == ["llama3.2:latest", "qwen2.5:7b"]
-            assert await page.evaluate("document.getElementById('mode').textContent") == (
-                "client mode"
-            )
-
-            # A server dies: the pool marks it down, and the page follows.
-            source.pool.servers[1] = dataclasses.replace(other, state=ServerState.DOWN)
-            await page.wait_for(
-                f"document.querySelector('#servers tr[data-key=\"{other.key}\"]')"
-                ".dataset.state === 'down'"
-            )
-            assert await page.evaluate("document.getElementById('healthy').textContent") == "1 / 2"
-            # Traffic shows as a request rate.
-            for _ in range(40):
-                metrics.request_started(healthy.key)
-                metrics.request_finished("/api/chat", 200, healthy.key, 0.1)
-            await page.wait_for("/[1-9]/.test(document.getElementById('rate').textContent)")
-            assert page.errors == [] and page.network_errors == []
 
             # The ollana goes away: the page says so and keeps what it last knew.
             port = listener.port
@@ -300,6 +326,7 @@ async def test_dashboard_follows_the_pool_and_survives_a_restart(tmp_path: Path)
                 "document.body.dataset.connection === 'live'"
                 " && document.querySelectorAll('#servers tr').length === 1"
             )
+            assert await page.evaluate(f"{row(healthy.key)}.dataset.state") == "healthy"
             assert page.errors == []
     finally:
         await listener.close()

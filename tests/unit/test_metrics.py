@@ -7,6 +7,8 @@ import logging
 from collections.abc import Mapping, Sequence
 
 import pytest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from ollana.admin.metrics import MAX_LABEL_VALUES, NO_SERVER, OTHER, Metrics, route_label
@@ -222,3 +224,64 @@ def test_totals_for_the_status_page() -> None:
         "tls_refused": {"disabled": 1},
         "discovery": {"sent": 4, "received": 7, "send_errors": 1, "dropped": {"own": 4}},
     }
+
+
+def test_a_status_outside_http_reads_other_and_a_broken_stream_is_a_5xx() -> None:
+    metrics = Metrics()
+    for status in (0, 600, 599):
+        metrics.request_started("a")
+        metrics.request_finished("/api/chat", status, "a", 0.1)
+    assert value(metrics, "ollana_requests_total", route="/api/chat", status=OTHER, server="a") == 2
+    assert value(metrics, "ollana_requests_total", route="/api/chat", status="599", server="a") == 1
+    assert value(metrics, "ollana_inflight", server="a") == 0
+    counted = totals(metrics)
+    assert counted["requests"] == 3
+    assert counted["requests_by_status"] == {"1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 1}
+
+
+@pytest.mark.parametrize(
+    "server",
+    [
+        "[fe80::1%eth0]:11435",  # a static server known by address only
+        'quote"back\\slash',
+        "new\nline",
+        "ünïcode",
+    ],
+)
+def test_label_values_survive_the_text_format(server: str) -> None:
+    metrics = Metrics(process=False)
+    metrics.request_started(server)
+    metrics.upstream_ttfb(server, 0.01)
+    metrics.request_finished("/api/chat", 200, server, 0.02)
+    families = {f.name: f for f in text_string_to_metric_families(metrics.render().decode())}
+    [requests] = families["ollana_requests"].samples
+    assert requests.labels == {"route": "/api/chat", "status": "200", "server": server}
+    counts = [s for s in families["ollana_upstream_ttfb_seconds"].samples
+              if s.name.endswith("_count")]  # fmt: skip
+    assert [(s.labels["server"], s.value) for s in counts] == [(server, 1.0)]
+
+
+def test_process_families_only_when_asked() -> None:
+    def names(metrics: Metrics) -> set[str]:
+        return {f.name for f in text_string_to_metric_families(metrics.render().decode())}
+
+    with_process, without = names(Metrics()), names(Metrics(process=False))
+    assert "ollana_process_cpu_seconds" in with_process
+    assert not any(name.startswith("ollana_process_") for name in without)
+    assert "ollana_build_info" in without
+
+
+def test_a_source_can_be_added_and_removed() -> None:
+    metrics = Metrics(process=False)
+
+    def extra() -> list[Metric]:
+        family = GaugeMetricFamily("ollana_test_extra", "An extra family.", labels=("kind",))
+        family.add_metric(("one",), 4)
+        return [family]
+
+    remove = metrics.add_source(extra)
+    assert value(metrics, "ollana_test_extra", kind="one") == 4
+    assert "ollana_test_extra" in {f.name for f in metrics.counted()}
+    remove()
+    remove()
+    assert value(metrics, "ollana_test_extra", kind="one") is None
