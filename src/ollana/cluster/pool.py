@@ -61,6 +61,7 @@ class Server:
 
     __slots__ = (
         "address",
+        "attempts",
         "base_url",
         "device_id",
         "failures",
@@ -82,6 +83,7 @@ class Server:
         "session",
         "state",
         "static",
+        "streams",
         "total_failures",
     )  # fmt: skip
 
@@ -112,6 +114,10 @@ class Server:
         self.ollama_version: str | None = None
         self.session: aiohttp.ClientSession | None = None
         self.probe_task: asyncio.Task[None] | None = None
+        # What is in flight here; ejecting the server ends them (a vanished server never
+        # answers): waiting attempts go to the next server, streams end with their error.
+        self.attempts: set[asyncio.Future[aiohttp.ClientResponse]] = set()
+        self.streams: set[aiohttp.ClientResponse] = set()
 
     @property
     def key(self) -> str:
@@ -318,6 +324,11 @@ class Pool:
         level = logging.INFO if state is not ServerState.SUSPECT else logging.DEBUG
         log.log(level, "server %s is %s (%s)", server.label, state, reason)
         server.state = state
+        if state is ServerState.DOWN:
+            for attempt in server.attempts:
+                attempt.cancel()
+            for stream in server.streams:
+                stream.close()
         self._notify()
 
     def _notify(self) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Final
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
 from multidict import CIMultiDict
@@ -99,7 +101,7 @@ class Router:
                     metrics.request_started(server.label)
                 started = time.perf_counter()
                 try:
-                    response = await open_upstream(
+                    attempt = open_upstream(
                         server.session,
                         method,
                         URL(server.base_url + path_qs, encoded=True),
@@ -108,6 +110,8 @@ class Router:
                         # The last candidate's 503 goes back as Ollama wrote it.
                         retry_on_503=index + 1 < len(candidates),
                     )
+                    replayable = not isinstance(body, aiohttp.StreamReader)
+                    response = await _unless_ejected(server, attempt, replayable)
                 except UpstreamError as exc:
                     server.inflight -= 1
                     tried[server.label] = str(exc)
@@ -158,6 +162,25 @@ class Router:
             # Ollama loads a model on first use; the slow refresh corrects this guess.
             server.loaded = server.loaded | {route.model}
             server.models = server.models | {route.model}
+
+
+async def _unless_ejected(
+    server: Server, attempt: Coroutine[Any, Any, aiohttp.ClientResponse], replayable: bool
+) -> aiohttp.ClientResponse:
+    """Await an attempt that the pool cancels if it ejects the server meanwhile."""
+    opening = asyncio.ensure_future(attempt)
+    server.attempts.add(opening)
+    try:
+        return await opening
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        raise UpstreamError(
+            502, f"{server.label} was ejected before it answered", replayable, "ejected"
+        ) from None
+    finally:
+        server.attempts.discard(opening)
 
 
 def order(servers: list[Server], route: Route, sticky: str | None = None) -> list[Server]:

@@ -25,6 +25,7 @@ from types import MappingProxyType
 from typing import Any, Self
 
 from ollana.config import DEFAULT_DISCOVERY_PORT, HostPort, Limits, Timings
+from ollana.discovery.origins import Origins
 from ollana.discovery.protocol import (
     Announce,
     DecodeError,
@@ -159,6 +160,8 @@ class DiscoveryService:
         rate = (limits or Limits()).datagram_rate
         self._flood = _RateLimit(rate, max(1.0, rate))
         self._replies = _RateLimit(1.0 / REPLY_GAP, 1.0)
+        self._origins = Origins()
+        self._announcers: OrderedDict[str, None] = OrderedDict()
         self._addresses: tuple[tuple[str, int], ...] = ()
         self._listen: _Socket | None = None
         self._reply: _Socket | None = None
@@ -386,8 +389,23 @@ class DiscoveryService:
                     source[0], msg.device,
                 )  # fmt: skip
             return
+        if isinstance(msg, Announce):
+            self._origins.announced(msg, source[0])
+        elif isinstance(msg, Goodbye) and not self._origins.genuine(msg, source[0]):
+            self._dropped["forged"] += 1  # not from where, or from the run, that announced
+            log.debug("discovery: dropped a forged goodbye from %s:%d", *source)
+            return
         answer = isinstance(msg, Query) and self.role == "server" and self._available
-        if answer and self._replies.allow(source, now):
+        # A server that started after this client never heard the client's queries, which
+        # carry its certificate: it could not trust the client even once it allows its ID,
+        # nor list it among the devices nearby. The first announce of each run gets one.
+        introduce = (
+            isinstance(msg, Announce)
+            and self.role == "client"
+            and self._hello.cert is not None
+            and self._first_announce(msg.instance or source[0])
+        )
+        if (answer or introduce) and self._replies.allow(source, now):
             self._send(encode(self._stamped()), source)
         self._delivered += 1
         if self._on_message is not None:
@@ -395,6 +413,16 @@ class DiscoveryService:
                 self._on_message(msg, source)
             except Exception:
                 log.exception("discovery: the message handler failed")
+
+    def _first_announce(self, instance: str) -> bool:
+        """Whether this is the first announce heard from a server run (bounded memory)."""
+        if instance in self._announcers:
+            self._announcers.move_to_end(instance)
+            return False
+        self._announcers[instance] = None
+        if len(self._announcers) > MAX_SOURCES:
+            self._announcers.popitem(last=False)
+        return True
 
     def _on_socket_error(self, exc: Exception) -> None:
         self._send_errors += 1  # e.g. an ICMP error, reported late

@@ -122,12 +122,15 @@ class ClientProxy:
             return error_response(exc.status, str(exc), extra)
         status = upstream.status
         extra[PIN_HEADER] = server.label
+        # A server ejected mid-stream (vanished) ends the stream now, with its error object.
+        server.streams.add(upstream)
         try:
             return await relay(request, upstream, extra)
         except BaseException:
             status = 599  # the app went away, or the stream broke
             raise
         finally:
+            server.streams.discard(upstream)
             self._router.done(server, route, status)
             self._finished(request, status, server.label, started)
 

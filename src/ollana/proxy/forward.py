@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 from collections.abc import Mapping
@@ -35,6 +36,9 @@ HOP_BY_HOP: Final = frozenset(
     )
 )  # fmt: skip
 
+# Out of file descriptors (per process, or system-wide): too many connections here.
+_OUT_OF_FILES: Final = frozenset({errno.EMFILE, errno.ENFILE})
+
 _STREAM_TYPES: Final = frozenset({"application/x-ndjson", "text/event-stream"})
 
 
@@ -45,7 +49,7 @@ class UpstreamError(Exception):
     status: int
     message: str
     retryable: bool
-    reason: str = "error"  # connect, reset, timeout, busy, error: for metrics
+    reason: str = "error"  # connect, reset, timeout, busy, local, error: for metrics
 
     def __str__(self) -> str:
         return self.message
@@ -124,16 +128,32 @@ async def open_upstream(
     Raises UpstreamError; `retryable` is set only when the request cannot have been acted on.
     """
     replayable = not isinstance(body, aiohttp.StreamReader)
+    untouched = True  # whether a failed attempt left the body for the next one
+    if isinstance(body, aiohttp.StreamReader) and body.is_eof() and body.exception() is None:
+        # A small body arrives whole with its head: as bytes it leaves with ours in one send,
+        # without a task pumping the stream.
+        body = body.read_nowait()
+        untouched = False
     try:
         response = await session.request(
             method, url, headers=headers, data=body, allow_redirects=False, compress=False
         )
     except (aiohttp.ServerFingerprintMismatch, aiohttp.ClientSSLError) as exc:
         # The TLS handshake failed or named the wrong device: nothing was sent.
-        raise UpstreamError(502, f"{url.host}: TLS: {_why(exc)}", True, "tls") from exc
+        raise UpstreamError(502, f"{url.host}: TLS: {_why(exc)}", untouched, "tls") from exc
     except aiohttp.ClientConnectorError as exc:
+        if exc.os_error.errno in _OUT_OF_FILES:
+            # This machine's limit, not the server's fault: eject nothing, try nothing else.
+            raise UpstreamError(
+                503, f"cannot connect to {url.host}: {_why(exc)} here", False, "local"
+            ) from exc
         raise UpstreamError(
-            502, f"cannot connect to {url.host}: {_why(exc)}", True, "connect"
+            502, f"cannot connect to {url.host}: {_why(exc)}", untouched, "connect"
+        ) from exc
+    except aiohttp.ConnectionTimeoutError as exc:
+        # Connecting took too long (a vanished host): nothing was sent.
+        raise UpstreamError(
+            502, f"cannot connect to {url.host}: timed out", untouched, "connect"
         ) from exc
     except aiohttp.ServerDisconnectedError as exc:
         # A pooled keep-alive connection that the server had closed: nothing was processed.
@@ -141,7 +161,7 @@ async def open_upstream(
     except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
         # The server may still be working on it: never retry, or a POST could run twice.
         raise UpstreamError(504, f"{url.host} did not answer in time", False, "timeout") from exc
-    except aiohttp.ClientOSError as exc:
+    except (aiohttp.ClientOSError, aiohttp.ClientConnectionResetError) as exc:
         # Reset while sending: a streamed body is partly gone, so only a kept body may retry.
         raise UpstreamError(502, f"{url.host}: {_why(exc)}", replayable, "reset") from exc
     except aiohttp.ClientError as exc:

@@ -97,7 +97,8 @@ class ServerProxy:
                     body,
                 )
             except UpstreamError as exc:
-                status = 503 if exc.retryable else exc.status
+                # Ollama is not there: 503, so that a client tries another server.
+                status = 503 if exc.reason == "connect" else exc.status
                 return error_response(status, f"ollama: {exc}", self._tag)
             status = upstream.status
             if metrics is not None:
