@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import logging
+import math
 import os
 import re
 import tomllib
@@ -80,18 +81,24 @@ class StaticServer:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Protocol limits; defaults follow nginx, HAProxy, Envoy and Ollama (docs/limits.md)."""
+    """Protocol limits; defaults follow nginx, HAProxy, Envoy and Ollama (docs/limits.md).
 
-    max_line_size: int = 8 * 1024
-    max_header_size: int = 16 * 1024
-    max_header_fields: int = 100
-    max_connections: int = 1024
-    keepalive_timeout: float = 75.0
-    header_timeout: float = 10.0
-    connect_timeout: float = 5.0
-    stream_idle_timeout: float = 300.0
-    route_body_cap: int = 1024 * 1024
-    datagram_rate: float = 20.0
+    A timeout, max_connections or datagram_rate of 0 means no limit; a keepalive_timeout
+    of 0 means no keep-alive.
+    """
+
+    max_line_size: int = 8 * 1024  # the request line (method, target, version): else 414
+    max_header_size: int = 16 * 1024  # the header fields of a request, together: else 431
+    max_header_fields: int = 100  # else 431
+    max_connections: int = 1024  # open at once, per listener: else 503, then closed
+    keepalive_timeout: float = 75.0  # idle time of a connection between requests
+    header_timeout: float = 10.0  # to get a whole request head, from connect or first byte: 408
+    body_timeout: float = 60.0  # silence inside a request body, while ollana reads it: 408
+    send_timeout: float = 60.0  # a client reading nothing of its answer is cut off after it
+    connect_timeout: float = 5.0  # opening an upstream connection, TLS handshake included
+    stream_idle_timeout: float = 300.0  # silence inside an upstream response; none in total
+    route_body_cap: int = 1024 * 1024  # bodies up to this size are read for the model named
+    datagram_rate: float = 20.0  # discovery datagrams a second from one address (and burst)
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,16 +294,13 @@ def _port(raw: object) -> int:
 def _seconds(raw: object) -> float:
     if isinstance(raw, bool):
         raise ValueError("expected a number of seconds, got a boolean")
-    if isinstance(raw, int | float):
-        value = float(raw)
-    else:
-        text = _text(raw).lower().removesuffix("s")
-        try:
-            value = float(text)
-        except ValueError:
-            raise ValueError(f"expected a number of seconds, got {raw!r}") from None
-    if value < 0:
-        raise ValueError(f"expected a positive duration, got {value}")
+    try:
+        value = float(raw if isinstance(raw, int | float) else _text(raw).lower().removesuffix("s"))
+    except (ValueError, OverflowError):
+        raise ValueError(f"expected a number of seconds, got {raw!r:.40}") from None
+    # inf and nan would pass the sign check and then break every timer they reach.
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"expected a finite number of seconds, 0 or more, got {raw!r:.40}")
     return value
 
 
@@ -323,7 +327,7 @@ def _size(raw: object) -> int:
             raise ValueError(f"unknown size unit {unit!r} (use K, M or G)")
         try:
             value = int(float(number) * _SIZE_UNITS[unit])
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: "1e400", "inf"
             raise ValueError(f"expected a size such as 16M, got {raw!r}") from None
     if value < 0:
         raise ValueError(f"expected a positive size, got {value}")
@@ -341,7 +345,10 @@ def _choice(*choices: str) -> Callable[[object], str]:
 
 
 def _path(raw: object) -> Path:
-    return Path(_text(raw)).expanduser()
+    try:
+        return Path(_text(raw)).expanduser()
+    except RuntimeError:  # "~someone" where no such user exists
+        raise ValueError(f"cannot expand {raw!r:.40}: no such user's home") from None
 
 
 def _list(item: Callable[[object], Any]) -> Callable[[object], tuple[Any, ...]]:
@@ -423,7 +430,7 @@ def _rust_log_level(value: str) -> str:
         target, eq, level = part.strip().rpartition("=")
         if not eq:
             bare = level or bare
-        elif target == "ollana":
+        elif target == "ollana" or target.startswith("ollana::"):
             return level
     return bare
 
@@ -438,6 +445,8 @@ def _from_file(path: Path) -> dict[str, tuple[object, str]]:
         raise ConfigError(f"{path}: cannot read config file: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per level of nested arrays and tables
+        raise ConfigError(f"{path}: invalid TOML: nested too deeply") from None
     found: dict[str, tuple[object, str]] = {}
 
     def walk(table: Mapping[str, object], prefix: str) -> None:
@@ -471,7 +480,10 @@ def load_settings(
     env = os.environ if env is None else env
     flags = dict(flags or {})
     home_raw = flags.pop("home", None) or env.get("OLLANA_HOME", "").strip() or None
-    home = _path(home_raw) if home_raw else default_home()
+    try:
+        home = _path(home_raw) if home_raw else default_home()
+    except ValueError as exc:
+        raise ConfigError(f"setting 'home': {exc}") from None
     if config_file is None:
         from_env = env.get("OLLANA_CONFIG", "").strip()
         config_file = Path(from_env) if from_env else home / "config.toml"

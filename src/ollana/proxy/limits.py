@@ -8,13 +8,19 @@ traceback, and puts no deadline on a request head. `LimitedServer` is a drop-in
 - a request head must arrive whole within ``Limits.header_timeout`` seconds of its first
   byte (of the connection, for the first request): else 408, or a plain close when not a
   byte came (slowloris);
+- a request body may not fall silent for ``Limits.body_timeout`` seconds while ollana is
+  ready to read it: else 408 if no answer has started, and the connection is closed;
+- a client may not leave its answer unread for ``Limits.send_timeout`` seconds (ollana's
+  send buffer full all that time): else the connection is closed, which also frees what
+  was producing the answer upstream;
 - the header fields of a request may take ``Limits.max_header_size`` bytes in all: else 431
   (aiohttp checks each field only);
 - at most ``Limits.max_connections`` connections: the ones past it get a 503 once their
   request head is in (as Ollama answers when its queue is full), then are closed;
 - every refusal of a malformed request is an Ollama-style ``{"error": "…"}`` with the
   fitting status (400, 408, 414, 431, 503), counted by reason in ``refusals`` and passed to
-  ``on_refusal(reason)``, and logged once at debug level.
+  ``on_refusal(reason)``, and logged once at debug level;
+- a client that goes away mid-answer is logged at debug level, not as an error.
 
 Request contents (header values, bodies) are never logged nor echoed back.
 """
@@ -22,6 +28,7 @@ Request contents (header values, bodies) are never logged nor echoed back.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -37,10 +44,12 @@ from ollana.proxy.forward import error_response
 
 __all__ = [
     "BAD_REQUEST",
+    "BODY_TIMEOUT",
     "CONNECTIONS",
     "HEADERS_TOO_LARGE",
     "HEADER_TIMEOUT",
     "REASONS",
+    "SEND_TIMEOUT",
     "TOO_MANY_HEADERS",
     "URI_TOO_LONG",
     "LimitedServer",
@@ -54,14 +63,19 @@ Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 # Refusal reasons: a closed set, so that they can be metric labels.
 HEADER_TIMEOUT: Final = "header-timeout"
+BODY_TIMEOUT: Final = "body-timeout"
+SEND_TIMEOUT: Final = "send-timeout"
 HEADERS_TOO_LARGE: Final = "headers-too-large"
 TOO_MANY_HEADERS: Final = "too-many-headers"
 URI_TOO_LONG: Final = "uri-too-long"
 BAD_REQUEST: Final = "bad-request"
 CONNECTIONS: Final = "connections"
 REASONS: Final = frozenset(
-    {HEADER_TIMEOUT, HEADERS_TOO_LARGE, TOO_MANY_HEADERS, URI_TOO_LONG, BAD_REQUEST, CONNECTIONS}
-)
+    {
+        HEADER_TIMEOUT, BODY_TIMEOUT, SEND_TIMEOUT, HEADERS_TOO_LARGE, TOO_MANY_HEADERS,
+        URI_TOO_LONG, BAD_REQUEST, CONNECTIONS,
+    }
+)  # fmt: skip
 
 # Bytes a header field takes beyond its name and value: ": " and CRLF.
 _FIELD_OVERHEAD: Final = 4
@@ -115,7 +129,10 @@ class LimitedServer(web.Server):
 class _LimitedHandler(RequestHandler):
     """One connection: aiohttp's protocol plus the head deadline, head size and busy answer."""
 
-    __slots__ = ("_body", "_head_bytes", "_head_timer", "_limited", "_over", "_refusing")
+    __slots__ = (
+        "_body", "_body_seen", "_body_timer", "_head_bytes", "_head_timer", "_limited", "_over",
+        "_refusing", "_send_timer",
+    )  # fmt: skip
 
     def __init__(self, manager: LimitedServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
@@ -125,8 +142,11 @@ class _LimitedHandler(RequestHandler):
         # The body of the last request whose head came in: the next head starts once the
         # parser has seen it end.
         self._body: StreamReader | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._body_seen = 0.0  # loop time of the body's last bytes
         self._over = False
         self._refusing = False
+        self._send_timer: asyncio.TimerHandle | None = None
 
     # --- connection -------------------------------------------------------------------
 
@@ -142,7 +162,33 @@ class _LimitedHandler(RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._cancel_head_timer()
+        for timer in (self._body_timer, self._send_timer):
+            if timer is not None:
+                timer.cancel()
+        self._body_timer = self._send_timer = None
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        timeout = self._limited.limits.send_timeout
+        if timeout > 0 and self._send_timer is None:
+            self._send_timer = self._loop.call_later(timeout, self._send_expired)
+
+    def resume_writing(self) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+        super().resume_writing()
+
+    def _send_expired(self) -> None:
+        self._send_timer = None
+        if self.writing_paused and self.transport is not None:
+            timeout = self._limited.limits.send_timeout
+            detail = f"read nothing of its answer for {timeout:g} s"
+            self._limited.refused(SEND_TIMEOUT, detail, self._peer())
+            transport = self.transport
+            self.force_close()
+            transport.abort()  # close() would wait, for ever, to send what nobody reads
 
     def data_received(self, data: bytes) -> None:
         if self._refusing:
@@ -152,6 +198,7 @@ class _LimitedHandler(RequestHandler):
             or self._payload_parser is not None
             or (self._body is not None and not self._body.is_eof())
         ):  # fmt: skip
+            self._body_seen = self._loop.time()
             super().data_received(data)
             return
         # A request head, or its first bytes: time it and count it.
@@ -204,6 +251,7 @@ class _LimitedHandler(RequestHandler):
     def _heads_arrived(self, count: int) -> None:
         self._cancel_head_timer()
         self._head_bytes = 0
+        self._body_seen = self._loop.time()
         cap = self._limited.limits.max_header_size
         for index in range(len(self._messages) - count, len(self._messages)):
             message, payload = self._messages[index]
@@ -216,11 +264,41 @@ class _LimitedHandler(RequestHandler):
                 self._limited.refused(HEADERS_TOO_LARGE, self._too_large(), self._peer())
                 exc = _Refused(431, HEADERS_TOO_LARGE, self._too_large())
                 refusal = _ErrInfo(status=431, exc=exc, message=exc.message)
-                self._messages[index] = (refusal, payload)
+                # No body to wait for (aiohttp lingers to read one): its bytes are dropped.
+                self._messages[index] = (refusal, EMPTY_PAYLOAD)
                 # Whatever was pipelined behind it goes unanswered: the connection closes.
                 while len(self._messages) > index + 1:
                     self._messages.pop()
                 return
+        self._watch_body()
+
+    # --- the body deadline --------------------------------------------------------------
+
+    def _watch_body(self) -> None:
+        timeout = self._limited.limits.body_timeout
+        body = self._body
+        if timeout > 0 and self._body_timer is None and body is not None and not body.is_eof():
+            self._body_timer = self._loop.call_at(self._body_seen + timeout, self._body_check)
+
+    def _body_check(self) -> None:
+        self._body_timer = None
+        body = self._body
+        if body is None or body.is_eof() or self._force_close or self.transport is None:
+            return
+        now = self._loop.time()
+        if self._reading_paused or self._buffer_paused:
+            self._body_seen = now  # ollana holds the client back: its silence is ours
+        timeout = self._limited.limits.body_timeout
+        if now - self._body_seen < timeout:
+            self._watch_body()
+            return
+        message = f"request body stalled for {timeout:g} s"
+        self._limited.refused(BODY_TIMEOUT, message, self._peer())
+        request = self._current_request
+        if request is not None and request.content is body and request.writer.output_size == 0:
+            # Written straight out: the handler is still waiting for the body it will not get.
+            self.transport.write(_raw_error(408, "Request Timeout", message))
+        self.force_close()
 
     # --- refusing -----------------------------------------------------------------------
 
@@ -244,6 +322,11 @@ class _LimitedHandler(RequestHandler):
         message: str | None = None,
     ) -> web.StreamResponse:
         """Malformed requests get an Ollama-style JSON error; handler failures go to aiohttp."""
+        if isinstance(exc, ConnectionError):
+            # The client went away mid-answer (an app cancelling a generation): routine, and
+            # nothing can be sent. aiohttp would log it as an error with a traceback.
+            log.debug("%s: %s went away: %s", self._limited.name, self._peer(), exc)
+            raise ConnectionError("the client went away") from None
         if not isinstance(exc, http_exceptions.HttpProcessingError):
             return super().handle_error(request, status, exc, message)
         if isinstance(exc, _Refused):
@@ -288,6 +371,16 @@ class _LimitedHandler(RequestHandler):
         transport = self.transport
         peer = transport.get_extra_info("peername") if transport is not None else None
         return peer[0] if isinstance(peer, tuple) and peer else peer
+
+
+def _raw_error(status: int, phrase: str, message: str) -> bytes:
+    """A whole `{"error": message}` response, for when no handler can send one."""
+    body = json.dumps({"error": message}).encode()
+    head = (
+        f"HTTP/1.1 {status} {phrase}\r\nContent-Type: application/json; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
 
 
 def _error(status: int, message: str) -> web.Response:
