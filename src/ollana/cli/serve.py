@@ -56,6 +56,13 @@ log = logging.getLogger(__name__)
     help="Extra discovery address.",
 )
 @click.option(
+    "--limit",
+    "limits",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A limit from docs/limits.md, e.g. header_timeout=5.",
+)
+@click.option(
     "--announce-interval", metavar="SECONDS", help="Server: seconds between announces (5)."
 )
 @click.option(
@@ -105,6 +112,12 @@ def serve(config_file: Path | None, open_: bool | None, **flags: Any) -> None:
     at once.
     """
     flags["open"] = open_
+    flags["timings.announce_interval"] = flags.pop("announce_interval", None)
+    for item in flags.pop("limits", None) or ():
+        name, eq, value = item.partition("=")
+        if not eq:
+            raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="--limit")
+        flags[f"limits.{name.strip().replace('-', '_')}"] = value
     try:
         settings = _absolute(load_settings(flags, config_file=config_file))
     except ConfigError as exc:

@@ -106,5 +106,8 @@ def _conversation(path: str, model: str, data: dict[str, Any]) -> str | None:
         if not isinstance(prompt, str) or not prompt:
             return None
         opening = prompt[:_AFFINITY_PROMPT_CHARS]
-    text = json.dumps([model, opening], sort_keys=True, separators=(",", ":"), default=str)
+    try:
+        text = json.dumps([model, opening], sort_keys=True, separators=(",", ":"), default=str)
+    except (RecursionError, ValueError):
+        return None
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()

@@ -176,6 +176,8 @@ def _entries(
 ) -> Iterable[tuple[str, Mapping[str, Any]]]:
     try:
         data = tomllib.loads(text)
+    except RecursionError:  # tomllib recurses once per level of nesting
+        raise FileFormatError("invalid TOML: nested too deeply") from None
     except tomllib.TOMLDecodeError as exc:
         raise FileFormatError(f"invalid TOML: {exc}") from None
     unknown = sorted(set(data) - {table})
@@ -249,7 +251,8 @@ def _datetime(raw: object, where: str, key: str) -> datetime.datetime:
 def _render_datetime(value: datetime.datetime) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=datetime.UTC)
-    return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat pads the year to four digits, as TOML requires; strftime("%Y") does not.
+    return value.astimezone(datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _added_key(device: AllowedDevice) -> tuple[datetime.datetime, str]:

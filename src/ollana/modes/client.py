@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from collections import OrderedDict
 
 import aiohttp
 from aiohttp import web
@@ -23,6 +24,9 @@ from ollana.proxy.listener import Listener
 __all__ = ["ClientMode"]
 
 log = logging.getLogger(__name__)
+
+UNPAIRED_KEPT = 256
+UNPAIRED_LOGGED = 16
 
 
 class ClientMode(Mode):
@@ -56,8 +60,10 @@ class ClientMode(Mode):
             settings.limits,
             grace=settings.grace,
             name="client",
+            on_refusal=self.metrics.refused,
         )
-        self.unpaired: dict[str, str] = {}  # device ID -> address, servers seen but not allowed
+        # Servers seen but not allowed: device ID -> address, the most recent last.
+        self.unpaired: OrderedDict[str, str] = OrderedDict()
 
     async def _start(self) -> None:
         self._stack.callback(self.tls.on_revoked(self._revoked))
@@ -127,13 +133,19 @@ class ClientMode(Mode):
         record_seen(self.tls, message.device, str(address), "server", message.cert)
         if not self.tls.is_allowed(message.device):
             if message.device not in self.unpaired:
-                log.info(
+                # A flood of made-up devices must not flood the log or the memory.
+                quiet = len(self.unpaired) >= UNPAIRED_LOGGED
+                log.log(
+                    logging.DEBUG if quiet else logging.INFO,
                     "server %s at %s is not paired: run `ollana device allow %s` to use it",
                     short_device_id(message.device),
                     address,
                     message.device[:16],
                 )
             self.unpaired[message.device] = str(address)
+            self.unpaired.move_to_end(message.device)
+            if len(self.unpaired) > UNPAIRED_KEPT:
+                self.unpaired.popitem(last=False)
             return
         self.unpaired.pop(message.device, None)
         server = self.pool.add(address, device_id=message.device, priority=message.priority)

@@ -44,6 +44,7 @@ class ServerMode(Mode):
             ssl_context=self.tls.server_context(),
             grace=settings.grace,
             name="server",
+            on_refusal=self.metrics.refused,
         )
         self.watch = OllamaWatch(
             settings.ollama,

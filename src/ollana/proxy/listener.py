@@ -14,6 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from ollana.config import HostPort, Limits
+from ollana.proxy.limits import LimitedServer, OnRefusal
 
 __all__ = ["ListenError", "Listener", "who_listens"]
 
@@ -38,13 +39,17 @@ class Listener:
         ssl_context: ssl.SSLContext | None = None,
         grace: float = 30.0,
         name: str = "http",
+        on_refusal: OnRefusal | None = None,
     ) -> None:
         self._address = address
         self._ssl = ssl_context
         self._grace = grace
         self._name = name
-        self._server = web.Server(
+        self._server = LimitedServer(
             handler,
+            limits,
+            name=name,
+            on_refusal=on_refusal,
             handler_cancellation=True,
             max_line_size=limits.max_line_size,
             max_field_size=limits.max_header_size,

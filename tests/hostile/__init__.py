@@ -1,0 +1,1 @@
+"""Hostile input: fuzzed parsers, raw sockets and floods against real processes."""
