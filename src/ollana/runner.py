@@ -50,8 +50,25 @@ def run(
     `on_abort` runs before an immediate exit on a second stop signal (remove the pid file);
     `on_hangup` runs on SIGHUP after the log files were reopened.
     """
+    _raise_open_file_limit()
     main = serve(settings, ready, on_abort=on_abort, on_hangup=on_hangup)
     return _run_loop(main)
+
+
+def _raise_open_file_limit() -> None:
+    """A proxy holds two sockets per stream: take the hard limit, not the common 1,024."""
+    try:
+        import resource
+    except ImportError:  # Windows has no such limit to raise
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.debug("open-file limit stays at %d: %s", soft, exc)
 
 
 def _run_loop(main: Coroutine[Any, Any, int]) -> int:

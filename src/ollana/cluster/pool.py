@@ -269,6 +269,7 @@ class Pool:
         server.session = aiohttp.ClientSession(
             connector=self._connector_factory(server),
             auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),  # never replay one app's cookies for another
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
             timeout=aiohttp.ClientTimeout(
                 total=None,

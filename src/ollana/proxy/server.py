@@ -65,6 +65,7 @@ class ServerProxy:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60.0),
                 auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),  # never replay one app's cookies for another
                 skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
                 timeout=aiohttp.ClientTimeout(
                     total=None,
