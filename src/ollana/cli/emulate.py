@@ -12,19 +12,9 @@ import click
 
 from ollana.config import DEFAULT_OLLAMA_PORT, HostPort, parse_host_port
 from ollana.emulator import DEFAULT_MODELS, EmulatorConfig, ModelStore, run_emulator
+from ollana.logs import LEVELS
 
 __all__ = ["emulate"]
-
-_LEVELS = {
-    "trace": logging.DEBUG,
-    "debug": logging.DEBUG,
-    "info": logging.INFO,
-    "warn": logging.WARNING,
-    "warning": logging.WARNING,
-    "error": logging.ERROR,
-    "critical": logging.CRITICAL,
-    "off": logging.CRITICAL + 10,
-}
 
 
 def _listen(ctx: click.Context, param: click.Parameter, value: str) -> HostPort:
@@ -90,7 +80,7 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 )
 @click.option(
     "--log-level",
-    type=click.Choice(list(_LEVELS), case_sensitive=False),
+    type=click.Choice(list(LEVELS), case_sensitive=False),
     default="info",
     show_default=True,
 )
@@ -99,7 +89,7 @@ def emulate(
 ) -> None:
     """Run an Ollama-API server with a deterministic model (tests, benchmarks, demo)."""
     logging.basicConfig(
-        level=_LEVELS[log_level.lower()], format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=LEVELS[log_level.lower()], format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
         config = EmulatorConfig(
