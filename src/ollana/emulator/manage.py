@@ -14,7 +14,7 @@ from ollana.emulator import schemas
 from ollana.emulator.catalogue import MEDIA_MODEL, Layer, ModelSpec, build_layers, derive, spec_for
 from ollana.emulator.gojson import dumps, go_quote
 from ollana.emulator.names import ModelName, parse_name
-from ollana.emulator.native import decode_native, text
+from ollana.emulator.native import decode_native, required_name, text
 from ollana.emulator.responses import JSON, NDJSON, empty, json_body, native_error
 from ollana.emulator.state import EmulatorStats, InstalledModel, ModelStore
 
@@ -181,12 +181,9 @@ class ManageApi:
         body = await decode_native(request, schemas.PUSH)
         if isinstance(body, web.Response):
             return body
-        model_text = text(body, "model") or text(body, "name")
-        if not model_text:
-            return native_error(400, "model is required")
-        name = parse_name(model_text)
-        if name is None:
-            return native_error(400, "invalid model name")
+        name = required_name(body)
+        if isinstance(name, web.Response):
+            return name
         return await self._respond(
             request, body.get("stream") is not False, self._push_events(name)
         )

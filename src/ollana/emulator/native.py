@@ -13,7 +13,7 @@ from ollana.emulator.generation import Timing, keep_alive_of, run_stream, run_wh
 from ollana.emulator.gojson import DecodeError, GoType, MissingBody, decode, dumps, go_quote
 from ollana.emulator.gojson import go_time_now as now
 from ollana.emulator.model import Answer, answer, chat_key, count_tokens, embed
-from ollana.emulator.names import parse_name
+from ollana.emulator.names import ModelName, parse_name
 from ollana.emulator.responses import JSON_UTF8, NDJSON, TEXT_UTF8, json_body, native_error, raw
 from ollana.emulator.showinfo import option_error, show_response
 from ollana.emulator.state import EmulatorStats, InstalledModel, ModelStore
@@ -42,6 +42,17 @@ def text(body: dict[str, Any], key: str) -> str:
     """A string field; null and absent are both empty, as in a Go struct."""
     value = body.get(key)
     return value if isinstance(value, str) else ""
+
+
+def required_name(body: dict[str, Any]) -> ModelName | web.Response:
+    """The model a body names (`model`, else `name`), or Ollama's 400 for none or a bad one."""
+    model_text = text(body, "model") or text(body, "name")
+    if not model_text:
+        return native_error(400, "model is required")
+    name = parse_name(model_text)
+    if name is None:
+        return native_error(400, "invalid model name")
+    return name
 
 
 def num_predict(body: dict[str, Any]) -> int | None:
@@ -83,15 +94,13 @@ class NativeApi:
         body = await decode_native(request, schemas.SHOW)
         if isinstance(body, web.Response):
             return body
-        model_text = text(body, "model") or text(body, "name")
-        if not model_text:
-            return native_error(400, "model is required")
-        name = parse_name(model_text)
-        if name is None:
-            return native_error(400, "invalid model name")
+        name = required_name(body)
+        if isinstance(name, web.Response):
+            return name
         model = self.store.get(name)
         if model is None:
-            return native_error(404, f"model '{model_text}' not found")
+            shown = text(body, "model") or text(body, "name")
+            return native_error(404, f"model '{shown}' not found")
         return json_body(show_response(model, text(body, "system")))
 
     def _schedule(
