@@ -127,11 +127,6 @@ async def test_a_request_waits_for_a_server_to_appear(lan: Cluster) -> None:
     assert status == 200 and label is not None and lan.device_id("a").startswith(label)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Router.open stops waiting as soon as every candidate it found has failed, "
-    "although --wait-for-server has time left for another server to appear",
-)
 async def test_a_request_keeps_waiting_when_the_servers_it_found_fail(lan: Cluster) -> None:
     emulator = await lan.emulator(MODEL)
     with socket.socket() as sock:  # a port nothing listens on
@@ -149,12 +144,6 @@ async def test_a_request_keeps_waiting_when_the_servers_it_found_fail(lan: Clust
 
 
 @pytest.mark.skipif(not interface_broadcasts(), reason="needs a non-loopback IPv4 interface")
-@pytest.mark.xfail(
-    strict=True,
-    reason="a server's announces also arrive through this host's LAN broadcast, from its LAN "
-    "address; Pool.add keeps the first address heard while the server is routable, so a "
-    "server listening on loopback only stays unreachable until probes eject it",
-)
 async def test_a_server_first_heard_where_it_does_not_listen_is_still_reached(
     lan: Cluster,
 ) -> None:
@@ -383,12 +372,6 @@ async def dropping_ollama(*models: str) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ServerProxy.handle turns only a refused connection into the 503 that sends the "
-    "client to another server: Ollama closing the connection without an answer (reason "
-    "'reset') is a 502 that the client passes on (proxy/server.py)",
-)
 async def test_a_request_ollama_drops_unanswered_is_answered_by_another_server(
     lan: Cluster,
 ) -> None:
@@ -453,21 +436,9 @@ async def test_a_stream_from_a_server_that_goes_silent_ends_with_one_error_objec
     [
         pytest.param(
             "discovered",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="Pool._stop closes a removed server's session after the client's own "
-                "grace, with its streams still running, and an aiohttp response read after "
-                "its session closed never ends: the stream hangs (Pool._retire)",
-            ),
         ),
         pytest.param(
             "static",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="Pool._set_state closes every stream of a server it marks down, and a "
-                "draining server refuses the probes' new connections: its streams are cut "
-                "although they would finish within its grace period",
-            ),
         ),
     ],
 )

@@ -260,11 +260,6 @@ async def test_the_model_lists_follow_changes_made_through_the_client(
         assert (answer.status, answer.server) == (200, "c"), path
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Router.done only schedules a background refresh after a copy/pull/create: a "
-    "request for the new model sent at once is routed before the pool knows it",
-)
 async def test_a_model_copied_through_the_client_can_be_used_at_once(tmp_path: Path) -> None:
     async with cluster(tmp_path) as c:
         # a outranks c, so a request for a model nobody is known to have goes to a.
@@ -305,11 +300,6 @@ async def test_a_pull_of_a_model_nobody_has_goes_to_the_best_server(tmp_path: Pa
             assert (answer.status, answer.server) == (200, "b")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GET /v1/models/{model} names its model in the path; inspect_request ignores it, "
-    "so it goes to the best server whether or not that server has the model",
-)
 async def test_v1_model_by_name_goes_where_the_model_is(
     lan: Lan, http: aiohttp.ClientSession
 ) -> None:
@@ -319,11 +309,6 @@ async def test_v1_model_by_name_goes_where_the_model_is(
         assert answer.body["id"].startswith(model)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="servers are routable before their model lists are known: a request sent as the "
-    "client starts goes to the first server, which may not have its model (Router.open)",
-)
 async def test_a_request_sent_as_the_client_starts_goes_where_its_model_is(
     tmp_path: Path,
 ) -> None:
@@ -503,12 +488,6 @@ async def hold_stream(
         pytest.param(
             False,
             id="first-turn-to-second",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="the conversation key takes the first two messages: turn one "
-                "([user]) and turn two ([user, assistant, user]) get different keys "
-                "(cluster/models.py _conversation)",
-            ),
         ),
     ],
 )
@@ -615,11 +594,6 @@ async def test_blob_upload_and_create_land_on_one_server(
     assert (answer.status, answer.server) == (200, first)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="each new blob digest is routed on its own (by load), so the blobs of one create "
-    "spread over several servers and the create finds some missing (Router._sticky)",
-)
 async def test_the_blobs_of_one_create_all_land_on_its_server(
     lan: Lan, http: aiohttp.ClientSession
 ) -> None:
@@ -641,12 +615,6 @@ async def test_the_blobs_of_one_create_all_land_on_its_server(
     assert created.status == 200, created
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a kept (retryable) body over 1 MiB is handed to aiohttp as bytes, which warns "
-    "with a ResourceWarning (an error where warnings are errors: the client answers 500) "
-    "(proxy/forward.py open_upstream)",
-)
 async def test_a_blob_over_a_mebibyte_goes_through(lan: Lan, http: aiohttp.ClientSession) -> None:
     data = bytes(range(256)) * (8 << 10)  # 2 MiB: kept whole for a retry
     digest = "sha256:" + hashlib.sha256(data).hexdigest()

@@ -35,8 +35,8 @@ AFFINITY_PATHS: Final = frozenset(
     {"/api/chat", "/api/generate", "/v1/chat/completions", "/v1/completions", "/v1/messages"}
 )
 
+_MODEL_IN_PATH: Final = "/v1/models/"
 _REGISTRY_PREFIXES: Final = ("registry.ollama.ai/library/", "registry.ollama.ai/")
-_AFFINITY_MESSAGES: Final = 2
 _AFFINITY_PROMPT_CHARS: Final = 512
 
 
@@ -63,6 +63,7 @@ class Route:
     pin: str | None = None
     conversation: str | None = None
     blobs: tuple[str, ...] = ()
+    target: str | None = None  # the model a pull, create or copy makes
 
     @property
     def mutating(self) -> bool:
@@ -74,6 +75,9 @@ def inspect_request(method: str, path: str, body: bytes | None, pin: str | None,
     """Read what routing needs from a request; the body is parsed once, and only where useful."""
     if path.startswith("/api/blobs/"):
         return Route(path, pin=pin, blobs=(path[len("/api/blobs/") :],))
+    if path.startswith(_MODEL_IN_PATH) and len(path) > len(_MODEL_IN_PATH):
+        # GET /v1/models/{model}: the model is the rest of the (already decoded) path.
+        return Route(path, normalize_model(path[len(_MODEL_IN_PATH) :]), pin)
     if body is None or path not in MODEL_PATHS or len(body) > cap:
         return Route(path, pin=pin)
     try:
@@ -90,7 +94,11 @@ def inspect_request(method: str, path: str, body: bytes | None, pin: str | None,
     files = data.get("files")
     if path == "/api/create" and isinstance(files, dict):
         blobs = tuple(str(v) for v in files.values() if isinstance(v, str))
-    return Route(path, model, pin, _conversation(path, model, data), blobs)
+    target: str | None = model if path in ("/api/pull", "/api/create") else None
+    destination = data.get("destination")
+    if path == "/api/copy" and isinstance(destination, str) and destination.strip():
+        target = normalize_model(destination)
+    return Route(path, model, pin, _conversation(path, model, data), blobs, target)
 
 
 def _conversation(path: str, model: str, data: dict[str, Any]) -> str | None:
@@ -100,7 +108,7 @@ def _conversation(path: str, model: str, data: dict[str, Any]) -> str | None:
     messages = data.get("messages")
     opening: object
     if isinstance(messages, list) and messages:
-        opening = messages[:_AFFINITY_MESSAGES]
+        opening = _opening(messages)
     else:
         prompt = data.get("prompt")
         if not isinstance(prompt, str) or not prompt:
@@ -111,3 +119,15 @@ def _conversation(path: str, model: str, data: dict[str, Any]) -> str | None:
     except (RecursionError, ValueError):
         return None
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+def _opening(messages: list[Any]) -> list[Any]:
+    """What every turn of a conversation starts with: its system messages and first question.
+
+    Later turns resend the history and add to it, so anything past the first non-system
+    message differs between turn one and turn two.
+    """
+    for index, message in enumerate(messages):
+        if not (isinstance(message, dict) and message.get("role") == "system"):
+            return messages[: index + 1]
+    return messages

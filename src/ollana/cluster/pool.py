@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -61,6 +62,7 @@ class Server:
 
     __slots__ = (
         "address",
+        "alternate",
         "attempts",
         "base_url",
         "device_id",
@@ -73,6 +75,7 @@ class Server:
         "loaded",
         "models",
         "models_digest",
+        "models_failed",
         "models_known",
         "models_task",
         "ollama_version",
@@ -91,6 +94,7 @@ class Server:
         self, address: HostPort, *, scheme: str, device_id: str | None, static: bool, priority: int
     ) -> None:
         self.address = address
+        self.alternate: HostPort | None = None  # where else it was heard, if anywhere
         self.device_id = device_id
         self.static = static
         self.priority = priority
@@ -109,7 +113,8 @@ class Server:
         self.loaded: frozenset[str] = frozenset()
         self.models_digest: str | None = None
         self.models_known = False
-        self.refreshed = 0.0
+        self.models_failed = False  # the last attempt to list them failed
+        self.refreshed = -math.inf  # never: time.monotonic() may be small after a boot
         self.models_task: asyncio.Task[None] | None = None
         self.ollama_version: str | None = None
         self.session: aiohttp.ClientSession | None = None
@@ -201,11 +206,15 @@ class Pool:
         server = self._find(address, device_id)
         if server is not None:
             # One server is heard at several addresses (each interface's broadcast): it moves
-            # only when the address it had stopped working.
-            if server.address != address and not server.static and not server.routable:
-                log.info("server %s moved to %s", server.label, address)
-                self._replace(server, address)
-                server = self._servers[server.key]
+            # only when the address it had stopped working. The other one is kept in reserve,
+            # for a server that never answers where it was first heard (one listening on
+            # loopback only is also heard from this host's LAN address).
+            if server.address != address and not server.static:
+                if server.routable:
+                    server.alternate = address
+                else:
+                    self._move(server, address)
+                    server = self._servers[server.key]
             if not server.static:
                 server.priority = priority
             return server
@@ -253,6 +262,12 @@ class Pool:
         # A static server is keyed by its address until (and after) its ID is known.
         return self._servers.get(str(address))
 
+    def _move(self, server: Server, address: HostPort) -> None:
+        if self._servers.get(server.key) is not server:
+            return  # already replaced or removed: a late failure of an old entry
+        log.info("server %s moved to %s", server.label, address)
+        self._replace(server, address)
+
     def _replace(self, server: Server, address: HostPort) -> None:
         self._servers.pop(server.key, None)
         self._stop(server)
@@ -263,6 +278,7 @@ class Pool:
             static=False,
             priority=server.priority,
         )
+        fresh.last_seen = server.last_seen  # heard there too: not one to forget
         self._start(fresh)
 
     def _start(self, server: Server) -> None:
@@ -287,11 +303,9 @@ class Pool:
         for task in (server.probe_task, server.models_task):
             if task is not None:
                 task.cancel()
-        session = server.session
-        if session is not None:
-            # In-flight requests keep their connections until the grace period ends.
-            self._retiring.add(session)
-            asyncio.get_running_loop().call_later(self._settings.grace, self._retire, session)
+        if server.session is not None:
+            self._retiring.add(server.session)
+            self._retire_later(server)
 
     # --- health -----------------------------------------------------------------------------
 
@@ -301,6 +315,9 @@ class Pool:
 
     def passive_failure(self, server: Server, reason: str) -> None:
         """A connect error or reset on a real request: eject at once."""
+        if server.last_ok is None and server.alternate is not None and not server.static:
+            self._move(server, server.alternate)  # never answered here: try the other address
+            return
         server.total_failures += 1
         server.failures = FAILURES_TO_EJECT
         self._set_state(server, ServerState.DOWN, reason)
@@ -325,12 +342,14 @@ class Pool:
         level = logging.INFO if state is not ServerState.SUSPECT else logging.DEBUG
         log.log(level, "server %s is %s (%s)", server.label, state, reason)
         server.state = state
-        if state is ServerState.DOWN:
-            for attempt in server.attempts:
-                attempt.cancel()
-            for stream in server.streams:
-                stream.close()
         self._notify()
+
+    def _abandon(self, server: Server) -> None:
+        """It answers nothing at all: what waits on it goes elsewhere or ends with its error."""
+        for attempt in server.attempts:
+            attempt.cancel()
+        for stream in server.streams:
+            stream.close()
 
     def _notify(self) -> None:
         self._changed.set()
@@ -351,6 +370,10 @@ class Pool:
             if self._forgettable(server):
                 self.remove(server, "not heard from and not answering")
                 return
+            if server.failures == 1:
+                # One failure in a row: confirm it at once, so that a server that went silent
+                # is out within one interval and two timeouts.
+                continue
             await asyncio.sleep(interval * random.uniform(1 - PROBE_JITTER, 1 + PROBE_JITTER))
 
     async def _probe(self, server: Server) -> None:
@@ -367,9 +390,18 @@ class Pool:
                         response.request_info, (), status=response.status
                     )
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            if server.last_ok is None and server.alternate is not None and not server.static:
+                # Never answered here: try where else it was heard, now.
+                self._move(server, server.alternate)
+                return
             server.failures += 1
             if server.failures >= FAILURES_TO_EJECT:
                 self._set_state(server, ServerState.DOWN, f"probe failed: {exc!r}")
+                # Only silence ends what is in flight on it: an error answer or a refused
+                # connection (a server draining its requests refuses new ones) says it is
+                # there, and its streams may still be going.
+                if isinstance(exc, TimeoutError):
+                    self._abandon(server)
             elif server.state is ServerState.HEALTHY:
                 self._set_state(server, ServerState.SUSPECT, f"probe failed: {exc!r}")
             return
@@ -385,22 +417,29 @@ class Pool:
             server.ollama_version = body["version"]
         self._set_state(server, ServerState.HEALTHY, "probe answered")
         if time.monotonic() - server.refreshed > self._timings.models_refresh:
-            await self.refresh_models(server)
+            # Beside the probes, not in their way: its timeout is five probes' long.
+            self.refresh_models_soon(server)
 
     async def refresh_models(self, server: Server) -> None:
         """Fetch a server's installed (/api/tags) and loaded (/api/ps) models."""
         assert server.session is not None
-        server.refreshed = time.monotonic()
+        started = time.monotonic()
+        server.models_failed = False  # under way: worth waiting for
         try:
             installed, loaded = await asyncio.gather(
                 self._names(server, "/api/tags"), self._names(server, "/api/ps")
             )
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            # Not marked refreshed: the next probe that answers tries again (an announce is
+            # often heard before the server knows our certificate and lets us in).
             log.debug("models of %s not refreshed: %r", server.label, exc)
+            server.models_failed = True
+            self._notify()
             return
         if installed != server.models or not server.models_known:
             log.info("server %s has %d models", server.label, len(installed))
         server.models, server.loaded, server.models_known = installed, loaded, True
+        server.refreshed, server.models_failed = started, False
         self._notify()
 
     def refresh_models_soon(self, server: Server) -> None:
@@ -440,7 +479,18 @@ class Pool:
         for session in sessions:
             await session.close()
 
-    def _retire(self, session: aiohttp.ClientSession) -> None:
+    def _retire_later(self, server: Server) -> None:
+        asyncio.get_running_loop().call_later(self._settings.grace, self._retire, server)
+
+    def _retire(self, server: Server) -> None:
+        # In-flight requests keep their connections until they end: a server that said
+        # goodbye drains them, and a response read from a closed session never ends.
+        if server.inflight > 0 and not self._closed:
+            self._retire_later(server)
+            return
+        session = server.session
+        if session is None:
+            return
         self._retiring.discard(session)
         if not session.closed:
             task = asyncio.create_task(session.close())

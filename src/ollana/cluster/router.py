@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 AFFINITY_ENTRIES: Final = 4096
+BLOBS_PATH: Final = "/api/blobs/"
 
 
 class NoServerError(Exception):
@@ -55,6 +56,7 @@ class Router:
         self._wait = wait_for_server
         self._conversations = _Recent()
         self._blobs = _Recent()
+        self._last_blob: str | None = None
         self.retries = 0
         self.failovers = 0
 
@@ -67,6 +69,10 @@ class Router:
             for digest in route.blobs:
                 if digest in self._blobs:
                     return self._blobs[digest]
+            if route.path.startswith(BLOBS_PATH):
+                # A model's files are uploaded one blob each, then one create uses them all:
+                # a new blob joins the ones uploaded before it.
+                return self._last_blob
         if route.conversation is not None:
             return self._conversations.get(route.conversation)
         return None
@@ -84,17 +90,26 @@ class Router:
         The returned server has its in-flight count raised; `done()` lowers it.
         """
         deadline = time.monotonic() + self._wait
+        await self._await_model_lists(route, deadline)
         tried: dict[str, str] = {}  # server label -> why it did not take the request
+        # By identity: a server heard again at a new address is a new entry, worth a try.
+        attempted: list[Server] = []
         while True:
-            candidates = [s for s in self.candidates(route) if s.label not in tried]
+            candidates = [s for s in self.candidates(route) if not any(s is t for t in attempted)]
             if not candidates:
                 remaining = deadline - time.monotonic()
-                if tried or remaining <= 0 or not await self._pool.wait_changed(remaining):
+                # One that answered 503 is still routable: waiting would not change its mind.
+                busy = any(t.routable for t in attempted)
+                if busy or remaining <= 0 or not await self._pool.wait_changed(remaining):
                     break
                 continue
             metrics = self._metrics
             for index, server in enumerate(candidates):
                 assert server.session is not None
+                attempted.append(server)
+                if route.path.startswith(BLOBS_PATH):
+                    # Taken now, not once it answered: uploads sent side by side follow it.
+                    self._last_blob = server.key
                 server.inflight += 1
                 server.requests += 1
                 if metrics is not None:
@@ -145,6 +160,25 @@ class Router:
         what = "; ".join(f"{label}: {why}" for label, why in tried.items())
         raise NoServerError(f"no ollana server{pin} could take the request ({what})")
 
+    async def _await_model_lists(self, route: Route, deadline: float) -> None:
+        """Wait while a model no known list has may be on a server whose list is on its way.
+
+        Servers are routable as soon as they are heard of, before their /api/tags came back:
+        without this, a request sent as the client starts goes to whichever is first.
+        """
+        model = route.model
+        if model is None or route.pin:
+            return
+        while True:
+            servers = self._pool.healthy()
+            if any(model in s.models for s in servers) or all(
+                s.models_known or s.models_failed or s.failures for s in servers
+            ):
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not await self._pool.wait_changed(remaining):
+                return
+
     def _remember(self, route: Route, server: Server) -> None:
         if route.conversation is not None:
             self._conversations.remember(route.conversation, server.key)
@@ -157,6 +191,13 @@ class Router:
         if status >= 400 or route.model is None:
             return
         if route.mutating:
+            # Known at once, so that the next request (`ollama cp a b && ollama run b`) finds
+            # it; the refresh corrects the guess (a pull whose stream ended in an error).
+            if route.path == "/api/delete":
+                server.models = server.models - {route.model}
+                server.loaded = server.loaded - {route.model}
+            elif route.target is not None:
+                server.models = server.models | {route.target}
             self._pool.refresh_models_soon(server)
         elif route.model not in server.loaded:
             # Ollama loads a model on first use; the slow refresh corrects this guess.

@@ -73,7 +73,8 @@ class ClientMode(Mode):
         await self._start_discovery(
             "client", self._heard, needs_servers=lambda: not self.pool.healthy()
         )
-        for server in list(self.pool):
+        # Static ones only: discovery may have added servers already, and they know us.
+        for server in [s for s in self.pool if s.static]:
             self._spawn(self._hello(server), f"hello {server.address}")
 
     # --- status -------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import json
 import logging
 from collections.abc import Mapping
@@ -38,6 +39,9 @@ HOP_BY_HOP: Final = frozenset(
 
 # Out of file descriptors (per process, or system-wide): too many connections here.
 _OUT_OF_FILES: Final = frozenset({errno.EMFILE, errno.ENFILE})
+
+# Larger kept bodies go to aiohttp as a reader (aiohttp.payload.TOO_LARGE_BYTES_BODY).
+WHOLE_BODY_MAX: Final = 1024 * 1024
 
 _STREAM_TYPES: Final = frozenset({"application/x-ndjson", "text/event-stream"})
 
@@ -134,9 +138,14 @@ async def open_upstream(
         # without a task pumping the stream.
         body = body.read_nowait()
         untouched = False
+    data: bytes | io.BytesIO | aiohttp.StreamReader | None = body
+    if isinstance(body, bytes) and len(body) > WHOLE_BODY_MAX:
+        # aiohttp warns (ResourceWarning) of bytes bodies this large: a fresh reader per
+        # attempt sends the same bytes in chunks, with the same Content-Length.
+        data = io.BytesIO(body)
     try:
         response = await session.request(
-            method, url, headers=headers, data=body, allow_redirects=False, compress=False
+            method, url, headers=headers, data=data, allow_redirects=False, compress=False
         )
     except (aiohttp.ServerFingerprintMismatch, aiohttp.ClientSSLError) as exc:
         # The TLS handshake failed or named the wrong device: nothing was sent.

@@ -31,6 +31,9 @@ MANAGEMENT_PATHS: Final = frozenset(
     {"/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete"}
 )
 
+# Why an attempt at the local Ollama failed with nothing processed and nothing sent back.
+_ANSWERED_NOTHING: Final = frozenset({"connect", "tls", "reset"})
+
 # Answers a request itself (hello, refusals) or returns None to forward it.
 Gate = Callable[[web.BaseRequest], Awaitable[web.StreamResponse | None]]
 
@@ -98,8 +101,10 @@ class ServerProxy:
                     body,
                 )
             except UpstreamError as exc:
-                # Ollama is not there: 503, so that a client tries another server.
-                status = 503 if exc.reason == "connect" else exc.status
+                # Ollama is not there, or closed the connection without an answer: 503, so
+                # that a client tries another server with the copy of the body it kept. (A
+                # timeout may mean Ollama is still at it: that one is not retried.)
+                status = 503 if exc.reason in _ANSWERED_NOTHING else exc.status
                 return error_response(status, f"ollama: {exc}", self._tag)
             status = upstream.status
             if metrics is not None:
