@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 import platformdirs
 
+from ollana.filemodes import unsafe_file
+
 __all__ = [
     "DEFAULT_ADMIN_PORT",
     "DEFAULT_CLIENT_PORT",
@@ -436,6 +438,10 @@ def _rust_log_level(value: str) -> str:
 
 
 def _from_file(path: Path) -> dict[str, tuple[object, str]]:
+    # It can turn on --open or name a log file: one that others can change is refused.
+    why = unsafe_file(path)
+    if why is not None:
+        raise ConfigError(why)
     try:
         text = path.read_text(encoding="utf-8")
         data = tomllib.loads(text)

@@ -171,33 +171,18 @@ async def test_an_unreadable_key_stops_the_start_with_its_name(home: Path) -> No
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving a file away takes root")
-@pytest.mark.xfail(
-    strict=True,
-    reason="identity/certs.py checks the key's mode, not its owner: a key owned by another "
-    "user (mode 0600) is used",
-)
 async def test_a_key_owned_by_another_user_is_refused(home: Path) -> None:
     key = home / "device.key"
     os.chown(key, NOBODY, NOBODY)
     assert_refused(await serve(home), key, "chown")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="identity/store.py does not check who may write devices.toml: a world-writable "
-    "allow list lets any local user allow a device",
-)
 async def test_an_allow_list_others_can_write_is_refused(home: Path) -> None:
     path = home / "devices.toml"
     path.chmod(0o666)
     assert_refused(await serve(home), path, "chmod")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config.py reads a config file whoever may write it: a world-writable one lets any "
-    "local user set --open or a log file of their choosing",
-)
 async def test_a_config_file_others_can_write_is_refused(home: Path) -> None:
     path = write("config.toml", "grace = 3\n")(home)
     path.chmod(0o666)

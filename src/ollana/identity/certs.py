@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import os
-import stat
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ollana.filemodes import unsafe_file
 from ollana.identity.files import atomic_write, exclusive_lock, write_new_secret
 from ollana.identity.ids import device_id_of
 
@@ -177,15 +175,6 @@ def _load(key_path: Path, cert_path: Path) -> Identity:
 
 
 def _check_key_permissions(key_path: Path) -> None:
-    # On Windows the key lives in the user's profile, protected by its ACL.
-    if sys.platform == "win32":
-        return
-    try:
-        mode = stat.S_IMODE(os.stat(key_path).st_mode)
-    except OSError as exc:
-        raise IdentityError(f"cannot read {key_path}: {exc.strerror}") from None
-    if mode & 0o077:
-        raise IdentityError(
-            f"{key_path} is accessible by other users (mode {mode:04o}); refusing to use it."
-            f" Fix it with: chmod 600 {key_path}"
-        )
+    why = unsafe_file(key_path, private=True)
+    if why is not None:
+        raise IdentityError(why)

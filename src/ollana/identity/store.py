@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
+from ollana.filemodes import unsafe_file
 from ollana.identity.devicefile import (
     AllowedDevice,
     FileFormatError,
@@ -101,7 +102,7 @@ class DeviceStore:
 
     def allowed(self) -> dict[str, AllowedDevice]:
         """The allow list, keyed by device ID."""
-        return _read(self.devices_path, parse_allowed)
+        return _read(self.devices_path, parse_allowed, guarded=True)
 
     def seen(self) -> dict[str, SeenDevice]:
         """Devices heard on the network, keyed by device ID."""
@@ -262,7 +263,13 @@ class DeviceStore:
         return {d.device_id: d for d in kept}
 
 
-def _read(path: Path, parse: Callable[[str], dict[str, _T]]) -> dict[str, _T]:
+def _read(
+    path: Path, parse: Callable[[str], dict[str, _T]], *, guarded: bool = False
+) -> dict[str, _T]:
+    # The allow list grants access: one that others can change is refused, not read.
+    why = unsafe_file(path) if guarded else None
+    if why is not None:
+        raise StoreError(why)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
