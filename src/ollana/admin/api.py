@@ -15,7 +15,6 @@ import re
 import socket
 from collections.abc import Awaitable, Callable
 from importlib import resources
-from types import TracebackType
 from typing import Final
 
 from aiohttp import web
@@ -23,6 +22,7 @@ from aiohttp import web
 from ollana.admin.metrics import Metrics
 from ollana.admin.status import StatusSource, status_document
 from ollana.config import HostPort
+from ollana.lifecycle import Service
 from ollana.proxy.guard import check_host
 from ollana.proxy.listener import ListenError
 
@@ -107,7 +107,7 @@ def _page_policy(page: str) -> str:
     )
 
 
-class AdminListener:
+class AdminListener(Service):
     """Serves an admin application on one address; `async with` binds, exit closes."""
 
     def __init__(self, app: web.Application, address: HostPort) -> None:
@@ -118,15 +118,6 @@ class AdminListener:
         self._started = False
         self._closed = False
         self.port = address.port
-
-    async def __aenter__(self) -> AdminListener:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     @property
     def url(self) -> str:

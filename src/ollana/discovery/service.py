@@ -22,7 +22,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Self
+from typing import Any
 
 from ollana.config import DEFAULT_DISCOVERY_PORT, HostPort, Limits, Timings
 from ollana.discovery.origins import Origins
@@ -38,6 +38,7 @@ from ollana.discovery.protocol import (
     new_instance_id,
 )
 from ollana.discovery.targets import resolve
+from ollana.lifecycle import Service
 
 __all__ = ["DiscoveryService", "DiscoveryStats", "OnMessage", "Targets"]
 
@@ -109,7 +110,7 @@ class _Socket:
     endpoint: _Endpoint
 
 
-class DiscoveryService:
+class DiscoveryService(Service):
     """Announces a server, or finds servers for a client; ``async with`` runs it.
 
     Every message from another process is passed to ``on_message(message, source)``; for
@@ -173,13 +174,6 @@ class DiscoveryService:
         self._logged: set[Hashable] = set()
 
     # --- lifecycle ---------------------------------------------------------------------
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
     async def start(self) -> None:
         """Open the sockets and begin announcing (server) or querying (client)."""

@@ -21,13 +21,13 @@ import ssl
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from ollana.identity.certs import Identity
 from ollana.identity.ids import format_device_id, short_device_id
 from ollana.identity.store import WATCH_INTERVAL, DeviceStore, StoreError, TrustSnapshot
 from ollana.identity.tls import PinnedConnector, client_context, peer_device_id, server_context
+from ollana.lifecycle import Service
 
 __all__ = ["Peer", "PeerRejected", "RevokedFn", "TLSManager"]
 
@@ -57,7 +57,7 @@ class Peer:
     trusted: bool
 
 
-class TLSManager:
+class TLSManager(Service):
     """Contexts, pinning and revocation for one identity and one device store."""
 
     def __init__(
@@ -85,18 +85,6 @@ class TLSManager:
         self._stale = False
 
     # --- lifecycle ----------------------------------------------------------------------
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def start(self) -> None:
         """Load the allow list (StoreError if it is unreadable) and start watching it."""

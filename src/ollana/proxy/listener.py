@@ -8,12 +8,12 @@ import logging
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 
 import aiohttp
 from aiohttp import web
 
 from ollana.config import HostPort, Limits
+from ollana.lifecycle import Service
 from ollana.proxy.limits import LimitedServer, OnRefusal
 
 __all__ = ["ListenError", "Listener", "who_listens"]
@@ -27,7 +27,7 @@ class ListenError(OSError):
     """The listen address could not be bound; the message says why and, if known, by whom."""
 
 
-class Listener:
+class Listener(Service):
     """Serves one handler on one address; `async with` binds, exit drains then closes."""
 
     def __init__(
@@ -61,15 +61,6 @@ class Listener:
         self._site: web.TCPSite | None = None
         self._closed = False
         self.port = address.port
-
-    async def __aenter__(self) -> Listener:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     async def start(self) -> None:
         """Bind and start accepting connections."""
