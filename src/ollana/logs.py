@@ -2,20 +2,38 @@
 
 Request lines go through `access_log()` on the logger named `ollana.access`; they carry the
 peer, method, path, status and duration (and the server and route in client mode), never a
-body.
+body. While logging is as `setup_logging()` left it, an access line skips the LogRecord:
+it is formatted once and held with the next ones for a single write, which happens when
+`FLUSH_SIZE` characters are waiting, `FLUSH_INTERVAL` seconds after the first of them (a
+timer of the running event loop), before any other record is written (so lines stay in
+order), and on flush or close (at exit too). Other records are written at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import logging.handlers
 import sys
 import time
+from json.encoder import encode_basestring
 from pathlib import Path
-from typing import Final
+from typing import Any, Final, TextIO
 
-__all__ = ["ACCESS_LOGGER", "LEVELS", "JSONFormatter", "access_log", "reopen_logs", "setup_logging"]
+__all__ = [
+    "ACCESS_LOGGER",
+    "FLUSH_INTERVAL",
+    "FLUSH_SIZE",
+    "LEVELS",
+    "BatchedFileHandler",
+    "BatchedStreamHandler",
+    "JSONFormatter",
+    "TextFormatter",
+    "access_log",
+    "reopen_logs",
+    "setup_logging",
+]
 
 LEVELS: Final = {
     "trace": logging.DEBUG,
@@ -30,13 +48,42 @@ LEVELS: Final = {
 
 ACCESS_LOGGER: Final = "ollana.access"
 _access = logging.getLogger(ACCESS_LOGGER)
+_root = logging.getLogger()
 
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)-5s %(name)s: %(message)s"
+
+# Access lines wait for one write until this many characters (about bytes: they are
+# mostly ASCII) are held, or this many seconds passed since the first of them.
+FLUSH_SIZE: Final = 32 * 1024
+FLUSH_INTERVAL: Final = 0.2
+
+# peer, method, path, status, duration, server, route
+AccessFields = tuple[str, str, str, int, float, str | None, str | None]
 
 # What every LogRecord has; anything else on a record came in through `extra=`.
 _STANDARD_ATTRS: Final = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime"}
 )
+
+
+class TextFormatter(logging.Formatter):
+    """`2025-01-31 12:00:00.123Z INFO  ollana.runner: message`, in UTC."""
+
+    default_msec_format = "%s.%03dZ"
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+        self.converter = time.gmtime
+        self._second: tuple[int, str] = (-1, "")  # one tuple: threads see both or neither
+
+    def access_line(self, created: float, msg: str, fields: AccessFields) -> str:
+        """The line `format()` makes of an access record, with its line end."""
+        second = int(created)
+        cached, stamp = self._second
+        if cached != second:
+            stamp = time.strftime(self.default_time_format, time.gmtime(second))
+            self._second = (second, stamp)
+        return f"{stamp}.{int((created - second) * 1000):03d}Z INFO  {ACCESS_LOGGER}: {msg}\n"
 
 
 class JSONFormatter(logging.Formatter):
@@ -57,6 +104,151 @@ class JSONFormatter(logging.Formatter):
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False, default=str)
 
+    def access_line(self, created: float, msg: str, fields: AccessFields) -> str:
+        """The line `format()` makes of an access record, with its line end."""
+        peer, method, path, status, duration, server, route = fields
+        text = encode_basestring  # json.dumps(str, ensure_ascii=False), without its overhead
+        return (
+            f'{{"ts": {round(created, 6)!r}, "level": "info", "logger": "{ACCESS_LOGGER}", '
+            f'"msg": {text(msg)}, "peer": {text(peer)}, "method": {text(method)}, '
+            f'"path": {text(path)}, "status": {status:d}, "duration": {round(duration, 6)!r}, '
+            f'"server": {"null" if server is None else text(server)}, '
+            f'"route": {"null" if route is None else text(route)}}}\n'
+        )
+
+
+class BatchedStreamHandler(logging.StreamHandler[Any]):
+    """A stream handler that also takes preformatted access lines and writes them in batches."""
+
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        *,
+        flush_size: int = FLUSH_SIZE,
+        flush_interval: float = FLUSH_INTERVAL,
+    ) -> None:
+        super().__init__(stream)
+        self._batching(flush_size, flush_interval)
+
+    def _batching(self, flush_size: int, flush_interval: float) -> None:
+        self.flush_size = flush_size
+        self.flush_interval = flush_interval
+        self._lines: list[str] = []
+        self._size = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
+        self._closing = False
+        assert self.lock is not None  # made by Handler.__init__
+        self._lock = self.lock
+
+    def write_line(self, line: str) -> None:
+        """Hold one formatted line (ending in a newline) for the next batch."""
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None  # nothing would run a timer: no holding back
+        with self._lock:
+            self._lines.append(line)
+            self._size += len(line)
+            if loop is None or self._closing or self._size >= self.flush_size:
+                self._write_batch()
+            elif self._timer is None or self._timer_loop is not loop:
+                self._timer = loop.call_later(self.flush_interval, self._on_timer)
+                self._timer_loop = loop
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write the held lines, then the record: they came first."""
+        self._drain()
+        super().emit(record)
+
+    def flush(self) -> None:
+        """Write the held lines and flush the stream."""
+        self.acquire()
+        try:
+            self._drain()
+            super().flush()
+        finally:
+            self.release()
+
+    def close(self) -> None:
+        """Write the held lines, then close as logging's handler does; safe to call twice."""
+        self.acquire()
+        try:
+            self._closing = True
+            self._drain()
+        finally:
+            self.release()
+        super().close()
+
+    def _on_timer(self) -> None:
+        self.acquire()
+        try:
+            self._timer = None
+            self._write_batch()
+        finally:
+            self.release()
+
+    def _write_batch(self) -> None:
+        """Write the held lines where the next record would go (a moved file is reopened)."""
+        self._drain()
+
+    def _drain(self) -> None:
+        """Write the held lines to the current stream (under the handler's lock)."""
+        if not self._lines:
+            return
+        text = "".join(self._lines)
+        count = len(self._lines)
+        self._lines.clear()
+        self._size = 0
+        try:
+            stream = self._stream_for_batch()
+            if stream is not None:
+                stream.write(text)
+                stream.flush()
+        except RecursionError:  # as logging.Handler.emit: never hide this one
+            raise
+        except Exception:
+            # As for a record that cannot be written: say so on stderr, drop it, carry on.
+            self.handleError(logging.makeLogRecord({"msg": f"{count} access line(s) lost"}))
+
+    def _stream_for_batch(self) -> Any:
+        return self.stream
+
+
+_ACCESS_FORMATTERS: Final = (TextFormatter, JSONFormatter)
+
+
+class BatchedFileHandler(BatchedStreamHandler, logging.handlers.WatchedFileHandler):
+    """A log file, appended to, reopened when logrotate (or anyone) moves or deletes it."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        flush_size: int = FLUSH_SIZE,
+        flush_interval: float = FLUSH_INTERVAL,
+    ) -> None:
+        # A line that cannot be encoded is written escaped rather than lost with its batch.
+        logging.handlers.WatchedFileHandler.__init__(
+            self, path, mode="a", encoding="utf-8", errors="backslashreplace"
+        )
+        self._batching(flush_size, flush_interval)
+
+    def reopenIfNeeded(self) -> None:
+        """Reopen the file if it was moved or deleted (an open file cannot be, on Windows)."""
+        if sys.platform != "win32":
+            super().reopenIfNeeded()
+
+    def _write_batch(self) -> None:
+        self.reopenIfNeeded()  # one stat per batch, not per line
+        self._drain()
+
+    def _stream_for_batch(self) -> Any:
+        # As FileHandler.emit: a closed handler opens its file again to append.
+        if self.stream is None:
+            self.stream = self._open()
+        return self.stream
+
 
 def access_log(
     peer: str,
@@ -76,9 +268,25 @@ def access_log(
         return
     via = f" via {server}" if server else ""
     how = f" ({route})" if route else ""
+    # As logging would format it (%d takes any number), and quicker than an f-string.
+    msg = "%s %s %s %d %.3fs%s%s" % (peer, method, path, status, duration, via, how)  # noqa: UP031
+    # Straight to the handler only when the record would reach it alone, unfiltered;
+    # otherwise (a handler added, a filter, a formatter of someone else) as any record.
+    handlers = _root.handlers
+    if len(handlers) == 1 and not (_access.handlers or _access.filters) and _access.parent is _root:
+        sink = handlers[0]
+        formatter = sink.formatter
+        if (
+            isinstance(sink, BatchedStreamHandler)
+            and isinstance(formatter, _ACCESS_FORMATTERS)
+            and sink.level <= logging.INFO
+            and not sink.filters
+        ):
+            fields = (peer, method, path, status, duration, server, route)
+            sink.write_line(formatter.access_line(time.time(), msg, fields))
+            return
     _access.info(
-        "%s %s %s %d %.3fs%s%s",
-        peer, method, path, status, duration, via, how,
+        msg,
         extra={
             "peer": peer, "method": method, "path": path, "status": status,
             "duration": round(duration, 6), "server": server, "route": route,
@@ -86,50 +294,36 @@ def access_log(
     )  # fmt: skip
 
 
-def _file_handler(path: Path) -> logging.FileHandler:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if sys.platform == "win32":
-        # An open file cannot be renamed on Windows, so there is no rotation to watch for.
-        handler = logging.FileHandler(path, mode="a", encoding="utf-8")
-    else:
-        # Reopens the file when logrotate (or anyone) moves or deletes it.
-        handler = logging.handlers.WatchedFileHandler(path, mode="a", encoding="utf-8")
-    return handler
-
-
 def setup_logging(level: str = "info", fmt: str = "text", file: Path | None = None) -> None:
     """Configure the root logger for a process of ollana; replaces (and closes) old handlers."""
-    handler: logging.Handler = (
-        _file_handler(file) if file is not None else logging.StreamHandler(sys.stderr)
-    )
-    if fmt == "json":
-        handler.setFormatter(JSONFormatter())
+    handler: BatchedStreamHandler
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        handler = BatchedFileHandler(file)
     else:
-        formatter = logging.Formatter(TEXT_FORMAT)
-        formatter.converter = time.gmtime
-        formatter.default_msec_format = "%s.%03dZ"
-        handler.setFormatter(formatter)
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-        if isinstance(old, logging.FileHandler):
+        handler = BatchedStreamHandler(sys.stderr)
+    handler.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter())
+    for old in list(_root.handlers):
+        _root.removeHandler(old)
+        if isinstance(old, logging.FileHandler | BatchedStreamHandler):
             old.close()
-    root.addHandler(handler)
-    root.setLevel(LEVELS.get(level, logging.INFO))
+    _root.addHandler(handler)
+    _root.setLevel(LEVELS.get(level, logging.INFO))
     # Libraries stay quiet unless we are debugging.
-    quiet = logging.WARNING if root.level > logging.DEBUG else logging.DEBUG
+    quiet = logging.WARNING if _root.level > logging.DEBUG else logging.DEBUG
     for name in ("aiohttp.access", "aiohttp.server", "asyncio"):
-        logging.getLogger(name).setLevel(max(quiet, root.level))
+        logging.getLogger(name).setLevel(max(quiet, _root.level))
 
 
 def reopen_logs() -> list[Path]:
     """Reopen every log file of the root logger (on SIGHUP, after rotation); returns them."""
     reopened: list[Path] = []
-    for handler in logging.getLogger().handlers:
+    for handler in _root.handlers:
         if not isinstance(handler, logging.FileHandler):
             continue
         handler.acquire()
         try:
+            handler.flush()  # what was logged before the signal goes to the old file
             old = handler.setStream(handler._open())
             if old is not None:
                 old.close()

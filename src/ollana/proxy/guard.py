@@ -18,6 +18,9 @@ envconfig.AllowedOrigins), with these differences, all stricter or safer:
 
 A request without Origin (curl, SDKs, other programs) is not a browser's cross-site
 request and passes the Origin check, as in Ollama.
+
+A guard remembers its last verdicts per Host and Origin (and preflight or not), so that
+the usual request costs one dict lookup.
 """
 
 from __future__ import annotations
@@ -64,6 +67,10 @@ _OLLAMA_ALLOW_HEADERS: Final = (
     "x-stainless-timeout",
 )
 MAX_AGE: Final = str(12 * 3600)
+# Verdicts kept per guard: the table starts over when full. Longer Host plus Origin values
+# are judged each time, so that hostile headers cannot make the table big.
+VERDICT_CACHE_SIZE: Final = 256
+VERDICT_CACHE_KEY_LENGTH: Final = 512
 _PRIVATE_NETWORKS: Final = tuple(
     ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
 )
@@ -196,9 +203,21 @@ class LocalGuard:
         # Like Ollama, Host is only checked on a loopback listener.
         self.check_hosts = check_hosts and "*" not in self.allowed_hosts
         self.hostname = (hostname if hostname is not None else socket.gethostname()).lower()
+        self._verdicts: dict[tuple[bool, str | None, str | None], GuardDecision] = {}
 
     def check(self, method: str, host: str | None, origin: str | None) -> GuardDecision:
         """Decide for one request from its method, Host and Origin headers."""
+        key = (method.upper() == "OPTIONS", host, origin)
+        decision = self._verdicts.get(key)
+        if decision is None:
+            decision = self._decide(*key)
+            if len(host or "") + len(origin or "") <= VERDICT_CACHE_KEY_LENGTH:
+                if len(self._verdicts) >= VERDICT_CACHE_SIZE:
+                    self._verdicts.clear()
+                self._verdicts[key] = decision
+        return decision
+
+    def _decide(self, preflight: bool, host: str | None, origin: str | None) -> GuardDecision:
         if self.check_hosts and not check_host(host, self.allowed_hosts, hostname=self.hostname):
             shown = _host_only(host or "")
             return GuardDecision(
@@ -206,7 +225,6 @@ class LocalGuard:
                 error=f"host {shown!r} is not allowed: the local endpoint answers to loopback"
                 " names only (add it to allowed_hosts to accept it)",
             )
-        preflight = method.upper() == "OPTIONS"
         headers: tuple[tuple[str, str], ...] = ()
         if origin and origin not in (f"http://{host}", f"https://{host}"):
             if not self.policy.allows(origin):
