@@ -25,6 +25,7 @@ RUNS: dict[str, list[str]] = {
     "streams": [],
     "large": [],
     "split": [],
+    "logcost": [],
 }
 QUICK: dict[str, list[str]] = {
     "idle": ["--settle", "1"],
@@ -32,6 +33,7 @@ QUICK: dict[str, list[str]] = {
     "streams": ["--levels", "1,100", "--tokens", "10"],
     "large": ["--mib", "64"],
     "split": ["--seconds", "1"],
+    "logcost": ["--calls", "2000", "--rounds", "2"],
 }
 RUN_TIMEOUT = 900.0
 QUIET = 0.10  # busy fraction of all CPUs under which the machine counts as quiet
