@@ -451,15 +451,7 @@ async def test_a_stream_from_a_server_that_goes_silent_ends_with_one_error_objec
 @pytest.mark.parametrize(
     "found",
     [
-        pytest.param(
-            "discovered",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="Pool._stop closes a removed server's session after the client's own "
-                "grace, with its streams still running, and an aiohttp response read after "
-                "its session closed never ends: the stream hangs (Pool._retire)",
-            ),
-        ),
+        "discovered",
         pytest.param(
             "static",
             marks=pytest.mark.xfail(

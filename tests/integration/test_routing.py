@@ -641,12 +641,6 @@ async def test_the_blobs_of_one_create_all_land_on_its_server(
     assert created.status == 200, created
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a kept (retryable) body over 1 MiB is handed to aiohttp as bytes, which warns "
-    "with a ResourceWarning (an error where warnings are errors: the client answers 500) "
-    "(proxy/forward.py open_upstream)",
-)
 async def test_a_blob_over_a_mebibyte_goes_through(lan: Lan, http: aiohttp.ClientSession) -> None:
     data = bytes(range(256)) * (8 << 10)  # 2 MiB: kept whole for a retry
     digest = "sha256:" + hashlib.sha256(data).hexdigest()

@@ -27,7 +27,13 @@ from typing import Any, Self
 from ollana.identity.certs import Identity
 from ollana.identity.ids import format_device_id, short_device_id
 from ollana.identity.store import WATCH_INTERVAL, DeviceStore, StoreError, TrustSnapshot
-from ollana.identity.tls import PinnedConnector, client_context, peer_device_id, server_context
+from ollana.identity.tls import (
+    DevicePin,
+    PinnedConnector,
+    client_context,
+    peer_device_id,
+    server_context,
+)
 
 __all__ = ["Peer", "PeerRejected", "RevokedFn", "TLSManager"]
 
@@ -163,6 +169,10 @@ class TLSManager:
             on_connected=self._track,
             **kwargs,
         )
+
+    def device_pin(self, expect: str | None = None) -> DevicePin:
+        """The handshake check for connections to one server (`expect` its announced ID)."""
+        return DevicePin(self.is_allowed, expect, self._track)
 
     def connector_for_hello(
         self, on_connected: Callable[[str, asyncio.Transport], None]
