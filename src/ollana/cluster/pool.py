@@ -17,6 +17,7 @@ import aiohttp
 
 from ollana.cluster.models import normalize_model
 from ollana.config import HostPort, Settings
+from ollana.proxy.upstream import Response, Upstream
 
 __all__ = ["EWMA_ALPHA", "Pool", "Server", "ServerSnapshot", "ServerState", "model_names"]
 
@@ -27,6 +28,7 @@ PROBE_JITTER: Final = 0.05
 FAILURES_TO_EJECT: Final = 2
 
 ConnectorFactory = Callable[["Server"], aiohttp.BaseConnector]
+UpstreamFactory = Callable[["Server"], Upstream]
 
 
 class ServerState(enum.StrEnum):
@@ -88,6 +90,7 @@ class Server:
         "static",
         "streams",
         "total_failures",
+        "upstream",
     )  # fmt: skip
 
     def __init__(
@@ -118,11 +121,12 @@ class Server:
         self.models_task: asyncio.Task[None] | None = None
         self.ollama_version: str | None = None
         self.session: aiohttp.ClientSession | None = None
+        self.upstream: Upstream | None = None  # where requests are forwarded
         self.probe_task: asyncio.Task[None] | None = None
         # What is in flight here; ejecting the server ends them (a vanished server never
         # answers): waiting attempts go to the next server, streams end with their error.
-        self.attempts: set[asyncio.Future[aiohttp.ClientResponse]] = set()
-        self.streams: set[aiohttp.ClientResponse] = set()
+        self.attempts: set[asyncio.Future[Response]] = set()
+        self.streams: set[Response] = set()
 
     @property
     def key(self) -> str:
@@ -162,12 +166,14 @@ class Pool:
         settings: Settings,
         connector_factory: ConnectorFactory,
         *,
+        upstream_factory: UpstreamFactory,
         scheme: str = "https",
         on_change: Callable[[], None] | None = None,
     ) -> None:
         self._settings = settings
         self._timings = settings.timings
         self._connector_factory = connector_factory
+        self._upstream_factory = upstream_factory
         self._scheme = scheme
         self._servers: dict[str, Server] = {}
         self._changed = asyncio.Event()
@@ -293,6 +299,7 @@ class Pool:
                 sock_read=self._settings.limits.stream_idle_timeout,
             ),
         )
+        server.upstream = self._upstream_factory(server)
         self._servers[server.key] = server
         server.probe_task = asyncio.create_task(
             self._probe_loop(server), name=f"probe {server.key}"
@@ -306,6 +313,11 @@ class Pool:
         if server.session is not None:
             self._retiring.add(server.session)
             self._retire_later(server)
+        if server.upstream is not None:
+            # Idle connections close now; those in flight when their answers end.
+            task = asyncio.create_task(server.upstream.close())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     # --- health -----------------------------------------------------------------------------
 
@@ -478,6 +490,9 @@ class Pool:
         self._retiring.clear()
         for session in sessions:
             await session.close()
+        for upstream in [s.upstream for s in servers if s.upstream is not None]:
+            await upstream.close()
+        await asyncio.gather(*self._background, return_exceptions=True)
 
     def _retire_later(self, server: Server) -> None:
         asyncio.get_running_loop().call_later(self._settings.grace, self._retire, server)

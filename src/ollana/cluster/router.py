@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
 from multidict import CIMultiDict
-from yarl import URL
 
 from ollana.cluster.models import Route
 from ollana.cluster.pool import Pool, Server, ServerState
 from ollana.proxy.forward import UpstreamError, open_upstream
+from ollana.proxy.upstream import Response
 
 __all__ = ["AFFINITY_ENTRIES", "NoServerError", "Router", "order"]
 
@@ -84,7 +84,7 @@ class Router:
         headers: CIMultiDict[str],
         body: bytes | aiohttp.StreamReader | None,
         route: Route,
-    ) -> tuple[Server, aiohttp.ClientResponse]:
+    ) -> tuple[Server, Response]:
         """Send the request to the best server; on a failure before any response byte, the next.
 
         The returned server has its in-flight count raised; `done()` lowers it.
@@ -105,7 +105,7 @@ class Router:
                 continue
             metrics = self._metrics
             for index, server in enumerate(candidates):
-                assert server.session is not None
+                assert server.upstream is not None
                 attempted.append(server)
                 if route.path.startswith(BLOBS_PATH):
                     # Taken now, not once it answered: uploads sent side by side follow it.
@@ -117,9 +117,9 @@ class Router:
                 started = time.perf_counter()
                 try:
                     attempt = open_upstream(
-                        server.session,
+                        server.upstream,
                         method,
-                        URL(server.base_url + path_qs, encoded=True),
+                        path_qs,
                         headers,
                         body,
                         # The last candidate's 503 goes back as Ollama wrote it.
@@ -206,8 +206,8 @@ class Router:
 
 
 async def _unless_ejected(
-    server: Server, attempt: Coroutine[Any, Any, aiohttp.ClientResponse], replayable: bool
-) -> aiohttp.ClientResponse:
+    server: Server, attempt: Coroutine[Any, Any, Response], replayable: bool
+) -> Response:
     """Await an attempt that the pool cancels if it ejects the server meanwhile."""
     opening = asyncio.ensure_future(attempt)
     server.attempts.add(opening)

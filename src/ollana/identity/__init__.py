@@ -32,7 +32,7 @@ from ollana.identity.ids import (
     short_device_id,
 )
 from ollana.identity.store import AllowResult, DeviceStore, StoreError, TrustSnapshot
-from ollana.identity.tls import PeerNotAllowed, PinnedConnector, peer_device_id
+from ollana.identity.tls import DevicePin, PeerNotAllowed, PinnedConnector, peer_device_id
 from ollana.identity.trust import Peer, PeerRejected, TLSManager
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "AllowedDevice",
     "AmbiguousDeviceId",
     "DeviceIdError",
+    "DevicePin",
     "DeviceStore",
     "HelloError",
     "HelloReply",

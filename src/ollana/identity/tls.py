@@ -1,4 +1,4 @@
-"""TLS 1.3 contexts for both hops between devices, and the client's pinned connector.
+"""TLS 1.3 contexts for both hops between devices, and the client's device pin.
 
 Server side: our certificate; the client's certificate is requested (CERT_OPTIONAL) and
 verified against a trust store made of the allowed devices' self-signed certificates,
@@ -29,6 +29,7 @@ from ollana.identity.ids import device_id_of, format_device_id, short_device_id
 
 __all__ = [
     "TLS_MINIMUM",
+    "DevicePin",
     "PeerNotAllowed",
     "PinnedConnector",
     "client_context",
@@ -103,22 +104,42 @@ class PeerNotAllowed(aiohttp.ServerFingerprintMismatch):
         )
 
 
-class _DevicePin(aiohttp.Fingerprint):
-    """aiohttp calls check() after each TLS handshake; we compare device IDs there."""
+class DevicePin:
+    """The check after each TLS handshake to a server: is it the device we mean to reach?
 
-    def __init__(self, accepts: AcceptFn, expect: str | None, on_connected: ConnectedFn | None):
-        super().__init__(bytes(32))
+    Its device ID must equal `expect` (when known: servers found by discovery announce
+    it) and be accepted by `accepts` (the allow list, or anything in open mode); else
+    check() raises PeerNotAllowed, and the connection must be dropped.
+    """
+
+    __slots__ = ("_accepts", "_expect", "_on_connected")
+
+    def __init__(
+        self, accepts: AcceptFn, expect: str | None, on_connected: ConnectedFn | None = None
+    ) -> None:
         self._accepts = accepts
         self._expect = expect
         self._on_connected = on_connected
 
     def check(self, transport: asyncio.Transport) -> None:
+        """Raise PeerNotAllowed unless the peer is the expected, allowed device."""
         host, port, *_ = transport.get_extra_info("peername") or ("?", 0)
         device_id = peer_device_id(transport.get_extra_info("ssl_object")) or "00" * 32
         if (self._expect is not None and device_id != self._expect) or not self._accepts(device_id):
             raise PeerNotAllowed(device_id, self._expect, str(host), int(port))
         if self._on_connected is not None:
             self._on_connected(device_id, transport)
+
+
+class _DevicePin(aiohttp.Fingerprint):
+    """aiohttp calls check() after each TLS handshake; we compare device IDs there."""
+
+    def __init__(self, pin: DevicePin) -> None:
+        super().__init__(bytes(32))
+        self._pin = pin
+
+    def check(self, transport: asyncio.Transport) -> None:
+        self._pin.check(transport)
 
 
 class PinnedConnector(aiohttp.TCPConnector):
@@ -141,7 +162,7 @@ class PinnedConnector(aiohttp.TCPConnector):
     ) -> None:
         super().__init__(ssl=ssl_context, **kwargs)
         self._pinned_context = ssl_context
-        self._pin = _DevicePin(accepts, expect, on_connected)
+        self._pin = _DevicePin(DevicePin(accepts, expect, on_connected))
         self.expect = expect
 
     def _get_ssl_context(self, req: ClientRequest) -> ssl.SSLContext | None:

@@ -26,7 +26,13 @@ from typing import Any
 from ollana.identity.certs import Identity
 from ollana.identity.ids import format_device_id, short_device_id
 from ollana.identity.store import WATCH_INTERVAL, DeviceStore, StoreError, TrustSnapshot
-from ollana.identity.tls import PinnedConnector, client_context, peer_device_id, server_context
+from ollana.identity.tls import (
+    DevicePin,
+    PinnedConnector,
+    client_context,
+    peer_device_id,
+    server_context,
+)
 from ollana.lifecycle import Service
 
 __all__ = ["Peer", "PeerRejected", "RevokedFn", "TLSManager"]
@@ -151,6 +157,10 @@ class TLSManager(Service):
             on_connected=self._track,
             **kwargs,
         )
+
+    def device_pin(self, expect: str | None = None) -> DevicePin:
+        """The handshake check for connections to one server (`expect` its announced ID)."""
+        return DevicePin(self.is_allowed, expect, self._track)
 
     def connector_for_hello(
         self, on_connected: Callable[[str, asyncio.Transport], None]

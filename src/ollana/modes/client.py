@@ -20,6 +20,7 @@ from ollana.modes.common import record_seen
 from ollana.proxy.client import ClientProxy
 from ollana.proxy.guard import LocalGuard
 from ollana.proxy.listener import Listener
+from ollana.proxy.upstream import Upstream
 
 __all__ = ["ClientMode"]
 
@@ -37,7 +38,7 @@ class ClientMode(Mode):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.ollama = None  # client mode fronts no Ollama of its own
-        self.pool = Pool(settings, self._connector, scheme="https")
+        self.pool = Pool(settings, self._connector, upstream_factory=self._upstream, scheme="https")
         self.router = Router(self.pool, settings.wait_for_server, self.metrics)
         self.aggregator = Aggregator(
             self.pool, self.router, settings.wait_for_server, settings.limits.connect_timeout
@@ -92,6 +93,17 @@ class ClientMode(Mode):
 
     def _connector(self, server: Server) -> aiohttp.BaseConnector:
         return self.tls.connector(expect=server.device_id, limit=0, keepalive_timeout=60.0)
+
+    def _upstream(self, server: Server) -> Upstream:
+        limits = self.settings.limits
+        return Upstream(
+            server.address.host,
+            server.address.port,
+            ssl_context=self.tls.client_context(),
+            check=self.tls.device_pin(server.device_id).check,
+            connect_timeout=limits.connect_timeout,
+            read_timeout=limits.stream_idle_timeout,
+        )
 
     async def _local(self, request: web.BaseRequest) -> web.StreamResponse | None:
         if self.aggregator.handles(request):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import io
 import json
 import logging
 from collections.abc import Mapping
@@ -13,7 +12,14 @@ from typing import Final
 import aiohttp
 from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy
-from yarl import URL
+
+from ollana.proxy.upstream import (
+    ConnectFailed,
+    ConnectionClosed,
+    ProtocolError,
+    Response,
+    Upstream,
+)
 
 __all__ = [
     "HOP_BY_HOP",
@@ -40,8 +46,6 @@ HOP_BY_HOP: Final = frozenset(
 # Out of file descriptors (per process, or system-wide): too many connections here.
 _OUT_OF_FILES: Final = frozenset({errno.EMFILE, errno.ENFILE})
 
-# Larger kept bodies go to aiohttp as a reader (aiohttp.payload.TOO_LARGE_BYTES_BODY).
-WHOLE_BODY_MAX: Final = 1024 * 1024
 
 _STREAM_TYPES: Final = frozenset({"application/x-ndjson", "text/event-stream"})
 
@@ -119,17 +123,18 @@ def error_response(
 
 
 async def open_upstream(
-    session: aiohttp.ClientSession,
+    upstream: Upstream,
     method: str,
-    url: URL,
+    target: str,
     headers: CIMultiDict[str],
     body: bytes | aiohttp.StreamReader | None,
     *,
     retry_on_503: bool = False,
-) -> aiohttp.ClientResponse:
+) -> Response:
     """Send a request upstream and return once its response head has arrived.
 
-    Raises UpstreamError; `retryable` is set only when the request cannot have been acted on.
+    Raises UpstreamError; `retryable` is set only when the request cannot have been acted
+    on. A body that fails on its way in (the app went away) raises RequestBodyError.
     """
     replayable = not isinstance(body, aiohttp.StreamReader)
     untouched = True  # whether a failed attempt left the body for the next one
@@ -138,47 +143,36 @@ async def open_upstream(
         # without a task pumping the stream.
         body = body.read_nowait()
         untouched = False
-    data: bytes | io.BytesIO | aiohttp.StreamReader | None = body
-    if isinstance(body, bytes) and len(body) > WHOLE_BODY_MAX:
-        # aiohttp warns (ResourceWarning) of bytes bodies this large: a fresh reader per
-        # attempt sends the same bytes in chunks, with the same Content-Length.
-        data = io.BytesIO(body)
+    host = upstream.host
     try:
-        response = await session.request(
-            method, url, headers=headers, data=data, allow_redirects=False, compress=False
-        )
-    except (aiohttp.ServerFingerprintMismatch, aiohttp.ClientSSLError) as exc:
-        # The TLS handshake failed or named the wrong device: nothing was sent.
-        raise UpstreamError(502, f"{url.host}: TLS: {_why(exc)}", untouched, "tls") from exc
-    except aiohttp.ClientConnectorError as exc:
-        if exc.os_error.errno in _OUT_OF_FILES:
+        response = await upstream.request(method, target, headers, body)
+    except ConnectFailed as exc:
+        if exc.tls:
+            # The TLS handshake failed or named the wrong device: nothing was sent.
+            raise UpstreamError(502, f"{host}: TLS: {exc.why}", untouched, "tls") from exc
+        if exc.errno in _OUT_OF_FILES:
             # This machine's limit, not the server's fault: eject nothing, try nothing else.
             raise UpstreamError(
-                503, f"cannot connect to {url.host}: {_why(exc)} here", False, "local"
+                503, f"cannot connect to {host}: {exc.why} here", False, "local"
             ) from exc
+        # Refused, unreachable, or connecting took too long (a vanished host): nothing sent.
         raise UpstreamError(
-            502, f"cannot connect to {url.host}: {_why(exc)}", untouched, "connect"
+            502, f"cannot connect to {host}: {exc.why}", untouched, "connect"
         ) from exc
-    except aiohttp.ConnectionTimeoutError as exc:
-        # Connecting took too long (a vanished host): nothing was sent.
-        raise UpstreamError(
-            502, f"cannot connect to {url.host}: timed out", untouched, "connect"
-        ) from exc
-    except aiohttp.ServerDisconnectedError as exc:
-        # A pooled keep-alive connection that the server had closed: nothing was processed.
-        raise UpstreamError(502, f"{url.host} closed the connection", replayable, "reset") from exc
-    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+    except ConnectionClosed as exc:
+        # Closed or reset before the answer: a streamed body is partly gone, so only a kept
+        # body may retry.
+        message = f"{host}: {exc.why}" if exc.reset else f"{host} closed the connection"
+        raise UpstreamError(502, message, replayable, "reset") from exc
+    except TimeoutError as exc:
         # The server may still be working on it: never retry, or a POST could run twice.
-        raise UpstreamError(504, f"{url.host} did not answer in time", False, "timeout") from exc
-    except (aiohttp.ClientOSError, aiohttp.ClientConnectionResetError) as exc:
-        # Reset while sending: a streamed body is partly gone, so only a kept body may retry.
-        raise UpstreamError(502, f"{url.host}: {_why(exc)}", replayable, "reset") from exc
-    except aiohttp.ClientError as exc:
-        raise UpstreamError(502, f"{url.host}: {_why(exc)}", False) from exc
+        raise UpstreamError(504, f"{host} did not answer in time", False, "timeout") from exc
+    except ProtocolError as exc:
+        raise UpstreamError(502, f"{host}: {exc}", False) from exc
     if retry_on_503 and response.status == 503:
         # Ollama's queue is full: another server may take it.
         response.release()
-        raise UpstreamError(503, f"{url.host} is busy (503)", True, "busy")
+        raise UpstreamError(503, f"{host} is busy (503)", True, "busy")
     return response
 
 
@@ -207,10 +201,8 @@ class _Broken(Exception):
         self.why = "idle timeout" if isinstance(exc, TimeoutError) else _why(exc)
 
 
-async def _end_broken(
-    response: web.StreamResponse, upstream: aiohttp.ClientResponse, why: str
-) -> None:
-    log.info("upstream %s broke mid-response: %s", upstream.url.host, why)
+async def _end_broken(response: web.StreamResponse, upstream: Response, why: str) -> None:
+    log.info("upstream %s broke mid-response: %s", upstream.host, why)
     if upstream.content_type in _STREAM_TYPES:
         await response.write(stream_error_chunk(upstream.content_type, f"upstream failed: {why}"))
         await response.write_eof()
@@ -220,7 +212,7 @@ async def _end_broken(
 
 async def relay(
     request: web.BaseRequest,
-    upstream: aiohttp.ClientResponse,
+    upstream: Response,
     extra_headers: Mapping[str, str] | None = None,
 ) -> web.StreamResponse:
     """Stream an upstream response to the client chunk by chunk; a broken stream ends cleanly."""

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 
-import aiohttp
 from aiohttp import web
 from yarl import URL
 
@@ -22,6 +22,7 @@ from ollana.proxy.forward import (
     relay,
     request_headers,
 )
+from ollana.proxy.upstream import Upstream
 
 __all__ = ["MANAGEMENT_PATHS", "ServerProxy", "is_management"]
 
@@ -54,29 +55,20 @@ class ServerProxy:
         gate: Gate | None = None,
         metrics: Metrics | None = None,
     ) -> None:
-        self._base = ollama_url.rstrip("/")
+        url = URL(ollama_url)
+        self._prefix = url.raw_path.rstrip("/")  # an OLLAMA_HOST path prefixes every target
+        https = url.scheme == "https"
         self._metrics = metrics
         self._gate = gate
-        self._limits = limits
-        self._session: aiohttp.ClientSession | None = None
+        self.upstream = Upstream(
+            url.raw_host or "127.0.0.1",
+            url.port or (443 if https else 80),
+            # An https Ollama is verified as any web server is.
+            ssl_context=ssl.create_default_context() if https else None,
+            connect_timeout=limits.connect_timeout,
+            read_timeout=limits.stream_idle_timeout,
+        )
         self._tag = {"X-Ollana-Version": __version__}
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        """The keep-alive connection pool to the local Ollama."""
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60.0),
-                auto_decompress=False,
-                cookie_jar=aiohttp.DummyCookieJar(),  # never replay one app's cookies for another
-                skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
-                timeout=aiohttp.ClientTimeout(
-                    total=None,
-                    connect=self._limits.connect_timeout,
-                    sock_read=self._limits.stream_idle_timeout,
-                ),
-            )
-        return self._session
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Answer one request from a client on the LAN."""
@@ -94,9 +86,9 @@ class ServerProxy:
         try:
             try:
                 upstream = await open_upstream(
-                    self.session,
+                    self.upstream,
                     request.method,
-                    URL(self._base + request.raw_path, encoded=True),
+                    self._prefix + request.raw_path,
                     request_headers(request.headers),
                     body,
                 )
@@ -125,5 +117,4 @@ class ServerProxy:
 
     async def close(self) -> None:
         """Close the connection pool to Ollama; safe to call twice."""
-        if self._session is not None:
-            await self._session.close()
+        await self.upstream.close()

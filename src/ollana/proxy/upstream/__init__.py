@@ -1,0 +1,38 @@
+"""A lean HTTP/1.1 client for forwarding: keep-alive connections to one origin each.
+
+    async with Upstream("127.0.0.1", 11434) as upstream:
+        response = await upstream.request("GET", "/api/version", CIMultiDict(), None)
+        try:
+            body = await response.content.read()
+        finally:
+            response.release()
+
+Only what forwarding needs: requests go out as given (no headers of its own beyond Host
+and the body's framing), answers come back undecoded, bodies stream both ways with
+backpressure.
+"""
+
+from ollana.proxy.upstream.connection import Connection
+from ollana.proxy.upstream.errors import (
+    ConnectFailed,
+    ConnectionClosed,
+    ProtocolError,
+    RequestBodyError,
+)
+from ollana.proxy.upstream.pool import CLOSE_WAIT, KEEPALIVE_TIMEOUT, Check, Upstream
+from ollana.proxy.upstream.request import Body
+from ollana.proxy.upstream.response import Response
+
+__all__ = [
+    "CLOSE_WAIT",
+    "KEEPALIVE_TIMEOUT",
+    "Body",
+    "Check",
+    "ConnectFailed",
+    "Connection",
+    "ConnectionClosed",
+    "ProtocolError",
+    "RequestBodyError",
+    "Response",
+    "Upstream",
+]

@@ -1,0 +1,212 @@
+"""Upstream: keep-alive connections to one origin, and sending a request on one of them."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Final, Self
+
+from aiohttp import StreamReader
+from multidict import CIMultiDict
+
+from ollana.proxy.upstream.connection import Connection
+from ollana.proxy.upstream.errors import ConnectFailed, ConnectionClosed
+from ollana.proxy.upstream.request import (
+    SMALL_BODY,
+    Body,
+    body_framing,
+    encode_head,
+    send_stream,
+)
+from ollana.proxy.upstream.response import Response
+
+__all__ = ["CLOSE_WAIT", "KEEPALIVE_TIMEOUT", "Check", "Upstream"]
+
+KEEPALIVE_TIMEOUT: Final = 60.0  # an idle connection is closed after this long unused
+CLOSE_WAIT: Final = 1.0  # close() waits this long for idle connections to end cleanly
+
+# Runs after each TLS handshake; raising refuses the connection (a pinned device ID).
+Check = Callable[[asyncio.Transport], None]
+
+
+class Upstream:
+    """Connections to one origin: as many at once as requests, idle ones kept for reuse.
+
+    `request()` takes the most recently used idle connection, or opens one. A pooled
+    connection that the server closed while it sat idle fails before any answer comes;
+    such a request is sent once more on a new connection when its body can be sent
+    again (bytes or none), so that the server's own keep-alive limit looks like nothing.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        check: Check | None = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 300.0,
+        keepalive_timeout: float = KEEPALIVE_TIMEOUT,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self._ssl = ssl_context
+        self._server_hostname = server_hostname
+        self._check = check
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._keepalive = keepalive_timeout
+        self._idle: dict[Connection, None] = {}  # insertion-ordered: the last is the warmest
+        self.closed = False
+
+    def __repr__(self) -> str:
+        scheme = "https" if self._ssl is not None else "http"
+        return f"<Upstream {scheme}://{self.authority} idle={len(self._idle)}>"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @property
+    def idle(self) -> int:
+        """How many connections wait in the pool."""
+        return len(self._idle)
+
+    async def request(
+        self, method: str, target: str, headers: CIMultiDict[str], body: Body
+    ) -> Response:
+        """Send a request; return once its answer's head has arrived.
+
+        `target` is sent as given (already encoded); Host and the body's framing are
+        added to `headers`. Raises ConnectFailed, ConnectionClosed, ProtocolError,
+        RequestBodyError, or TimeoutError (no answer within the read timeout).
+        """
+        if self.closed:
+            raise ConnectFailed("its connection pool is closed")
+        framing, length = body_framing(method, headers, body)
+        head = encode_head(method, target, self.authority, headers, framing)
+        bodiless = method == "HEAD"
+        conn = self._take()
+        if conn is not None:
+            try:
+                return await self._exchange(conn, head, body, length, bodiless)
+            except ConnectionClosed as exc:
+                if exc.answered or isinstance(body, StreamReader):
+                    raise
+                # The server closed this idle connection as it was reused: nothing of the
+                # request can have been acted on.
+        return await self._exchange(await self._connect(), head, body, length, bodiless)
+
+    async def close(self) -> None:
+        """Close the idle connections and refuse new requests; safe to call twice.
+
+        Connections in flight close when their answers are released.
+        """
+        self.closed = True
+        idle = list(self._idle)
+        self._idle.clear()
+        for conn in idle:
+            conn.close()
+        if not idle:
+            return
+        _, pending = await asyncio.wait([conn.lost() for conn in idle], timeout=CLOSE_WAIT)
+        if pending:
+            for conn in idle:
+                if conn.transport is not None:
+                    conn.abort()
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _take(self) -> Connection | None:
+        idle = self._idle
+        while idle:
+            conn, _ = idle.popitem()
+            if conn.usable:
+                return conn
+        return None
+
+    async def _connect(self) -> Connection:
+        loop = asyncio.get_running_loop()
+
+        def made() -> Connection:
+            return Connection(
+                loop,
+                read_timeout=self._read_timeout,
+                keepalive=self._keepalive,
+                on_lost=self._lost,
+            )
+
+        tls: dict[str, Any] = {}
+        if self._ssl is not None:
+            tls = {"ssl": self._ssl, "server_hostname": self._server_hostname}
+        try:
+            async with asyncio.timeout(self._connect_timeout or None):
+                transport, conn = await loop.create_connection(made, self.host, self.port, **tls)
+        except TimeoutError as exc:
+            raise ConnectFailed("timed out") from exc
+        except ssl.SSLError as exc:
+            raise ConnectFailed(_why(exc), tls=True) from exc
+        except OSError as exc:
+            raise ConnectFailed(_why(exc), errno=exc.errno) from exc
+        if self._check is not None:
+            try:
+                self._check(transport)
+            except Exception as exc:
+                conn.abort()
+                raise ConnectFailed(str(exc) or type(exc).__name__, tls=True) from exc
+        return conn
+
+    async def _exchange(
+        self, conn: Connection, head: bytes, body: Body, length: int | None, bodiless: bool
+    ) -> Response:
+        answer = conn.begin(bodiless=bodiless)
+        pump: asyncio.Task[None] | None = None
+        try:
+            if body is None:
+                conn.write(head)
+            elif isinstance(body, bytes):
+                if len(body) <= SMALL_BODY:
+                    conn.write(head + body)
+                else:
+                    conn.write(head)
+                    conn.write(body)
+            else:
+                conn.write(head)
+                conn.sending = True
+                pump = asyncio.create_task(send_stream(conn, body, length))
+            message, payload = await answer
+        except BaseException:
+            # Cancelled, or failed: what is half sent or half read cannot be reused.
+            if pump is not None:
+                pump.cancel()
+            conn.abort()
+            raise
+        return Response(
+            conn, message, payload, host=self.host, give_back=self._give_back, pump=pump
+        )
+
+    def _give_back(self, conn: Connection, pump: asyncio.Task[None] | None) -> None:
+        if pump is not None and not pump.done():
+            # The answer ended before the request's body did.
+            pump.cancel()
+            conn.abort()
+            return
+        if conn.finish(reuse=not self.closed):
+            self._idle[conn] = None
+
+    def _lost(self, conn: Connection) -> None:
+        self._idle.pop(conn, None)
+
+
+def _why(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return str(text)
