@@ -24,29 +24,16 @@ from ollana.logs import (
     reopen_logs,
     setup_logging,
 )
+from tests.support.logstate import restored_logging
 
 DEADLINE = 10.0  # seconds a test waits for a timer's write before it fails
-QUIETED = ("aiohttp.access", "aiohttp.server", "asyncio")
 
 
 @pytest.fixture(autouse=True)
 def _restore_root() -> Iterator[None]:
     """setup_logging() reconfigures the root logger: put pytest's back afterwards."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    levels = {name: logging.getLogger(name).level for name in QUIETED}
-    try:
+    with restored_logging():
         yield
-    finally:
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-            if handler not in handlers:
-                handler.close()
-        for handler in handlers:
-            root.addHandler(handler)
-        root.setLevel(level)
-        for name, old in levels.items():
-            logging.getLogger(name).setLevel(old)
 
 
 def log_file(tmp_path: Path, fmt: str = "text", *, size: int, interval: float) -> Path:

@@ -14,28 +14,14 @@ import pytest
 
 from ollana.config import load_settings
 from ollana.logs import ACCESS_LOGGER, JSONFormatter, access_log, reopen_logs, setup_logging
-
-QUIETED = ("aiohttp.access", "aiohttp.server", "asyncio")
+from tests.support.logstate import QUIETED, restored_logging
 
 
 @pytest.fixture(autouse=True)
 def _restore_root() -> Iterator[None]:
     """setup_logging() reconfigures the root logger: put pytest's back afterwards."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    levels = {name: logging.getLogger(name).level for name in QUIETED}
-    try:
+    with restored_logging():
         yield
-    finally:
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-            if handler not in handlers:
-                handler.close()
-        for handler in handlers:
-            root.addHandler(handler)
-        root.setLevel(level)
-        for name, old in levels.items():
-            logging.getLogger(name).setLevel(old)
 
 
 class Capture(logging.Handler):
