@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -40,6 +39,7 @@ from ollana.emulator import (
 from ollana.identity import load_identity
 from ollana.modes import ClientMode, ServerMode
 from tests.support.process import OllanaProcess
+from tests.support.waiting import until
 
 __all__ = [
     "DEADLINE",
@@ -61,7 +61,6 @@ __all__ = [
 LOOPBACK_BROADCAST = "127.255.255.255"
 PIN = "X-Ollana-Server"
 DEADLINE = 30.0  # fails a wait that would otherwise hang; never reached when things work
-POLL = 0.02
 # Fast protocol timings, so that a test waits milliseconds, not seconds, for each event.
 FAST_TIMINGS: Mapping[str, str] = {
     "timings.probe_interval": "0.2",
@@ -72,20 +71,6 @@ FAST_TIMINGS: Mapping[str, str] = {
 }
 
 M = TypeVar("M", bound=Message)
-
-
-async def until(check: Callable[[], object], what: str, timeout: float = DEADLINE) -> None:
-    """Poll `check` (a function or a coroutine function) until it gives something truthy."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        last = check()
-        if inspect.isawaitable(last):
-            last = await last
-        if last:
-            return
-        await asyncio.sleep(POLL)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 # --- discovery traffic ----------------------------------------------------------------------

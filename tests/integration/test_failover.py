@@ -336,7 +336,9 @@ async def test_the_client_stays_usable_after_a_broken_stream(lan: Cluster) -> No
     client, parts = await two_servers(lan)
     emulator = await lan.emulator(MODEL, tokens_per_second=50)
     slow = await lan.server_process("slow", emulator, "--priority", "9")
-    await until(lambda: state(client, lan.device_id("slow")) is ServerState.HEALTHY, "slow up")
+    # Its model list too: only among servers known to have the model does priority count.
+    slow_id = lan.device_id("slow")
+    await until(lambda: healthy_with_models(client, [slow_id]), "slow up, with its models")
     _, _, events = await broken_stream(client_url(client), "ndjson", slow.kill)
     check_one_error_at_the_end("ndjson", events)
     async with RequestLoop(client_url(client), MODEL, workers=2) as loop:

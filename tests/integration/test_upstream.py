@@ -19,7 +19,8 @@ from multidict import CIMultiDict
 
 from ollana.emulator.app import serving
 from ollana.proxy.upstream import Response, Upstream
-from tests.integration.upstream_fixtures import RawConn, answer, answer_all, raw_server, until
+from tests.integration.upstream_fixtures import RawConn, answer, answer_all, raw_server
+from tests.support.waiting import until
 
 BIG = 64 << 20  # a download larger than every buffer on its way
 BLOCK = 64 << 10

@@ -28,8 +28,8 @@ from tests.integration.upstream_fixtures import (
     answer_all,
     raw_server,
     refused_port,
-    until,
 )
+from tests.support.waiting import until
 
 WAIT = 10.0
 

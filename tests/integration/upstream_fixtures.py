@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 DEADLINE = 10.0  # upper bound for events that should come at once
-POLL = 0.005
 
 
 @dataclass
@@ -114,15 +112,6 @@ async def answer_all(conn: RawConn) -> None:
     """A script: answer every request on the connection with 200 "ok"."""
     while await conn.read_request() is not None:
         conn.send(answer())
-
-
-async def until(check: Callable[[], object], what: str) -> None:
-    """Poll `check` until it gives something truthy."""
-    deadline = time.monotonic() + DEADLINE
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(POLL)
 
 
 def refused_port() -> int:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from ollana.logs import (
     setup_logging,
 )
 from tests.support.logstate import restored_logging
+from tests.support.waiting import until
 
 DEADLINE = 10.0  # seconds a test waits for a timer's write before it fails
 
@@ -53,15 +53,6 @@ def request(n: int) -> None:
 def paths(path: Path) -> list[str]:
     """The request paths of the access lines in a text log file, in file order."""
     return re.findall(r" GET (/api/tags/\d+) 200 ", path.read_text())
-
-
-async def until(predicate: Callable[[], bool], what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"still waiting for {what} after {DEADLINE}s")
-        await asyncio.sleep(0.01)
 
 
 async def test_lines_wait_for_a_full_batch_and_arrive_complete_and_in_order(
