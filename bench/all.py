@@ -19,14 +19,7 @@ from bench.common import busy
 
 __all__ = ["main"]
 
-RUNS: dict[str, list[str]] = {
-    "idle": [],
-    "small": [],
-    "streams": [],
-    "large": [],
-    "split": [],
-    "logcost": [],
-}
+# Every benchmark, in the order run, with the options that shorten it for --quick.
 QUICK: dict[str, list[str]] = {
     "idle": ["--settle", "1"],
     "small": ["--seconds", "1", "--repeat", "1"],
@@ -52,7 +45,7 @@ def main() -> None:
         help="before each benchmark, wait up to this long for the machine to be idle",
     )
     args = parser.parse_args()
-    chosen = [n for n in args.only.split(",") if n] or list(RUNS)
+    chosen = [n for n in args.only.split(",") if n] or list(QUICK)
     report = [sys.executable, "-m", "bench.report"]
     scratch: str | None = None
     if args.quick and "BENCH_RESULTS" not in os.environ:
@@ -63,7 +56,7 @@ def main() -> None:
         print(f"(quick: results go to {scratch}, removed at the end)")
     try:
         for name in chosen:
-            extra = QUICK[name] if args.quick else RUNS[name]
+            extra = QUICK[name] if args.quick else []
             if args.wait_quiet:
                 _wait_quiet(args.wait_quiet)
             started = time.monotonic()

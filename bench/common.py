@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime
 import json
 import os
 import platform
 import statistics
 import sys
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "RESULTS",
     "Interference",
+    "Metered",
     "ProcMeter",
+    "RssSampler",
     "busy",
     "machine",
     "median",
+    "metered",
+    "per_process",
     "percentile",
     "ratio",
     "table",
@@ -132,15 +138,10 @@ def busy(seconds: float = 1.0) -> float:
     """The fraction of the machine's CPU time that was busy over `seconds` (from /proc/stat)."""
     import time
 
-    def sample() -> tuple[int, int]:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-        return sum(fields), idle
-
-    total0, idle0 = sample()
+    busy0, total0 = _machine_ticks()
     time.sleep(seconds)
-    total1, idle1 = sample()
-    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
+    busy1, total1 = _machine_ticks()
+    return (busy1 - busy0) / max(1, total1 - total0)
 
 
 def _tree_ticks(root: int) -> int:
@@ -193,6 +194,68 @@ class Interference:
         ours = _tree_ticks(os.getpid())
         other = (busy - self._busy) - (ours - self._ours)
         self.fraction = max(0.0, other / max(1, total - self._total))
+
+
+class RssSampler:
+    """Samples the RSS of some processes while a block runs; keeps each one's maximum."""
+
+    def __init__(self, meters: Mapping[str, ProcMeter], interval: float = 0.1) -> None:
+        self._meters = meters
+        self._interval = interval
+        self.peak: dict[str, float] = dict.fromkeys(meters, 0.0)
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> RssSampler:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._sample()
+
+    def _sample(self) -> None:
+        for name, meter in self._meters.items():
+            with contextlib.suppress(OSError):
+                self.peak[name] = max(self.peak[name], meter.usage().rss_mb)
+
+    async def _run(self) -> None:
+        while True:
+            self._sample()
+            await asyncio.sleep(self._interval)
+
+
+@dataclass(slots=True)
+class Metered:
+    """What `metered` saw of some processes over a block; filled in as the block ends."""
+
+    before: dict[str, Usage]
+    interference: float = 0.0  # Interference.fraction, unrounded
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)
+
+
+@contextlib.asynccontextmanager
+async def metered(procs: Mapping[str, ProcMeter]) -> AsyncIterator[Metered]:
+    """Meter `procs` over the block: CPU seconds, peak RSS in MB, and the machine's interference."""
+    for meter in procs.values():
+        meter.reset_peak()
+    result = Metered({name: meter.usage() for name, meter in procs.items()})
+    with Interference() as interference:
+        async with RssSampler(procs) as sampler:
+            yield result
+    after = {name: meter.usage() for name, meter in procs.items()}
+    before = result.before
+    result.interference = interference.fraction
+    result.cpu_s = {n: round(after[n].cpu - before[n].cpu, 2) for n in before}
+    result.peak_rss_mb = {n: round(max(after[n].hwm_mb, sampler.peak[n]), 1) for n in before}
+
+
+def per_process(values: Mapping[str, float]) -> str:
+    """A table cell of one figure per process: `name value, …`, or — for none."""
+    return ", ".join(f"{name} {value:g}" for name, value in values.items()) or "—"
 
 
 def percentile(values: Sequence[float], q: float) -> float:

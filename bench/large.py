@@ -22,11 +22,10 @@ from typing import Any
 
 import aiohttp
 
-from bench.common import Interference, table, write_results
+from bench.common import metered, per_process, table, write_results
 from bench.nginx import sparse_file
 from bench.runner import main, workdir
 from bench.setups import Target, direct, emulator, nginx_chain, ollana_chain, static_backend
-from bench.streamload import RssSampler
 
 __all__ = ["run"]
 
@@ -84,8 +83,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     r["ok"],
                     r["mb_s"],
                     r["vs_nginx"],
-                    _per_proc(r["cpu_s"]),
-                    _per_proc(r["peak_rss_mb"]),
+                    per_process(r["cpu_s"]),
+                    per_process(r["peak_rss_mb"]),
                 )
                 for r in rows
             ],
@@ -100,24 +99,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 async def _measure(
     target: Target, case: str, transfer: Any, size: int, seed: int
 ) -> dict[str, Any]:
-    for meter in target.procs.values():
-        meter.reset_peak()
-    before = {name: meter.usage() for name, meter in target.procs.items()}
-    with Interference() as interference:
-        async with RssSampler(target.procs) as sampler:
-            ok, seconds, detail = await transfer(target.url, size, seed)
-    after = {name: meter.usage() for name, meter in target.procs.items()}
+    async with metered(target.procs) as meters:
+        ok, seconds, detail = await transfer(target.url, size, seed)
     return {
         "case": case,
         "target": target.name,
         "ok": ok,
         "detail": detail,
-        "interference": round(interference.fraction, 3),
+        "interference": round(meters.interference, 3),
         "seconds": round(seconds, 3),
         "mb_s": round(size / seconds / 1e6, 1) if ok else 0.0,
-        "cpu_s": {n: round(after[n].cpu - before[n].cpu, 2) for n in before},
-        "peak_rss_mb": {n: round(max(after[n].hwm_mb, sampler.peak[n]), 1) for n in before},
-        "rss_before_mb": {n: round(before[n].rss_mb, 1) for n in before},
+        "cpu_s": meters.cpu_s,
+        "peak_rss_mb": meters.peak_rss_mb,
+        "rss_before_mb": {n: round(u.rss_mb, 1) for n, u in meters.before.items()},
     }
 
 
@@ -181,10 +175,6 @@ async def _download_aiohttp(url: str, size: int) -> tuple[bool, float, str]:
     seconds = time.perf_counter() - started
     ok = status == 200 and received == size
     return ok, seconds, f"HTTP {status}, {received} bytes"
-
-
-def _per_proc(values: dict[str, float]) -> str:
-    return ", ".join(f"{name} {value:g}" for name, value in values.items()) or "—"
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS, table
+from bench.split import TABLE_HEADER, TABLE_KEYS
 
 __all__ = ["render"]
 
@@ -205,9 +206,8 @@ def render() -> str:
     if split is not None:
         lines += ["", "Where one hop's CPU goes (`python -m bench.split`):", ""]
         lines += [_machine(split), ""]
-        keys = ["hop", "rps", "cpu_us_per_request", "user_us", "system_us", "over_server_us"]
-        head = ["hop", "req/s", "CPU µs/req", "user µs", "system µs", "µs over the bare server"]
-        lines.append(table("", head, [[r[k] for k in keys] for r in split["rows"]]).strip())
+        cells = [[r[k] for k in TABLE_KEYS] for r in split["rows"]]
+        lines.append(table("", TABLE_HEADER, cells).strip())
     return "\n".join(lines) + "\n"
 
 

@@ -23,6 +23,7 @@ import aiohttp
 
 from bench.common import ProcMeter
 from bench.nginx import Nginx, back_config, backend_config, free_port, front_config, make_cert
+from ollana.demo import pair
 
 __all__ = [
     "Child",
@@ -137,17 +138,6 @@ def child_env(home: Path | None = None) -> dict[str, str]:
     if home is not None:
         env["OLLANA_HOME"] = str(home)
     return env
-
-
-def pair(server_home: Path, client_home: Path) -> None:
-    """Make both devices allow each other, as `ollana device allow` on each side does."""
-    from ollana.identity import DeviceStore, load_identity
-
-    server, client = load_identity(server_home), load_identity(client_home)
-    for home, other, role in ((server_home, client, "client"), (client_home, server, "server")):
-        store = DeviceStore(home)
-        store.record_seen(other.device_id, "127.0.0.1:0", role, other.cert_der)
-        store.allow(other.device_id, name=f"bench-{role}")
 
 
 @contextlib.asynccontextmanager

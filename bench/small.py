@@ -14,7 +14,7 @@ import argparse
 import contextlib
 from typing import Any
 
-from bench.common import Interference, median, ratio, table, write_results
+from bench.common import Interference, median, per_process, ratio, table, write_results
 from bench.runner import main, workdir
 from bench.setups import Target, direct, nginx_chain, ollana_chain, static_backend
 from bench.wrk import post_script, wrk
@@ -95,7 +95,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     r["added_p99_us"],
                     r["rps"],
                     r["rps_vs_nginx"],
-                    _cpu_text(r["cpu_us_per_request"]),
+                    per_process(r["cpu_us_per_request"]),
                 )
                 for r in rows
             ],
@@ -184,10 +184,6 @@ def _added(rows: list[dict[str, Any]]) -> None:
         row["added_p50_us"] = row["p50_us"] - base["p50_us"]
         row["added_p99_us"] = row["p99_us"] - base["p99_us"]
         row["rps_vs_nginx"] = ratio(row["rps"], nginx["rps"] if nginx else None)
-
-
-def _cpu_text(cpu: dict[str, float]) -> str:
-    return ", ".join(f"{name} {value:g}" for name, value in cpu.items()) or "—"
 
 
 if __name__ == "__main__":

@@ -25,9 +25,12 @@ from bench.runner import main, workdir
 from bench.setups import static_backend
 from bench.wrk import wrk
 
-__all__ = ["run"]
+__all__ = ["TABLE_HEADER", "TABLE_KEYS", "run"]
 
 KINDS = ("server", "aiohttp client", "lean client")
+# The results table, here and in bench.report: one column per row key.
+TABLE_HEADER = ("hop", "req/s", "CPU µs/req", "user µs", "system µs", "µs over the bare server")
+TABLE_KEYS = ("hop", "rps", "cpu_us_per_request", "user_us", "system_us", "over_server_us")
 START_TIMEOUT = 15.0
 
 
@@ -52,10 +55,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     floor = rows[0]["cpu_us_per_request"]
     for row in rows:
         row["over_server_us"] = round(row["cpu_us_per_request"] - floor, 1)
-    header = ["hop", "req/s", "CPU µs/req", "user µs", "system µs", "µs over the bare server"]
-    keys = ["hop", "rps", "cpu_us_per_request", "user_us", "system_us", "over_server_us"]
     title = "CPU per request of one hop (wrk, 32 connections, GET /api/version)"
-    print(table(title, header, [[r[k] for k in keys] for r in rows]))
+    print(table(title, TABLE_HEADER, [[r[k] for k in TABLE_KEYS] for r in rows]))
     data = {"command": "python -m bench.split", "seconds": args.seconds, "rows": rows}
     path = write_results("split", data)
     print(f"\nwritten {path}")

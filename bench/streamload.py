@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import calendar
-import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -18,14 +17,7 @@ from typing import Any
 
 import aiohttp
 
-__all__ = [
-    "RssSampler",
-    "StreamResult",
-    "go_time_ns",
-    "latencies_ns",
-    "run_streams",
-    "stamps_ahead",
-]
+__all__ = ["StreamResult", "go_time_ns", "latencies_ns", "run_streams"]
 
 STREAM_TIMEOUT_MARGIN = 30.0
 
@@ -70,25 +62,9 @@ def go_time_ns(text: str) -> int:
     return base + (seconds - offset) * 1_000_000_000 + fraction
 
 
-def stamps_ahead(reference: StreamResult, interval: float) -> bool:
-    """Whether a paced emulator stamps each line before its pacing sleep rather than after.
-
-    Then a line's own stamp is one interval early, and the next line's stamp (taken as soon
-    as this one was written) marks when this one left; the last line is stamped as it goes.
-    """
-    gaps = sorted(
-        a - c for a, c in zip(reference.arrived_ns[:-1], reference.created_ns[:-1], strict=True)
-    )
-    return bool(gaps) and gaps[len(gaps) // 2] > interval * 1e9 / 2
-
-
-def latencies_ns(result: StreamResult, ahead: bool) -> list[int]:
+def latencies_ns(result: StreamResult) -> list[int]:
     """Each line's time from leaving the backend to arriving here."""
-    arrived, created = result.arrived_ns, result.created_ns
-    if not ahead or not arrived:
-        return [a - c for a, c in zip(arrived, created, strict=True)]
-    sent = [*created[1:], created[-1]]
-    return [a - c for a, c in zip(arrived, sent, strict=True)]
+    return [a - c for a, c in zip(result.arrived_ns, result.created_ns, strict=True)]
 
 
 async def _one(
@@ -157,34 +133,3 @@ async def run_streams(
         ]
         results = await asyncio.gather(*jobs)
     return list(results), time.perf_counter() - started
-
-
-class RssSampler:
-    """Samples the RSS of some processes while a block runs; keeps each one's maximum."""
-
-    def __init__(self, meters: dict[str, Any], interval: float = 0.1) -> None:
-        self._meters = meters
-        self._interval = interval
-        self.peak: dict[str, float] = dict.fromkeys(meters, 0.0)
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> RssSampler:
-        self._task = asyncio.create_task(self._run())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._sample()
-
-    def _sample(self) -> None:
-        for name, meter in self._meters.items():
-            with contextlib.suppress(OSError):
-                self.peak[name] = max(self.peak[name], meter.usage().rss_mb)
-
-    async def _run(self) -> None:
-        while True:
-            self._sample()
-            await asyncio.sleep(self._interval)

@@ -14,10 +14,10 @@ import argparse
 import contextlib
 from typing import Any
 
-from bench.common import Interference, percentile, table, write_results
+from bench.common import metered, per_process, percentile, table, write_results
 from bench.runner import main, workdir
 from bench.setups import Target, direct, emulator, nginx_chain, ollana_chain
-from bench.streamload import RssSampler, StreamResult, latencies_ns, run_streams, stamps_ahead
+from bench.streamload import StreamResult, latencies_ns, run_streams
 
 __all__ = ["run"]
 
@@ -51,10 +51,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if not reference[0].ok:
                 raise RuntimeError(f"the emulator did not stream: {reference[0].error}")
             expected = reference[0].tokens
-            ahead = stamps_ahead(reference[0], 1 / args.tps)
             for level in levels:
                 for target in targets:
-                    rows.append(await _level(target, level, expected, ahead, args))
+                    rows.append(await _level(target, level, expected, args))
     _added(rows)
     print(
         table(
@@ -88,8 +87,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     r["chunk_p50_ms"],
                     r["chunk_p99_ms"],
                     r["added_chunk_p99_ms"],
-                    _per_proc(r["cpu_s"]),
-                    _per_proc(r["peak_rss_mb"]),
+                    per_process(r["cpu_s"]),
+                    per_process(r["peak_rss_mb"]),
                 )
                 for r in rows
             ],
@@ -112,30 +111,25 @@ def _timeout(args: argparse.Namespace) -> float:
 
 
 async def _level(
-    target: Target, level: int, expected: list[str], ahead: bool, args: argparse.Namespace
+    target: Target, level: int, expected: list[str], args: argparse.Namespace
 ) -> dict[str, Any]:
-    for meter in target.procs.values():
-        meter.reset_peak()
-    before = {name: meter.usage() for name, meter in target.procs.items()}
-    with Interference() as interference:
-        async with RssSampler(target.procs) as sampler:
-            results, wall = await run_streams(
-                target.url, level, args.tokens, args.ramp_ms / 1000 * level if level > 1 else 0.0,
-                _timeout(args),
-            )  # fmt: skip
-    after = {name: meter.usage() for name, meter in target.procs.items()}
+    async with metered(target.procs) as meters:
+        results, wall = await run_streams(
+            target.url, level, args.tokens, args.ramp_ms / 1000 * level if level > 1 else 0.0,
+            _timeout(args),
+        )  # fmt: skip
     return {
         "streams": level,
         "target": target.name,
         "wall_s": round(wall, 3),
-        "interference": round(interference.fraction, 3),
-        **_judge(results, expected, ahead),
-        "cpu_s": {n: round(after[n].cpu - before[n].cpu, 2) for n in before},
-        "peak_rss_mb": {n: round(max(after[n].hwm_mb, sampler.peak[n]), 1) for n in before},
+        "interference": round(meters.interference, 3),
+        **_judge(results, expected),
+        "cpu_s": meters.cpu_s,
+        "peak_rss_mb": meters.peak_rss_mb,
     }
 
 
-def _judge(results: list[StreamResult], expected: list[str], ahead: bool) -> dict[str, Any]:
+def _judge(results: list[StreamResult], expected: list[str]) -> dict[str, Any]:
     """Counts of good streams, lost and reordered chunks, and latency percentiles in ms."""
     ok = lost = reordered = 0
     errors: dict[str, int] = {}
@@ -156,7 +150,7 @@ def _judge(results: list[StreamResult], expected: list[str], ahead: bool) -> dic
             errors[why[:120]] = errors.get(why[:120], 0) + 1
         if result.ttft_ns is not None:
             ttft.append(result.ttft_ns / 1e6)
-        chunks.extend(ns / 1e6 for ns in latencies_ns(result, ahead))
+        chunks.extend(ns / 1e6 for ns in latencies_ns(result))
     return {
         "ok": ok,
         "lost_chunks": lost,
@@ -177,10 +171,6 @@ def _added(rows: list[dict[str, Any]]) -> None:
         base = by[(row["streams"], "direct")]
         for key in ("ttft_p50_ms", "ttft_p99_ms", "chunk_p50_ms", "chunk_p99_ms"):
             row[f"added_{key}"] = row[key] - base[key]
-
-
-def _per_proc(values: dict[str, float]) -> str:
-    return ", ".join(f"{name} {value:g}" for name, value in values.items()) or "—"
 
 
 if __name__ == "__main__":

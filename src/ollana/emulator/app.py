@@ -122,6 +122,7 @@ def create_app(config: EmulatorConfig) -> web.Application:
     """An aiohttp application that answers as Ollama does."""
     store = ModelStore(config.models)
     stats = EmulatorStats(store)
+    store.on_change = stats.notify
     tps = config.tokens_per_second
     interval = 1.0 / tps if tps and tps > 0 else 0.0
     guard = Guard(config.origins)
@@ -132,7 +133,7 @@ def create_app(config: EmulatorConfig) -> web.Application:
     app.on_response_prepare.append(guard.on_response_prepare)
     routes = _routes(
         NativeApi(store, stats, config.version, interval),
-        ManageApi(store, stats),
+        ManageApi(store),
         OpenAIApi(store, stats, interval),
     )
     for path, methods in routes.items():

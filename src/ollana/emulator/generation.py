@@ -12,7 +12,7 @@ from aiohttp import web
 
 from ollana.emulator.state import EmulatorStats
 
-__all__ = ["Timing", "keep_alive_of", "run_stream", "run_whole"]
+__all__ = ["LineFormat", "Timing", "keep_alive_of", "run_stream", "run_whole"]
 
 
 @dataclass(slots=True)
@@ -44,19 +44,36 @@ class Timing:
         return {k: v for k, v in values.items() if v}
 
 
-async def run_stream(  # noqa: PLR0917 (each caller passes all seven, in this order)
+@dataclass(frozen=True, slots=True)
+class LineFormat:
+    """One streamed line per token: only the stamp and the token change between lines."""
+
+    head: bytes
+    middle: bytes
+    tail: bytes
+    stamp: Callable[[], str]  # the line's time, taken as it is written, as Ollama does
+
+    def __call__(self, piece: str) -> bytes:
+        """The line that carries `piece`, stamped now."""
+        return b"".join((self.head, self.stamp().encode(), self.middle, piece.encode(), self.tail))
+
+
+async def run_stream(
     request: web.Request,
     stats: EmulatorStats,
     interval: float,
-    content_type: str,
-    lines: Iterable[bytes],
-    final: Callable[[], bytes],
     timing: Timing,
+    *,
+    content_type: str,
+    pieces: Iterable[str],
+    line: Callable[[str], bytes],
+    final: Callable[[], bytes],
 ) -> web.StreamResponse:
-    """Stream one line per token, paced `interval` seconds apart, then `final()`.
+    """Stream `line(piece)` per token, paced `interval` seconds apart, then `final()`.
 
-    Each line is one write, so each token reaches the client as soon as it is due. A client
-    that goes away (a failed write, or the handler cancelled) counts as a cancelled generation.
+    Each line is built after its pacing wait and sent in one write, so its stamp is the moment
+    it leaves and each token reaches the client as soon as it is due. A client that goes away
+    (a failed write, or the handler cancelled) counts as a cancelled generation.
     """
     response = web.StreamResponse(headers={"Content-Type": content_type})
     stats.begin()
@@ -66,15 +83,15 @@ async def run_stream(  # noqa: PLR0917 (each caller passes all seven, in this or
         if interval > 0:
             loop = asyncio.get_running_loop()
             due = loop.time()
-            for line in lines:
+            for piece in pieces:
                 due += interval
                 delay = due - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                await response.write(line)
+                await response.write(line(piece))
         else:
-            for line in lines:
-                await response.write(line)
+            for piece in pieces:
+                await response.write(line(piece))
         timing.end = time.perf_counter_ns()
         await response.write(final())
         await response.write_eof()

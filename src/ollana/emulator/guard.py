@@ -8,22 +8,12 @@ from collections.abc import Iterable
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from multidict import CIMultiDict
 
-__all__ = ["DEFAULT_ORIGINS", "Guard", "host_allowed"]
+from ollana.proxy.guard import DEFAULT_ORIGINS, cors_headers
 
-DEFAULT_ORIGINS: tuple[str, ...] = (
-    *(
-        f"{scheme}://{host}{port}"
-        for host in ("localhost", "127.0.0.1", "0.0.0.0")
-        for port in ("", ":*")
-        for scheme in ("http", "https")
-    ),
-    "app://*",
-    "file://*",
-    "tauri://*",
-    "vscode-webview://*",
-    "vscode-file://*",
-)
+__all__ = ["Guard", "host_allowed"]
+
 _EXTENSIONS = (
     "chrome-extension://",
     "safari-extension://",
@@ -32,17 +22,6 @@ _EXTENSIONS = (
 )
 _HOST_CACHE = 4096
 _LOCAL_TLDS = (".localhost", ".local", ".internal")
-_ALLOW_HEADERS = (
-    "Authorization,Content-Type,User-Agent,Accept,X-Requested-With,OpenAI-Beta,x-stainless-arch,"
-    "x-stainless-async,x-stainless-custom-poll-interval,x-stainless-helper-method,"
-    "x-stainless-lang,x-stainless-os,x-stainless-package-version,x-stainless-poll-helper,"
-    "x-stainless-retry-count,x-stainless-runtime,x-stainless-runtime-version,x-stainless-timeout"
-)
-_PREFLIGHT = {
-    "Access-Control-Allow-Methods": "GET,POST,PUT,PATCH,DELETE,HEAD,OPTIONS",
-    "Access-Control-Allow-Headers": _ALLOW_HEADERS,
-    "Access-Control-Max-Age": "43200",
-}
 # Go's netip IsPrivate: RFC 1918 and RFC 4193 only.
 _PRIVATE = tuple(
     ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
@@ -129,6 +108,8 @@ class Guard:
 
     async def on_response_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
         """Add the CORS headers of an allowed cross-origin request, streamed or not."""
+        if "Access-Control-Allow-Origin" in response.headers:
+            return  # a preflight's answer already carries its own
         if response.status != 403 and (origin := self._cross_origin(request)):
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers.setdefault("Vary", "Origin")
@@ -141,7 +122,9 @@ class Guard:
             if not self.origin_allowed(origin):
                 return web.Response(status=403)
             if request.method == "OPTIONS":
-                return web.Response(status=204, headers=_PREFLIGHT)
+                return web.Response(
+                    status=204, headers=CIMultiDict(cors_headers(origin, preflight=True))
+                )
         if self._loopback_listener(request):
             host_header = headers.get("Host", "")
             if not self._host_ok(host_header):

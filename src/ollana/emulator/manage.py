@@ -16,7 +16,7 @@ from ollana.emulator.gojson import dumps, go_quote
 from ollana.emulator.names import ModelName, parse_name
 from ollana.emulator.native import decode_native, required_name, text
 from ollana.emulator.responses import JSON, NDJSON, empty, json_body, native_error
-from ollana.emulator.state import EmulatorStats, InstalledModel, ModelStore
+from ollana.emulator.state import InstalledModel, ModelStore
 
 __all__ = ["ManageApi"]
 
@@ -49,9 +49,8 @@ def _layer_progress(verb: str, layer: Layer, present: bool) -> Progress:
 class ManageApi:
     """The handlers of Ollama's model-management routes."""
 
-    def __init__(self, store: ModelStore, stats: EmulatorStats):
+    def __init__(self, store: ModelStore):
         self.store = store
-        self.stats = stats
 
     # --- progress streams ---------------------------------------------------------------
 
@@ -100,7 +99,6 @@ class ManageApi:
         yield {"status": "verifying sha256 digest"}
         yield {"status": "writing manifest"}
         self.store.install(name, spec, layers=layers, digest=digest)
-        self.stats.notify()
         if finish:
             yield {"status": "success"}
 
@@ -159,7 +157,6 @@ class ManageApi:
             yield {"status": f"{verb} layer {layer.digest}"}
         yield {"status": "writing manifest"}
         self.store.install(name, spec, layers=layers, digest=digest)
-        self.stats.notify()
         yield {"status": "success"}
 
     # --- handlers -------------------------------------------------------------------------
@@ -217,7 +214,6 @@ class ManageApi:
         if model is None:
             return native_error(404, f"model {go_quote(source)} not found")
         self.store.install(dst, model.spec, layers=model.layers, digest=model.digest)
-        self.stats.notify()
         return empty()
 
     async def delete(self, request: web.Request) -> web.Response:
@@ -231,7 +227,6 @@ class ManageApi:
             return native_error(400, f"name {go_quote(model_text)} is invalid")
         if not self.store.remove(name):
             return native_error(404, f"model '{model_text}' not found")
-        self.stats.notify()
         return empty()
 
     async def head_blob(self, request: web.Request) -> web.Response:

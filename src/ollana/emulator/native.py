@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
 
 from ollana.emulator import schemas
-from ollana.emulator.generation import Timing, keep_alive_of, run_stream, run_whole
+from ollana.emulator.generation import LineFormat, Timing, keep_alive_of, run_stream, run_whole
 from ollana.emulator.gojson import DecodeError, GoType, MissingBody, decode, dumps, go_quote
 from ollana.emulator.gojson import go_time_now as now
-from ollana.emulator.model import Answer, answer, chat_key, count_tokens, embed
+from ollana.emulator.model import answer, chat_key, count_tokens, embed
 from ollana.emulator.names import ModelName, parse_name
 from ollana.emulator.responses import JSON_UTF8, NDJSON, TEXT_UTF8, json_body, native_error, raw
 from ollana.emulator.showinfo import option_error, show_response
@@ -163,10 +162,10 @@ class NativeApi:
             await run_whole(self.stats, self.interval, result.eval_count, timing)
             return json_body(final(result.text))
         head = b'{"model":' + dumps(model_text) + b',"created_at":"'
-        lines = _lines(result, head, b'","response":"', b'","done":false}\n')
+        line = LineFormat(head, b'","response":"', b'","done":false}\n', now)
         return await run_stream(
-            request, self.stats, self.interval, NDJSON, lines,
-            lambda: dumps(final("")) + b"\n", timing,
+            request, self.stats, self.interval, timing, content_type=NDJSON,
+            pieces=result.pieces, line=line, final=lambda: dumps(final("")) + b"\n",
         )  # fmt: skip
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
@@ -204,10 +203,10 @@ class NativeApi:
             return json_body(final(result.text))
         head = b'{"model":' + dumps(model_text) + b',"created_at":"'
         middle = b'","message":{"role":"assistant","content":"'
-        lines = _lines(result, head, middle, b'"},"done":false}\n')
+        line = LineFormat(head, middle, b'"},"done":false}\n', now)
         return await run_stream(
-            request, self.stats, self.interval, NDJSON, lines,
-            lambda: dumps(final("")) + b"\n", timing,
+            request, self.stats, self.interval, timing, content_type=NDJSON,
+            pieces=result.pieces, line=line, final=lambda: dumps(final("")) + b"\n",
         )  # fmt: skip
 
     async def embed(self, request: web.Request) -> web.Response:
@@ -268,12 +267,6 @@ def embed_inputs(value: Any) -> list[str] | None:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return value
     return None
-
-
-def _lines(result: Answer, head: bytes, middle: bytes, tail: bytes) -> Iterator[bytes]:
-    """One NDJSON line per token; only the timestamp and the token change between lines."""
-    for piece in result.pieces:
-        yield b"".join((head, now().encode(), middle, piece.encode(), tail))
 
 
 def _chat_done(model: str, content: str, reason: str, metrics: dict[str, int]) -> dict[str, Any]:

@@ -5,16 +5,16 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
 from ollana.emulator import schemas
-from ollana.emulator.generation import Timing, run_stream, run_whole
+from ollana.emulator.generation import LineFormat, Timing, run_stream, run_whole
 from ollana.emulator.gojson import DecodeError, GoType, MissingBody, decode, dumps, go_quote
 from ollana.emulator.model import Answer, answer, chat_key, count_tokens, embed
-from ollana.emulator.names import DEFAULT_NAMESPACE, parse_name
+from ollana.emulator.names import parse_name
 from ollana.emulator.native import embed_inputs, not_found_message, text
 from ollana.emulator.responses import JSON, SSE, openai_error, raw
 from ollana.emulator.state import EmulatorStats, InstalledModel, ModelStore
@@ -131,6 +131,20 @@ class OpenAIApi:
             return openai_error(400, f"{go_quote(model_text)} does not support {action}")
         return model
 
+    async def _stream(
+        self,
+        request: web.Request,
+        timing: Timing,
+        result: Answer,
+        line: LineFormat,
+        final: Callable[[], bytes],
+    ) -> web.StreamResponse:
+        """Send `result` as server-sent events, one per token, then `final()`."""
+        return await run_stream(
+            request, self.stats, self.interval, timing,
+            content_type=SSE, pieces=result.pieces, line=line, final=final,
+        )  # fmt: skip
+
     async def chat(self, request: web.Request) -> web.StreamResponse:
         """POST /v1/chat/completions."""
         timing = Timing()
@@ -181,8 +195,8 @@ class OpenAIApi:
                 b',"model":' + model_json + b',"system_fingerprint":"fp_ollama","choices":'
                 b'[{"index":0,"delta":{"role":"assistant","content":"'
             )
-            lines = _lines(result, head, middle, b'"},"finish_reason":null}]}\n\n')
-            return await run_stream(request, self.stats, self.interval, SSE, lines, final, timing)
+            line = LineFormat(head, middle, b'"},"finish_reason":null}]}\n\n', _unix_now)
+            return await self._stream(request, timing, result, line, final)
         await run_whole(self.stats, self.interval, result.eval_count, timing)
         message = {"role": "assistant", "content": result.text}
         return _json(
@@ -246,8 +260,8 @@ class OpenAIApi:
             tail += b',"system_fingerprint":"fp_ollama"'
             tail += (b',"usage":' + dumps(zero) if zero else b"") + b"}\n\n"
             head = b'data: {"id":"' + ident.encode() + b'","object":"text_completion","created":'
-            lines = _lines(result, head, b',"choices":[{"text":"', tail)
-            return await run_stream(request, self.stats, self.interval, SSE, lines, final, timing)
+            line = LineFormat(head, b',"choices":[{"text":"', tail, _unix_now)
+            return await self._stream(request, timing, result, line, final)
         await run_whole(self.stats, self.interval, result.eval_count, timing)
         choice = {"text": result.text, "index": 0, "finish_reason": result.done_reason}
         return _json(
@@ -324,7 +338,7 @@ class OpenAIApi:
         model = self.store.get(name)
         if model is None:
             return openai_error(404, f"model '{model_text}' not found")
-        owner = name.namespace if name.namespace else DEFAULT_NAMESPACE
+        owner = name.namespace
         created = model.modified_ns // 10**9
         return _json({"id": model_text, "object": "model", "created": created, "owned_by": owner})
 
@@ -334,7 +348,6 @@ def _json(value: Any) -> web.Response:
     return raw(200, dumps(value) + b"\n", JSON)
 
 
-def _lines(result: Answer, head: bytes, middle: bytes, tail: bytes) -> Iterator[bytes]:
-    """One SSE event per token; only `created` and the token change between events."""
-    for piece in result.pieces:
-        yield b"".join((head, str(int(time.time())).encode(), middle, piece.encode(), tail))
+def _unix_now() -> str:
+    """The `created` of an OpenAI chunk: whole seconds since the epoch."""
+    return str(int(time.time()))

@@ -54,6 +54,8 @@ class ModelStore:
         self._models: dict[str, InstalledModel] = {}
         self._blobs: dict[str, int] = {}
         self._loaded: dict[str, tuple[InstalledModel, int]] = {}
+        # Called after a model is installed or removed (EmulatorStats.notify in an app).
+        self.on_change: Callable[[], None] | None = None
         # Given models are listed newest first in the order given, as if pulled in reverse.
         for age, text in enumerate(names):
             name = parse_name(text)
@@ -75,14 +77,13 @@ class ModelStore:
         name: ModelName,
         spec: ModelSpec,
         *,
-        weights: Layer | None = None,
         layers: tuple[Layer, ...] | None = None,
         digest: str = "",
         modified_ns: int | None = None,
     ) -> InstalledModel:
         """Add or replace a model; its blobs become present."""
         if layers is None:
-            layers, digest = build_layers(name, spec, weights)
+            layers, digest = build_layers(name, spec)
         existing = self._models.get(name.key)
         model = InstalledModel(
             existing.name if existing else name,  # Ollama keeps the casing it first saw
@@ -94,12 +95,20 @@ class ModelStore:
         self._models[name.key] = model
         for layer in layers:
             self._blobs[_blob_key(layer.digest)] = layer.size
+        self._changed()
         return model
 
     def remove(self, name: ModelName) -> bool:
         """Delete a model; False if it was not installed."""
         self._loaded.pop(name.key, None)
-        return self._models.pop(name.key, None) is not None
+        if self._models.pop(name.key, None) is None:
+            return False
+        self._changed()
+        return True
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     # --- blobs ------------------------------------------------------------------------
 
