@@ -9,13 +9,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-import aiohttp
 from aiohttp import web
 
 from ollana.cluster.models import Route, normalize_model
 from ollana.cluster.pool import Pool, Server, model_names
 from ollana.cluster.router import Router
 from ollana.proxy.forward import json_response
+from ollana.proxy.upstream import FETCH_ERRORS
 
 __all__ = ["MERGED_LISTS", "Aggregator", "merge"]
 
@@ -61,7 +61,7 @@ class Aggregator:
         self._pool = pool
         self._router = router
         self._wait = wait_for_server
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._timeout = timeout
 
     def handles(self, request: web.BaseRequest) -> bool:
         """Whether this request is a merged list (a pinned request goes to its server)."""
@@ -82,15 +82,12 @@ class Aggregator:
         return json_response(200, body, kind.content_type)
 
     async def _fetch(self, server: Server, path_qs: str) -> Any:
-        assert server.session is not None
+        assert server.upstream is not None
         try:
-            async with server.session.get(
-                server.base_url + path_qs, timeout=self._timeout
-            ) as response:
-                if response.status != 200:
-                    return None
-                answer = await response.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            status, answer = await server.upstream.fetch_json(path_qs, self._timeout)
+            if status != 200:
+                return None
+        except FETCH_ERRORS as exc:
             log.info("list from %s failed: %r", server.label, exc)
             return None
         names = frozenset(model_names(answer))

@@ -13,11 +13,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Final
 
-import aiohttp
-
 from ollana.cluster.models import normalize_model
 from ollana.config import HostPort, Settings
-from ollana.proxy.upstream import Response, Upstream
+from ollana.proxy.upstream import FETCH_ERRORS, Response, Upstream
 
 __all__ = ["EWMA_ALPHA", "Pool", "Server", "ServerSnapshot", "ServerState", "model_names"]
 
@@ -27,7 +25,6 @@ EWMA_ALPHA: Final = 0.3
 PROBE_JITTER: Final = 0.05
 FAILURES_TO_EJECT: Final = 2
 
-ConnectorFactory = Callable[["Server"], aiohttp.BaseConnector]
 UpstreamFactory = Callable[["Server"], Upstream]
 
 
@@ -85,7 +82,6 @@ class Server:
         "probe_task",
         "refreshed",
         "requests",
-        "session",
         "state",
         "static",
         "streams",
@@ -120,7 +116,6 @@ class Server:
         self.refreshed = -math.inf  # never: time.monotonic() may be small after a boot
         self.models_task: asyncio.Task[None] | None = None
         self.ollama_version: str | None = None
-        self.session: aiohttp.ClientSession | None = None
         self.upstream: Upstream | None = None  # where requests are forwarded
         self.probe_task: asyncio.Task[None] | None = None
         # What is in flight here; ejecting the server ends them (a vanished server never
@@ -164,22 +159,19 @@ class Pool:
     def __init__(
         self,
         settings: Settings,
-        connector_factory: ConnectorFactory,
-        *,
         upstream_factory: UpstreamFactory,
+        *,
         scheme: str = "https",
         on_change: Callable[[], None] | None = None,
     ) -> None:
         self._settings = settings
         self._timings = settings.timings
-        self._connector_factory = connector_factory
         self._upstream_factory = upstream_factory
         self._scheme = scheme
         self._servers: dict[str, Server] = {}
         self._changed = asyncio.Event()
         self._on_change = on_change
         self._closed = False
-        self._retiring: set[aiohttp.ClientSession] = set()
         self._background: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> Pool:
@@ -288,17 +280,6 @@ class Pool:
         self._start(fresh)
 
     def _start(self, server: Server) -> None:
-        server.session = aiohttp.ClientSession(
-            connector=self._connector_factory(server),
-            auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar(),  # never replay one app's cookies for another
-            skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
-            timeout=aiohttp.ClientTimeout(
-                total=None,
-                connect=self._settings.limits.connect_timeout,
-                sock_read=self._settings.limits.stream_idle_timeout,
-            ),
-        )
         server.upstream = self._upstream_factory(server)
         self._servers[server.key] = server
         server.probe_task = asyncio.create_task(
@@ -310,11 +291,9 @@ class Pool:
         for task in (server.probe_task, server.models_task):
             if task is not None:
                 task.cancel()
-        if server.session is not None:
-            self._retiring.add(server.session)
-            self._retire_later(server)
         if server.upstream is not None:
-            # Idle connections close now; those in flight when their answers end.
+            # Idle connections close now; those in flight (a draining server's streams)
+            # when their answers end.
             task = asyncio.create_task(server.upstream.close())
             self._background.add(task)
             task.add_done_callback(self._background.discard)
@@ -389,19 +368,15 @@ class Pool:
             await asyncio.sleep(interval * random.uniform(1 - PROBE_JITTER, 1 + PROBE_JITTER))
 
     async def _probe(self, server: Server) -> None:
-        assert server.session is not None
+        assert server.upstream is not None
         started = time.perf_counter()
         try:
-            async with server.session.get(
-                server.base_url + "/api/version",
-                timeout=aiohttp.ClientTimeout(total=self._timings.probe_timeout),
-            ) as response:
-                body = await response.json(content_type=None)
-                if response.status != 200:
-                    raise aiohttp.ClientResponseError(
-                        response.request_info, (), status=response.status
-                    )
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            status, body = await server.upstream.fetch_json(
+                "/api/version", self._timings.probe_timeout
+            )
+            if status != 200:
+                raise ValueError(f"answered {status}")
+        except FETCH_ERRORS as exc:
             if server.last_ok is None and server.alternate is not None and not server.static:
                 # Never answered here: try where else it was heard, now.
                 self._move(server, server.alternate)
@@ -434,14 +409,13 @@ class Pool:
 
     async def refresh_models(self, server: Server) -> None:
         """Fetch a server's installed (/api/tags) and loaded (/api/ps) models."""
-        assert server.session is not None
         started = time.monotonic()
         server.models_failed = False  # under way: worth waiting for
         try:
             installed, loaded = await asyncio.gather(
                 self._names(server, "/api/tags"), self._names(server, "/api/ps")
             )
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        except FETCH_ERRORS as exc:
             # Not marked refreshed: the next probe that answers tries again (an announce is
             # often heard before the server knows our certificate and lets us in).
             log.debug("models of %s not refreshed: %r", server.label, exc)
@@ -460,11 +434,11 @@ class Pool:
             server.models_task = asyncio.create_task(self.refresh_models(server))
 
     async def _names(self, server: Server, path: str) -> frozenset[str]:
-        assert server.session is not None
-        timeout = aiohttp.ClientTimeout(total=self._timings.probe_timeout * 5)
-        async with server.session.get(server.base_url + path, timeout=timeout) as response:
-            response.raise_for_status()
-            body = await response.json(content_type=None)
+        assert server.upstream is not None
+        # Longer than a probe: a list can be long, and nothing waits on it.
+        status, body = await server.upstream.fetch_json(path, self._timings.probe_timeout * 5)
+        if status != 200:
+            raise ValueError(f"{path} answered {status}")
         return frozenset(model_names(body))
 
     def _forgettable(self, server: Server) -> bool:
@@ -486,31 +460,9 @@ class Pool:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        sessions = [s.session for s in servers if s.session is not None] + list(self._retiring)
-        self._retiring.clear()
-        for session in sessions:
-            await session.close()
         for upstream in [s.upstream for s in servers if s.upstream is not None]:
             await upstream.close()
         await asyncio.gather(*self._background, return_exceptions=True)
-
-    def _retire_later(self, server: Server) -> None:
-        asyncio.get_running_loop().call_later(self._settings.grace, self._retire, server)
-
-    def _retire(self, server: Server) -> None:
-        # In-flight requests keep their connections until they end: a server that said
-        # goodbye drains them, and a response read from a closed session never ends.
-        if server.inflight > 0 and not self._closed:
-            self._retire_later(server)
-            return
-        session = server.session
-        if session is None:
-            return
-        self._retiring.discard(session)
-        if not session.closed:
-            task = asyncio.create_task(session.close())
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
 
 
 def model_names(body: object) -> list[str]:

@@ -6,7 +6,6 @@ import ipaddress
 import logging
 from collections import OrderedDict
 
-import aiohttp
 from aiohttp import web
 
 from ollana.cluster.aggregate import Aggregator
@@ -38,7 +37,7 @@ class ClientMode(Mode):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.ollama = None  # client mode fronts no Ollama of its own
-        self.pool = Pool(settings, self._connector, upstream_factory=self._upstream, scheme="https")
+        self.pool = Pool(settings, self._upstream, scheme="https")
         self.router = Router(self.pool, settings.wait_for_server, self.metrics)
         self.aggregator = Aggregator(
             self.pool, self.router, settings.wait_for_server, settings.limits.connect_timeout
@@ -90,9 +89,6 @@ class ClientMode(Mode):
         }
 
     # --- parts --------------------------------------------------------------------------
-
-    def _connector(self, server: Server) -> aiohttp.BaseConnector:
-        return self.tls.connector(expect=server.device_id, limit=0, keepalive_timeout=60.0)
 
     def _upstream(self, server: Server) -> Upstream:
         limits = self.settings.limits

@@ -19,12 +19,19 @@ from ollana.proxy.upstream.errors import (
     ProtocolError,
     RequestBodyError,
 )
-from ollana.proxy.upstream.pool import CLOSE_WAIT, KEEPALIVE_TIMEOUT, Check, Upstream
+from ollana.proxy.upstream.pool import (
+    CLOSE_WAIT,
+    FETCH_ERRORS,
+    KEEPALIVE_TIMEOUT,
+    Check,
+    Upstream,
+)
 from ollana.proxy.upstream.request import Body
 from ollana.proxy.upstream.response import Response
 
 __all__ = [
     "CLOSE_WAIT",
+    "FETCH_ERRORS",
     "KEEPALIVE_TIMEOUT",
     "Body",
     "Check",

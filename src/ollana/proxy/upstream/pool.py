@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Final, Self
 
-from aiohttp import StreamReader
+from aiohttp import ClientPayloadError, StreamReader
 from multidict import CIMultiDict
 
 from ollana.proxy.upstream.connection import Connection
-from ollana.proxy.upstream.errors import ConnectFailed, ConnectionClosed
+from ollana.proxy.upstream.errors import ConnectFailed, ConnectionClosed, ProtocolError
 from ollana.proxy.upstream.request import (
     SMALL_BODY,
     Body,
@@ -22,10 +23,15 @@ from ollana.proxy.upstream.request import (
 )
 from ollana.proxy.upstream.response import Response
 
-__all__ = ["CLOSE_WAIT", "KEEPALIVE_TIMEOUT", "Check", "Upstream"]
+__all__ = ["CLOSE_WAIT", "FETCH_ERRORS", "KEEPALIVE_TIMEOUT", "Check", "Upstream"]
 
 KEEPALIVE_TIMEOUT: Final = 60.0  # an idle connection is closed after this long unused
 CLOSE_WAIT: Final = 1.0  # close() waits this long for idle connections to end cleanly
+
+# What `fetch_json` raises when the upstream does not give a JSON answer in time.
+FETCH_ERRORS: Final = (
+    ConnectFailed, ConnectionClosed, ProtocolError, ClientPayloadError, TimeoutError, ValueError,
+)  # fmt: skip
 
 # Runs after each TLS handshake; raising refuses the connection (a pinned device ID).
 Check = Callable[[asyncio.Transport], None]
@@ -106,6 +112,17 @@ class Upstream:
                 # request can have been acted on.
         return await self._exchange(await self._connect(), head, body, length, bodiless)
 
+    async def fetch_json(self, target: str, timeout: float) -> tuple[int, Any]:
+        """GET `target` on a pooled connection; its status and parsed JSON body.
+
+        The whole exchange has `timeout`; raises one of FETCH_ERRORS.
+        """
+        async with asyncio.timeout(timeout):
+            response = await self.request("GET", target, CIMultiDict(), None)
+            async with response:
+                body = await response.content.read()
+        return response.status, json.loads(body)
+
     async def close(self) -> None:
         """Close the idle connections and refuse new requests; safe to call twice.
 
@@ -161,7 +178,8 @@ class Upstream:
             try:
                 self._check(transport)
             except Exception as exc:
-                conn.abort()
+                # Closed, not reset: nothing was sent, and the peer sees its handshake end.
+                conn.close()
                 raise ConnectFailed(str(exc) or type(exc).__name__, tls=True) from exc
         return conn
 
