@@ -11,7 +11,7 @@ from typing import Literal
 
 import aiohttp
 
-from ollana.cluster.pool import model_names
+from ollana.cluster.models import model_names
 from ollana.config import Settings
 
 __all__ = ["ModeDecision", "OllamaInfo", "OllamaWatch", "detect_mode", "probe_ollama"]

@@ -154,12 +154,17 @@ class Settings:
             return HostPort("0.0.0.0", DEFAULT_SERVER_PORT)
         return HostPort("127.0.0.1", DEFAULT_CLIENT_PORT)
 
+    @property
+    def refuses_management(self) -> bool:
+        """Whether management calls (pull, create, delete, …) are refused in server mode."""
+        return self.read_only or (self.open and not self.allow_management)
 
-def default_home() -> Path:
+
+def default_home(env: Mapping[str, str] = os.environ) -> Path:
     """Where identity and allow list live: OLLANA_HOME, else the user data dir."""
-    env = os.environ.get("OLLANA_HOME", "").strip()
-    if env:
-        return Path(env).expanduser()
+    home = env.get("OLLANA_HOME", "").strip()
+    if home:
+        return Path(home).expanduser()
     return Path(platformdirs.user_data_dir("ollana", appauthor=False))
 
 
@@ -387,7 +392,6 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "log_file": _path,
     "log_level": _choice(*_LOG_LEVELS),
     "log_format": _choice("text", "json"),
-    "home": _path,
     "origins": _list(_text),
     "allowed_hosts": _list(_text),
 }
@@ -420,7 +424,7 @@ def _from_env(env: Mapping[str, str]) -> dict[str, tuple[object, str]]:
             found[key] = (value, f"environment variable {name}")
     for key in _PARSERS:
         name = _env_name(key)
-        if name in env and key != "home":
+        if name in env:
             found[key] = (env[name], f"environment variable {name}")
     return found
 
@@ -460,7 +464,7 @@ def _from_file(path: Path) -> dict[str, tuple[object, str]]:
             key = prefix + name.replace("-", "_")
             if isinstance(value, dict) and key in ("limits", "timings"):
                 walk(value, key + ".")
-            elif key in _PARSERS and key != "home":
+            elif key in _PARSERS:
                 found[key] = (value, f"{path}, line {_line_of(text, name)}, key {prefix}{name}")
             else:
                 line = _line_of(text, name)
@@ -487,7 +491,7 @@ def load_settings(
     flags = dict(flags or {})
     home_raw = flags.pop("home", None) or env.get("OLLANA_HOME", "").strip() or None
     try:
-        home = _path(home_raw) if home_raw else default_home()
+        home = _path(home_raw) if home_raw else default_home(env)
     except ValueError as exc:
         raise ConfigError(f"setting 'home': {exc}") from None
     if config_file is None:

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import abc
+import asyncio
+from collections.abc import Coroutine
 from types import TracebackType
-from typing import Self
+from typing import Any, Self, TypeVar
 
-__all__ = ["Service"]
+__all__ = ["Service", "run"]
+
+_T = TypeVar("_T")
+
+
+def run(main: Coroutine[Any, Any, _T]) -> _T:
+    """Run a process's main coroutine to its end: on uvloop where it is installed."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 class Service(abc.ABC):

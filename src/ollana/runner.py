@@ -15,9 +15,10 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
+from ollana import lifecycle
 from ollana.app import detect_mode
 from ollana.config import Settings
 from ollana.logs import reopen_logs
@@ -52,7 +53,7 @@ def run(
     """
     _raise_open_file_limit()
     main = serve(settings, ready, on_abort=on_abort, on_hangup=on_hangup)
-    return _run_loop(main)
+    return lifecycle.run(main)
 
 
 def _raise_open_file_limit() -> None:
@@ -69,14 +70,6 @@ def _raise_open_file_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         except (ValueError, OSError) as exc:
             log.debug("open-file limit stays at %d: %s", soft, exc)
-
-
-def _run_loop(main: Coroutine[Any, Any, int]) -> int:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    return int(uvloop.run(main))
 
 
 async def serve(

@@ -71,21 +71,20 @@ paths = st.one_of(
 
 @FUZZ
 @given(
-    st.sampled_from(["GET", "POST", "HEAD", "DELETE", "PUT", "X"]),
     paths,
     bodies,
     st.none() | st.text(max_size=20),
     st.sampled_from([0, 1, 64, 1 << 20]),
 )
-@example("POST", "/api/chat", b'{"model": "\\ud800"}', None, 1 << 20)
-@example("POST", "/api/chat", b'{"model": "m", "messages": NaN}', None, 1 << 20)
-@example("POST", "/api/create", b'{"model": "m", "files": {"a": 1, "b": "sha256:x"}}', None, 99)
-@example("POST", "/api/copy", b'{"source": ["x"]}', None, 99)
-@example("POST", "/api/chat", b"\xff\xfe\x00", "pin", 99)
+@example("/api/chat", b'{"model": "\\ud800"}', None, 1 << 20)
+@example("/api/chat", b'{"model": "m", "messages": NaN}', None, 1 << 20)
+@example("/api/create", b'{"model": "m", "files": {"a": 1, "b": "sha256:x"}}', None, 99)
+@example("/api/copy", b'{"source": ["x"]}', None, 99)
+@example("/api/chat", b"\xff\xfe\x00", "pin", 99)
 def test_any_request_gives_a_route(
-    method: str, path: str, body: bytes | None, pin: str | None, cap: int
+    path: str, body: bytes | None, pin: str | None, cap: int
 ) -> None:
-    route = inspect_request(method, path, body, pin, cap)
+    route = inspect_request(path, body, pin, cap)
     assert isinstance(route, Route)
     assert route.path == path and route.pin == pin
     assert route.model is None or isinstance(route.model, str)
@@ -95,10 +94,8 @@ def test_any_request_gives_a_route(
 
 def test_a_body_past_the_cap_is_not_read() -> None:
     body = json.dumps({"model": "llama3.2", "prompt": "x" * 100}).encode()
-    assert (
-        inspect_request("POST", "/api/generate", body, None, len(body)).model == "llama3.2:latest"
-    )
-    assert inspect_request("POST", "/api/generate", body, None, len(body) - 1).model is None
+    assert inspect_request("/api/generate", body, None, len(body)).model == "llama3.2:latest"
+    assert inspect_request("/api/generate", body, None, len(body) - 1).model is None
 
 
 def test_messages_nested_to_any_depth_give_a_route() -> None:
@@ -108,7 +105,7 @@ def test_messages_nested_to_any_depth_give_a_route() -> None:
     models = set()
     for depth in range(800, 1200):
         body = b'{"model":"m","messages":[' + b"[" * depth + b"]" * depth + b"]}"
-        route = inspect_request("POST", "/api/chat", body, None, 1 << 20)
+        route = inspect_request("/api/chat", body, None, 1 << 20)
         models.add(route.model)
     assert models <= {"m:latest", None}
     assert "m:latest" in models

@@ -29,12 +29,13 @@ from ollana.discovery import (
     encode,
 )
 from ollana.identity import DeviceStore
+from tests.support import ollana_env
+from tests.support.discovery import LOOPBACK_BROADCAST, Inbox
 
 DEVICE_A = "a" * 64
 DEVICE_B = "b" * 64
 DEVICE_C = "c" * 64
 SERVER_PORT = 11435
-LOOPBACK_BROADCAST = "127.255.255.255"
 FAST = Timings(announce_interval=0.2, query_interval=0.2)
 # Periodic traffic far away, so that a datagram seen during a test is one the test caused.
 QUIET = Timings(announce_interval=3600.0, query_interval=3600.0)
@@ -49,27 +50,6 @@ linux_only = pytest.mark.skipif(
 def loopback(port: int | None) -> HostPort:
     assert port is not None
     return HostPort("127.0.0.1", port)
-
-
-class Inbox:
-    """What a service delivered, in order, to await one message at a time."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[Message, tuple[str, int]]] = []
-        self._queue: asyncio.Queue[tuple[Message, tuple[str, int]]] = asyncio.Queue()
-
-    def __call__(self, msg: Message, source: tuple[str, int]) -> None:
-        self.seen.append((msg, source))
-        self._queue.put_nowait((msg, source))
-
-    async def next(
-        self, kind: type[Message] | None = None, where: Callable[[Any], bool] = lambda m: True
-    ) -> tuple[Any, tuple[str, int]]:
-        async with asyncio.timeout(HANG_GUARD):
-            while True:
-                msg, source = await self._queue.get()
-                if (kind is None or isinstance(msg, kind)) and where(msg):
-                    return msg, source
 
 
 class Peer:
@@ -225,6 +205,22 @@ async def test_an_unavailable_server_says_goodbye_and_stops_answering(
     assert isinstance(answer, Announce)
 
 
+async def test_a_server_available_late_announces_twice(start: Start, peer: Peer) -> None:
+    port = peer.sock.getsockname()[1]
+    server = await start(role="server", targets=[loopback(port)], timings=QUIET, available=False)
+    # The periodic announce is an hour away: each second announce is the repeat.
+    for _ in range(2):
+        server.set_available(True)
+        for _ in range(2):
+            announce, _ = await peer.receive()
+            assert isinstance(announce, Announce)
+            assert announce.instance == server.instance
+        # Back after a goodbye, long after the start: announced twice again.
+        server.set_available(False)
+        goodbye, _ = await peer.receive()
+        assert isinstance(goodbye, Goodbye)
+
+
 async def test_a_new_models_digest_is_announced_at_once(start: Start) -> None:
     inbox = Inbox()
     client = await start(role="client", on_message=inbox)
@@ -232,11 +228,11 @@ async def test_a_new_models_digest_is_announced_at_once(start: Start) -> None:
     for _ in range(2):
         first, _ = await inbox.next(Announce)
         assert first.models == ""
-    server.set_models_digest("0123abcd")
+    server.update_announce(models="0123abcd")
     changed, _ = await inbox.next(Announce)
     assert changed.models == "0123abcd"
     with pytest.raises(ValueError, match="models"):
-        server.set_models_digest("NOT A DIGEST")
+        server.update_announce(models="NOT A DIGEST")
 
 
 async def test_one_answer_per_second_to_one_querier(start: Start, peer: Peer) -> None:
@@ -510,11 +506,9 @@ async def test_no_default_route_discovery_works_through_the_directed_broadcast(n
 
 
 async def run_discover(home: Path, *args: str) -> tuple[int, str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OLLANA_", "OLLAMA_"))}
-    env["OLLANA_HOME"] = str(home)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "ollana", "discover", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=ollana_env(home),
     )  # fmt: skip
     async with asyncio.timeout(HANG_GUARD * 3):
         out, err = await proc.communicate()

@@ -74,25 +74,25 @@ def test_normalize_model(raw: str, expected: str) -> None:
     ],
 )
 def test_inspect_reads_model_only_where_it_is(path: str, body: object, model: str | None) -> None:
-    route = inspect_request("POST", path, json.dumps(body).encode(), None, CAP)
+    route = inspect_request(path, json.dumps(body).encode(), None, CAP)
     assert route.model == model
 
 
 def test_inspect_tolerates_bad_bodies() -> None:
     for body in (b"{", b"\xff\xfe", b"[" * 100_000, b""):
-        assert inspect_request("POST", "/api/chat", body, None, CAP).model is None
+        assert inspect_request("/api/chat", body, None, CAP).model is None
 
 
 def test_inspect_respects_the_cap() -> None:
     body = json.dumps({"model": "llama3.2", "prompt": "x" * 100}).encode()
-    assert inspect_request("POST", "/api/generate", body, None, 50).model is None
+    assert inspect_request("/api/generate", body, None, 50).model is None
 
 
 def test_blob_and_create_share_digests() -> None:
     digest = "sha256:" + "ab" * 32
-    upload = inspect_request("POST", f"/api/blobs/{digest}", None, None, CAP)
+    upload = inspect_request(f"/api/blobs/{digest}", None, None, CAP)
     create = inspect_request(
-        "POST", "/api/create", json.dumps({"model": "m", "files": {"f.gguf": digest}}).encode(),
+        "/api/create", json.dumps({"model": "m", "files": {"f.gguf": digest}}).encode(),
         None, CAP,
     )  # fmt: skip
     assert upload.blobs == create.blobs == (digest,)
@@ -102,7 +102,7 @@ def test_blob_and_create_share_digests() -> None:
 def test_conversation_key_follows_the_opening() -> None:
     def key(messages: list[dict[str, str]]) -> str | None:
         body = json.dumps({"model": "m", "messages": messages}).encode()
-        return inspect_request("POST", "/api/chat", body, None, CAP).conversation
+        return inspect_request("/api/chat", body, None, CAP).conversation
 
     first = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
     later = [*first, {"role": "assistant", "content": "hello"}, {"role": "user", "content": "?"}]

@@ -8,14 +8,8 @@
 from __future__ import annotations
 
 from ollana.admin.api import AdminListener, create_admin_app
-from ollana.admin.metrics import LOCAL_OLLAMA, NO_SERVER, Metrics, route_label
-from ollana.admin.status import (
-    SCHEMA_VERSION,
-    OllamaView,
-    PoolView,
-    StatusSource,
-    status_document,
-)
+from ollana.admin.metrics import LOCAL_OLLAMA, NO_SERVER, Metrics, PoolView, route_label
+from ollana.admin.status import SCHEMA_VERSION, OllamaView, StatusSource, status_document
 
 __all__ = [
     "LOCAL_OLLAMA",

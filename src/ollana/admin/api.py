@@ -7,6 +7,7 @@ page cannot reach it through DNS rebinding either.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -68,7 +69,9 @@ def create_admin_app(source: StatusSource, metrics: Metrics) -> web.Application:
 
     async def status(request: web.Request) -> web.Response:
         try:
-            document = status_document(source, metrics)
+            # It reads the seen file: a disk read and a parse kept off the event loop.
+            nearby = await asyncio.to_thread(source.nearby)
+            document = status_document(source, metrics, nearby)
         except Exception as exc:
             log.exception("status document failed")
             return _json(500, {"error": f"status unavailable: {exc!r}"})

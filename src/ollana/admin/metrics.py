@@ -90,8 +90,8 @@ def route_label(path: str) -> str:
     return OTHER
 
 
-class SnapshotSource(Protocol):
-    """What `watch_pool` reads: the client's Pool."""
+class PoolView(Protocol):
+    """The client's Pool, as `watch_pool` and the status document read it."""
 
     def snapshots(self) -> Sequence[ServerSnapshot]:
         """Frozen copies of every server."""
@@ -330,7 +330,7 @@ class Metrics:
 
         return remove
 
-    def watch_pool(self, pool: SnapshotSource) -> Callable[[], None]:
+    def watch_pool(self, pool: PoolView) -> Callable[[], None]:
         """Report ``ollana_pool_servers{state}`` from the pool at each scrape."""
 
         def collect() -> Iterable[Metric]:

@@ -69,13 +69,13 @@ from collections.abc import Mapping, Sequence
 from typing import Final, Protocol
 
 from ollana import __version__
-from ollana.admin.metrics import Metrics
+from ollana.admin.metrics import Metrics, PoolView
 from ollana.cluster.pool import ServerSnapshot
 from ollana.config import HostPort, Settings
 from ollana.identity import SeenDevice
 
 __all__ = [
-    "SCHEMA_VERSION", "OllamaView", "PoolView", "StatusSource", "status_document", "totals",
+    "SCHEMA_VERSION", "OllamaView", "StatusSource", "status_document", "totals",
 ]  # fmt: skip
 
 SCHEMA_VERSION: Final = 1
@@ -83,14 +83,6 @@ _COUNTED: Final = (
     "ollana_requests", "ollana_inflight", "ollana_retries", "ollana_failovers",
     "ollana_refusals", "ollana_tls_handshakes_refused", "ollana_discovery_",
 )  # fmt: skip
-
-
-class PoolView(Protocol):
-    """The client's Pool, as status reads it."""
-
-    def snapshots(self) -> Sequence[ServerSnapshot]:
-        """Frozen copies of every server."""
-        ...
 
 
 class OllamaView(Protocol):
@@ -164,8 +156,13 @@ class StatusSource(Protocol):
         ...
 
 
-def status_document(source: StatusSource, metrics: Metrics) -> dict[str, object]:
-    """The /status JSON object of a running mode (see the module docstring for its schema)."""
+def status_document(
+    source: StatusSource, metrics: Metrics, nearby: Sequence[SeenDevice] | None = None
+) -> dict[str, object]:
+    """The /status JSON object of a running mode (see the module docstring for its schema).
+
+    `nearby` is `source.nearby()` when the caller read it already (off the event loop).
+    """
     uptime = max(0.0, time.time() - source.started_at)
     settings = source.settings
     address = settings.listen_address(server_mode=source.mode == "server")
@@ -183,11 +180,11 @@ def status_document(source: StatusSource, metrics: Metrics) -> dict[str, object]
         "uptime_seconds": round(uptime, 3),
         "listen": str(HostPort(address.host, source.port)),
         "open": settings.open,
-        "read_only": settings.read_only or (settings.open and not settings.allow_management),
+        "read_only": settings.refuses_management,
         "discovery": settings.discovery,
         "ollama": _ollama(source.ollama, time.monotonic()),
         "servers": [_server(s) for s in servers],
-        "nearby": [_nearby(d) for d in source.nearby()],
+        "nearby": [_nearby(d) for d in (source.nearby() if nearby is None else nearby)],
         "counters": counters,
     }
 
@@ -265,13 +262,8 @@ def _nearby(device: SeenDevice) -> dict[str, object]:
         "device_id": device.device_id,
         "address": device.address,
         "role": device.role,
-        "last_seen": _iso(_aware(device.last_seen).timestamp()),
+        "last_seen": _iso(device.last_seen.timestamp()),
     }
-
-
-def _aware(moment: datetime.datetime) -> datetime.datetime:
-    # The seen file holds UTC; a hand-edited one may lack the zone.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=datetime.UTC)
 
 
 def _iso(timestamp: float) -> str:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import signal
 import sys
 
 import click
 
+from ollana import lifecycle
 from ollana.config import DEFAULT_OLLAMA_PORT, HostPort, parse_host_port
 from ollana.emulator import DEFAULT_MODELS, EmulatorConfig, ModelStore, run_emulator
-from ollana.logs import LEVELS
+from ollana.logs import LEVELS, setup_logging
 
 __all__ = ["emulate"]
 
@@ -22,10 +22,6 @@ def _listen(ctx: click.Context, param: click.Parameter, value: str) -> HostPort:
         return parse_host_port(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-
-
-def _url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 async def _serve(config: EmulatorConfig, address: HostPort) -> None:
@@ -39,20 +35,11 @@ async def _serve(config: EmulatorConfig, address: HostPort) -> None:
             loop.add_signal_handler(signum, task.cancel)
 
     def ready(port: int) -> None:
-        click.echo(f"Ollama emulator listening on {_url(address.host, port)}")
+        click.echo(f"Ollama emulator listening on http://{HostPort(address.host, port)}")
         sys.stdout.flush()
 
     with contextlib.suppress(asyncio.CancelledError):
         await run_emulator(config, address.host, address.port, ready=ready)
-
-
-def _new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-    return loop
 
 
 @click.command()
@@ -88,9 +75,7 @@ def emulate(
     listen: HostPort, models: tuple[str, ...], tokens_per_second: float | None, log_level: str
 ) -> None:
     """Run an Ollama-API server with a deterministic model (tests, benchmarks, demo)."""
-    logging.basicConfig(
-        level=LEVELS[log_level.lower()], format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(log_level.lower())
     try:
         config = EmulatorConfig(
             models=models or DEFAULT_MODELS, tokens_per_second=tokens_per_second
@@ -98,9 +83,9 @@ def emulate(
         ModelStore(config.models)  # a bad name is a usage error, not a crash once running
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--model") from None
-    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=_new_loop) as runner:
+    with contextlib.suppress(KeyboardInterrupt):
         try:
-            runner.run(_serve(config, listen))
+            lifecycle.run(_serve(config, listen))
         except OSError as exc:
             raise click.ClickException(
                 f"cannot listen on {listen}: {exc.strerror or exc}"

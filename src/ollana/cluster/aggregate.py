@@ -11,9 +11,10 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from ollana.cluster.models import Route, normalize_model
-from ollana.cluster.pool import Pool, Server, model_names
+from ollana.cluster.models import Route, model_names, normalize_model
+from ollana.cluster.pool import Pool, Server
 from ollana.cluster.router import Router
+from ollana.proxy.client import PIN_HEADER
 from ollana.proxy.forward import json_response
 from ollana.proxy.upstream import FETCH_ERRORS
 
@@ -68,7 +69,7 @@ class Aggregator:
         return (
             request.path in MERGED_LISTS
             and request.method in ("GET", "HEAD")
-            and "X-Ollana-Server" not in request.headers
+            and PIN_HEADER not in request.headers
         )
 
     async def answer(self, request: web.BaseRequest) -> web.Response:

@@ -9,10 +9,12 @@ from typing import Any, Final
 
 __all__ = [
     "AFFINITY_PATHS",
+    "BLOBS_PATH",
     "MODEL_PATHS",
     "MUTATING_PATHS",
     "Route",
     "inspect_request",
+    "model_names",
     "normalize_model",
 ]
 
@@ -35,6 +37,7 @@ AFFINITY_PATHS: Final = frozenset(
     {"/api/chat", "/api/generate", "/v1/chat/completions", "/v1/completions", "/v1/messages"}
 )
 
+BLOBS_PATH: Final = "/api/blobs/"
 _MODEL_IN_PATH: Final = "/v1/models/"
 _REGISTRY_PREFIXES: Final = ("registry.ollama.ai/library/", "registry.ollama.ai/")
 _AFFINITY_PROMPT_CHARS: Final = 512
@@ -54,6 +57,15 @@ def normalize_model(name: str) -> str:
     return name
 
 
+def model_names(body: object) -> list[str]:
+    """Normalized model names from an /api/tags or /api/ps answer; [] for anything else."""
+    models = body.get("models") if isinstance(body, dict) else None
+    if not isinstance(models, list):
+        return []
+    names = (m.get("name") or m.get("model") for m in models if isinstance(m, dict))
+    return [normalize_model(n) for n in names if isinstance(n, str)]
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     """What routing knows of a request."""
@@ -71,10 +83,10 @@ class Route:
         return self.path in MUTATING_PATHS
 
 
-def inspect_request(method: str, path: str, body: bytes | None, pin: str | None, cap: int) -> Route:
+def inspect_request(path: str, body: bytes | None, pin: str | None, cap: int) -> Route:
     """Read what routing needs from a request; the body is parsed once, and only where useful."""
-    if path.startswith("/api/blobs/"):
-        return Route(path, pin=pin, blobs=(path[len("/api/blobs/") :],))
+    if path.startswith(BLOBS_PATH):
+        return Route(path, pin=pin, blobs=(path[len(BLOBS_PATH) :],))
     if path.startswith(_MODEL_IN_PATH) and len(path) > len(_MODEL_IN_PATH):
         # GET /v1/models/{model}: the model is the rest of the (already decoded) path.
         return Route(path, normalize_model(path[len(_MODEL_IN_PATH) :]), pin)

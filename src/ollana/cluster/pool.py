@@ -10,14 +10,14 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Final
 
-from ollana.cluster.models import normalize_model
+from ollana.cluster.models import model_names
 from ollana.config import HostPort, Settings
+from ollana.lifecycle import Service
 from ollana.proxy.upstream import FETCH_ERRORS, Response, Upstream
 
-__all__ = ["EWMA_ALPHA", "Pool", "Server", "ServerSnapshot", "ServerState", "model_names"]
+__all__ = ["EWMA_ALPHA", "Pool", "Server", "ServerSnapshot", "ServerState"]
 
 log = logging.getLogger(__name__)
 
@@ -153,16 +153,11 @@ class Server:
         )
 
 
-class Pool:
+class Pool(Service):
     """Known servers and their health; probes each one, ejects and restores them."""
 
     def __init__(
-        self,
-        settings: Settings,
-        upstream_factory: UpstreamFactory,
-        *,
-        scheme: str = "https",
-        on_change: Callable[[], None] | None = None,
+        self, settings: Settings, upstream_factory: UpstreamFactory, *, scheme: str = "https"
     ) -> None:
         self._settings = settings
         self._timings = settings.timings
@@ -170,19 +165,13 @@ class Pool:
         self._scheme = scheme
         self._servers: dict[str, Server] = {}
         self._changed = asyncio.Event()
-        self._on_change = on_change
         self._closed = False
         self._background: set[asyncio.Task[None]] = set()
 
-    async def __aenter__(self) -> Pool:
+    async def start(self) -> None:
+        """Add the static servers (`--server`) and start probing them."""
         for static in self._settings.servers:
             self.add(static.address, static=True, priority=static.priority)
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     def __iter__(self) -> Iterator[Server]:
         return iter(self._servers.values())
@@ -264,9 +253,6 @@ class Pool:
         if self._servers.get(server.key) is not server:
             return  # already replaced or removed: a late failure of an old entry
         log.info("server %s moved to %s", server.label, address)
-        self._replace(server, address)
-
-    def _replace(self, server: Server, address: HostPort) -> None:
         self._servers.pop(server.key, None)
         self._stop(server)
         fresh = Server(
@@ -282,10 +268,15 @@ class Pool:
     def _start(self, server: Server) -> None:
         server.upstream = self._upstream_factory(server)
         self._servers[server.key] = server
-        server.probe_task = asyncio.create_task(
-            self._probe_loop(server), name=f"probe {server.key}"
-        )
+        self._restart_probe(server)
         self._notify()
+
+    def _try_alternate(self, server: Server) -> bool:
+        """Never answered where it was first heard: move it to where else it was, if anywhere."""
+        if server.last_ok is not None or server.alternate is None or server.static:
+            return False
+        self._move(server, server.alternate)
+        return True
 
     def _stop(self, server: Server) -> None:
         for task in (server.probe_task, server.models_task):
@@ -306,8 +297,7 @@ class Pool:
 
     def passive_failure(self, server: Server, reason: str) -> None:
         """A connect error or reset on a real request: eject at once."""
-        if server.last_ok is None and server.alternate is not None and not server.static:
-            self._move(server, server.alternate)  # never answered here: try the other address
+        if self._try_alternate(server):
             return
         server.total_failures += 1
         server.failures = FAILURES_TO_EJECT
@@ -344,8 +334,6 @@ class Pool:
 
     def _notify(self) -> None:
         self._changed.set()
-        if self._on_change is not None:
-            self._on_change()
 
     def _restart_probe(self, server: Server) -> None:
         if server.probe_task is not None:
@@ -377,9 +365,7 @@ class Pool:
             if status != 200:
                 raise ValueError(f"answered {status}")
         except FETCH_ERRORS as exc:
-            if server.last_ok is None and server.alternate is not None and not server.static:
-                # Never answered here: try where else it was heard, now.
-                self._move(server, server.alternate)
+            if self._try_alternate(server):
                 return
             server.failures += 1
             if server.failures >= FAILURES_TO_EJECT:
@@ -463,12 +449,3 @@ class Pool:
         for upstream in [s.upstream for s in servers if s.upstream is not None]:
             await upstream.close()
         await asyncio.gather(*self._background, return_exceptions=True)
-
-
-def model_names(body: object) -> list[str]:
-    """Normalized model names from an /api/tags or /api/ps answer; [] for anything else."""
-    models = body.get("models") if isinstance(body, dict) else None
-    if not isinstance(models, list):
-        return []
-    names = (m.get("name") or m.get("model") for m in models if isinstance(m, dict))
-    return [normalize_model(n) for n in names if isinstance(n, str)]

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any, Final
 import aiohttp
 from multidict import CIMultiDict
 
-from ollana.cluster.models import Route
+from ollana.cluster.models import BLOBS_PATH, Route
 from ollana.cluster.pool import Pool, Server, ServerState
+from ollana.identity.ids import DeviceIdError, parse_device_id
 from ollana.proxy.forward import UpstreamError, open_upstream
 from ollana.proxy.upstream import Response
 
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 AFFINITY_ENTRIES: Final = 4096
-BLOBS_PATH: Final = "/api/blobs/"
 
 
 class NoServerError(Exception):
@@ -50,15 +50,13 @@ class _Recent(OrderedDict[str, str]):
 class Router:
     """Orders candidate servers and opens each request on the first one that takes it."""
 
-    def __init__(self, pool: Pool, wait_for_server: float, metrics: Metrics | None = None) -> None:
+    def __init__(self, pool: Pool, wait_for_server: float, metrics: Metrics) -> None:
         self._pool = pool
         self._metrics = metrics
         self._wait = wait_for_server
         self._conversations = _Recent()
         self._blobs = _Recent()
         self._last_blob: str | None = None
-        self.retries = 0
-        self.failovers = 0
 
     def candidates(self, route: Route) -> list[Server]:
         """Routable servers for a request, best first (see `order`)."""
@@ -112,8 +110,7 @@ class Router:
                     self._last_blob = server.key
                 server.inflight += 1
                 server.requests += 1
-                if metrics is not None:
-                    metrics.request_started(server.label)
+                metrics.request_started(server.label)
                 started = time.perf_counter()
                 try:
                     attempt = open_upstream(
@@ -130,28 +127,21 @@ class Router:
                 except UpstreamError as exc:
                     server.inflight -= 1
                     tried[server.label] = str(exc)
-                    if metrics is not None:
-                        metrics.attempt_failed(server.label)
+                    metrics.attempt_failed(server.label)
                     if exc.status != 503:
                         self._pool.passive_failure(server, str(exc))
                     log.info("%s %s via %s failed: %s", method, route.path, server.label, exc)
                     if not exc.retryable:
                         raise NoServerError(str(exc), exc.status) from exc
-                    self.retries += 1
-                    if metrics is not None:
-                        metrics.retry(exc.reason)
+                    metrics.retry(exc.reason)
                     continue
                 except BaseException:
                     server.inflight -= 1
-                    if metrics is not None:
-                        metrics.attempt_failed(server.label)
+                    metrics.attempt_failed(server.label)
                     raise
-                if metrics is not None:
-                    metrics.upstream_ttfb(server.label, time.perf_counter() - started)
+                metrics.upstream_ttfb(server.label, time.perf_counter() - started)
                 if tried:
-                    self.failovers += 1
-                    if metrics is not None:
-                        metrics.failover()
+                    metrics.failover()
                 self._remember(route, server)
                 return server, response
         pin = f" matching {route.pin!r}" if route.pin else ""
@@ -233,7 +223,12 @@ def order(servers: list[Server], route: Route, sticky: str | None = None) -> lis
     The `sticky` server (a conversation's or a blob's earlier one) leads its tier.
     """
     if route.pin:
-        servers = [s for s in servers if _matches(s, route.pin)]
+        host = route.pin.strip().lower()
+        try:
+            prefix: str | None = parse_device_id(route.pin)
+        except DeviceIdError:
+            prefix = None  # not an ID: a host, or host:port
+        servers = [s for s in servers if _matches(s, prefix, host)]
     model = route.model
     if model is None:
         servers = sorted(servers, key=_rank)
@@ -261,9 +256,7 @@ def _rank(server: Server) -> tuple[bool, int, int, float]:
     return (server.state is not ServerState.HEALTHY, -server.priority, server.inflight, latency)
 
 
-def _matches(server: Server, pin: str) -> bool:
-    pin = pin.strip().lower()
-    digits = pin.replace("-", "")
-    if server.device_id and len(digits) >= 4 and server.device_id.startswith(digits):
+def _matches(server: Server, prefix: str | None, host: str) -> bool:
+    if prefix is not None and server.device_id and server.device_id.startswith(prefix):
         return True
-    return pin in (server.address.host.lower(), str(server.address).lower())
+    return host in (server.address.host.lower(), str(server.address).lower())

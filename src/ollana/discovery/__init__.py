@@ -2,22 +2,26 @@
 
 from ollana.discovery.protocol import (
     MAX_DATAGRAM,
+    PRIORITY_RANGE,
     Announce,
     DecodeError,
     Goodbye,
     Message,
     Query,
     Role,
+    clamp_priority,
     decode,
     encode,
     models_digest,
     new_instance_id,
+    safe_version,
 )
 from ollana.discovery.service import DiscoveryService, DiscoveryStats, OnMessage, Targets
 from ollana.discovery.targets import TargetSet, interface_broadcasts, parse_target
 
 __all__ = [
     "MAX_DATAGRAM",
+    "PRIORITY_RANGE",
     "Announce",
     "DecodeError",
     "DiscoveryService",
@@ -29,10 +33,12 @@ __all__ = [
     "Role",
     "TargetSet",
     "Targets",
+    "clamp_priority",
     "decode",
     "encode",
     "interface_broadcasts",
     "models_digest",
     "new_instance_id",
     "parse_target",
+    "safe_version",
 ]

@@ -23,6 +23,7 @@ __all__ = [
     "MAGIC",
     "MAX_CERT_SIZE",
     "MAX_DATAGRAM",
+    "PRIORITY_RANGE",
     "VERSION",
     "Announce",
     "DecodeError",
@@ -30,10 +31,12 @@ __all__ = [
     "Message",
     "Query",
     "Role",
+    "clamp_priority",
     "decode",
     "encode",
     "models_digest",
     "new_instance_id",
+    "safe_version",
 ]
 
 MAGIC = b"LANA"
@@ -51,7 +54,7 @@ _INSTANCE = re.compile(r"[0-9A-Za-z_-]{0,32}")
 _DEVICE = re.compile(r"[0-9a-f]{64}")
 _VERSION_TEXT = re.compile(r"[0-9A-Za-z.+_~-]{0,32}")
 _DIGEST = re.compile(r"[0-9a-z]{0,32}")
-_PRIORITY_RANGE = range(-(2**31), 2**31)
+PRIORITY_RANGE = range(-(2**31), 2**31)  # priorities travel as 32-bit signed integers
 
 
 class DecodeError(ValueError):
@@ -134,7 +137,7 @@ def _problem(msg: _Message) -> str:
         return "ollama must be a version string of up to 32 characters"
     if type(msg.models) is not str or not _DIGEST.fullmatch(msg.models):
         return "models must be up to 32 lowercase letters or digits"
-    if type(msg.priority) is not int or msg.priority not in _PRIORITY_RANGE:
+    if type(msg.priority) is not int or msg.priority not in PRIORITY_RANGE:
         return "priority must be a 32-bit whole number"
     if type(msg.ts) is not float or not math.isfinite(msg.ts):
         return "ts must be a finite number"
@@ -222,6 +225,17 @@ def models_digest(names: Iterable[str]) -> str:
     """A short digest of a model list (order and duplicates do not matter)."""
     joined = "\n".join(sorted(set(names)))
     return hashlib.sha256(joined.encode("utf-8")).hexdigest()[:16]
+
+
+def clamp_priority(priority: int) -> int:
+    """The nearest priority an announce may carry (a 32-bit signed integer)."""
+    return max(PRIORITY_RANGE.start, min(PRIORITY_RANGE.stop - 1, priority))
+
+
+def safe_version(version: str | None) -> str:
+    """What an announce may carry of a version string (32 of [0-9A-Za-z.+_~-]), else ""."""
+    text = (version or "")[:32]
+    return text if _VERSION_TEXT.fullmatch(text) else ""
 
 
 def new_instance_id() -> str:

@@ -158,6 +158,7 @@ class DiscoveryService(Service):
         self._timings = timings or Timings()
         self._bind_host = bind_host
         self._available = available
+        self._repeat = available  # the next announce is followed by another REPEAT_GAP later
         rate = (limits or Limits()).datagram_rate
         self._flood = _RateLimit(rate, max(1.0, rate))
         self._replies = _RateLimit(1.0 / REPLY_GAP, 1.0)
@@ -251,13 +252,11 @@ class DiscoveryService(Service):
         if available == self._available:
             return
         self._available = available
-        if not available:
+        if available:
+            self._repeat = True
+        else:
             self._send_all(self._goodbye())
         self._wake.set()
-
-    def set_models_digest(self, digest: str) -> None:
-        """Server: the digest the next announces carry; a change is announced at once."""
-        self.update_announce(models=digest)
 
     def update_announce(self, *, models: str | None = None, ollama: str | None = None) -> None:
         """Server: change what announces carry (models digest, Ollama version); announce now."""
@@ -286,13 +285,15 @@ class DiscoveryService(Service):
 
     async def _announce_loop(self) -> None:
         await self._pause(random.uniform(0.0, START_DELAY_MAX))
-        gap = REPEAT_GAP
         while True:
             await self._resolve_targets()
+            gap = _jittered(self._timings.announce_interval)
             if self._available:
                 self._send_all(self._stamped())
+                # Becoming available is said twice (a datagram may be lost), not once.
+                if self._repeat:
+                    gap, self._repeat = REPEAT_GAP, False
             await self._pause(gap)
-            gap = _jittered(self._timings.announce_interval)
 
     async def _query_loop(self) -> None:
         self.query()  # on start, whatever needs_servers() says

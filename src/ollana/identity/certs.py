@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ollana.filemodes import unsafe_file
-from ollana.identity.files import atomic_write, exclusive_lock, write_new_secret
+from ollana.identity.files import LOCK_FILE, atomic_write, exclusive_lock, write_new_secret
 from ollana.identity.ids import device_id_of
 
 __all__ = [
@@ -39,7 +39,6 @@ __all__ = [
 
 KEY_FILE = "device.key"
 CERT_FILE = "device.crt"
-LOCK_FILE = ".lock"
 CERT_VALIDITY = datetime.timedelta(days=36525)
 # Tolerates peers whose clocks run a little behind ours.
 CLOCK_SKEW = datetime.timedelta(days=1)

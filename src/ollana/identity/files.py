@@ -11,7 +11,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_write", "exclusive_lock", "write_new_secret"]
+__all__ = ["LOCK_FILE", "atomic_write", "exclusive_lock", "write_new_secret"]
+
+# Beside the files it guards: held while the identity is made and while a device file changes.
+LOCK_FILE = ".lock"
 
 # msvcrt.locking gives up after ~10 s of contention; we retry instead of failing.
 _WINDOWS_RETRY = 0.05

@@ -24,6 +24,7 @@ from typing import Final
 import aiohttp
 from yarl import URL
 
+from ollana.config import HostPort
 from ollana.identity.certs import Identity
 from ollana.identity.devicefile import cert_der_from
 from ollana.identity.ids import DeviceIdError, device_id_of, normalize_device_id
@@ -155,9 +156,9 @@ async def introduce(tls: TLSManager, url: str, *, timeout: float = HELLO_TIMEOUT
     device_id, der, _ = parse_hello(body)
     if not presented or presented[-1] != device_id:
         raise HelloError(f"{url}: the reply names another certificate than the TLS handshake")
-    host = f"[{target.host}]" if ":" in (target.host or "") else target.host
+    address = str(HostPort(target.host or "", target.port or 0))
     try:
-        tls.store.record_seen(device_id, f"{host}:{target.port}", "server", der)
+        tls.store.record_seen(device_id, address, "server", der)
     except (ValueError, StoreError) as exc:
         raise HelloError(f"cannot record {url}: {exc}") from None
     return device_id

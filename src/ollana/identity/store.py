@@ -31,7 +31,7 @@ from ollana.identity.devicefile import (
     render_allowed,
     render_seen,
 )
-from ollana.identity.files import atomic_write, exclusive_lock
+from ollana.identity.files import LOCK_FILE, atomic_write, exclusive_lock
 from ollana.identity.ids import device_id_of, normalize_device_id, resolve_device_id
 
 __all__ = [
@@ -50,7 +50,6 @@ log = logging.getLogger(__name__)
 
 DEVICES_FILE = "devices.toml"
 SEEN_FILE = "seen.toml"
-LOCK_FILE = ".lock"
 # Bounds seen.toml against a flood of made-up devices; allowed devices are never dropped.
 MAX_SEEN = 256
 # A device heard again at the same address within this many seconds is not rewritten.

@@ -163,7 +163,6 @@ class PinnedConnector(aiohttp.TCPConnector):
         super().__init__(ssl=ssl_context, **kwargs)
         self._pinned_context = ssl_context
         self._pin = _DevicePin(DevicePin(accepts, expect, on_connected))
-        self.expect = expect
 
     def _get_ssl_context(self, req: ClientRequest) -> ssl.SSLContext | None:
         if not req.is_ssl():

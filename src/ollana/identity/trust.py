@@ -109,12 +109,7 @@ class TLSManager(Service):
         if task is None:
             return
         task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise
+        await asyncio.gather(task, return_exceptions=True)
 
     def reload(self) -> None:
         """Re-read the store and apply changes; a bad file keeps the last good state."""
@@ -127,11 +122,6 @@ class TLSManager(Service):
 
     # --- what the proxies use -----------------------------------------------------------
 
-    @property
-    def allowed(self) -> frozenset[str]:
-        """The device IDs allowed right now."""
-        return self._snapshot.allowed
-
     def is_allowed(self, device_id: str) -> bool:
         """Whether a device may talk to us (open mode: every device)."""
         return self.open_mode or device_id in self._snapshot.allowed
@@ -143,10 +133,6 @@ class TLSManager(Service):
     def client_context(self) -> ssl.SSLContext:
         """Our certificate for client auth; pair it with PinnedConnector (see connector())."""
         return self._client
-
-    def hello_context(self) -> ssl.SSLContext:
-        """A client context without a certificate, for POST /ollana/v1/hello."""
-        return self._hello
 
     def connector(self, *, expect: str | None = None, **kwargs: Any) -> PinnedConnector:
         """A connector to one server: `expect` its announced device ID when known."""

@@ -83,8 +83,6 @@ class ClientMode(Mode):
         """Counters of this mode beside the metrics."""
         return {
             "connections": self.listener.connections,
-            "retries": self.router.retries,
-            "failovers": self.router.failovers,
             "unpaired_servers": len(self.unpaired),
         }
 

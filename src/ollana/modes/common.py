@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Final
 
 from ollana.config import Settings
 from ollana.discovery import TargetSet
 from ollana.identity import DeviceStore, SeenDevice, StoreError, TLSManager, load_identity
 
 __all__ = [
-    "PRIORITY_RANGE",
-    "clamp_priority",
     "discovery_targets",
     "nearby",
     "record_seen",
@@ -20,8 +17,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-PRIORITY_RANGE: Final = (-(2**31), 2**31 - 1)
 
 
 def trust(settings: Settings) -> TLSManager:
@@ -33,12 +28,6 @@ def trust(settings: Settings) -> TLSManager:
 def discovery_targets(settings: Settings) -> TargetSet:
     """Where discovery datagrams go: interface broadcasts, 255.255.255.255, configured ones."""
     return TargetSet.from_settings(settings.discovery_targets, settings.discovery_port)
-
-
-def clamp_priority(priority: int) -> int:
-    """Priorities travel as 32-bit signed integers."""
-    low, high = PRIORITY_RANGE
-    return max(low, min(high, priority))
 
 
 def record_seen(tls: TLSManager, device: str, address: str, role: str, cert: bytes | None) -> None:

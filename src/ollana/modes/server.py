@@ -10,13 +10,17 @@ from aiohttp import web
 
 from ollana.app import OllamaWatch
 from ollana.config import Settings
-from ollana.discovery import Announce, Message, Query, models_digest
+from ollana.discovery import (
+    Announce,
+    Message,
+    Query,
+    clamp_priority,
+    models_digest,
+    safe_version,
+)
 from ollana.identity import HELLO_PATH, MAX_HELLO_BODY, PeerRejected, handle_hello
 from ollana.modes.base import Mode
-from ollana.modes.common import (
-    clamp_priority,
-    record_seen,
-)
+from ollana.modes.common import record_seen
 from ollana.proxy.forward import error_response, json_response
 from ollana.proxy.listener import Listener
 from ollana.proxy.server import ServerProxy, is_management
@@ -46,16 +50,14 @@ class ServerMode(Mode):
             name="server",
             on_refusal=self.metrics.refused,
         )
-        self.watch = OllamaWatch(
+        self.ollama = OllamaWatch(
             settings.ollama,
             settings.timings.probe_interval,
             settings.timings.probe_timeout,
             on_change=self._ollama_changed,
         )
         self.refused = 0
-        self._management_refused = settings.read_only or (
-            settings.open and not settings.allow_management
-        )
+        self._management_refused = settings.refuses_management
 
     async def _start(self) -> None:
         # Before the listener, so that it runs after the listener has drained.
@@ -75,11 +77,6 @@ class ServerMode(Mode):
             self.discovery.set_available(False)  # the goodbye, before the drain
 
     # --- status -------------------------------------------------------------------------
-
-    @property
-    def ollama(self) -> OllamaWatch:
-        """The local Ollama as last probed."""
-        return self.watch
 
     def counters(self) -> dict[str, object]:
         """Counters of this mode beside the metrics."""
@@ -132,20 +129,13 @@ class ServerMode(Mode):
         if self.discovery is None:
             return
         self.discovery.update_announce(
-            models=models_digest(watch.models), ollama=_safe_version(watch.version)
+            models=models_digest(watch.models), ollama=safe_version(watch.version)
         )
         self.discovery.set_available(watch.up)
 
     async def _watch(self) -> None:
         session = aiohttp.ClientSession()
         try:
-            await self.watch.run(session)
+            await self.ollama.run(session)
         finally:
             await asyncio.shield(session.close())
-
-
-def _safe_version(version: str | None) -> str:
-    """What an announce may carry of a version string (32 of [0-9A-Za-z.+_~-])."""
-    allowed = set("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.+_~-")
-    text = (version or "")[:32]
-    return text if set(text) <= allowed else ""

@@ -17,10 +17,10 @@ from ollana.admin.metrics import NO_SERVER, route_label
 from ollana.cluster.models import inspect_request
 from ollana.cluster.router import NoServerError, Router
 from ollana.logs import access_log
-from ollana.proxy.forward import error_response, relay, request_headers
+from ollana.proxy.forward import VERSION_HEADER, error_response, relay, request_headers
 from ollana.proxy.guard import LocalGuard
 
-__all__ = ["PIN_HEADER", "VERSION_HEADER", "ClientProxy"]
+__all__ = ["PIN_HEADER", "ClientProxy"]
 
 if TYPE_CHECKING:
     from ollana.admin.metrics import Metrics
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PIN_HEADER: Final = "X-Ollana-Server"
-VERSION_HEADER: Final = "X-Ollana-Version"
 
 # A local handler answers some requests itself (guard refusals, merged lists); None passes on.
 LocalHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse | None]]
@@ -103,7 +102,6 @@ class ClientProxy:
             else:
                 body = request.content
         route = inspect_request(
-            request.method,
             request.path,
             body if isinstance(body, bytes) else None,
             request.headers.get(PIN_HEADER),

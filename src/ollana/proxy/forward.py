@@ -19,10 +19,12 @@ from ollana.proxy.upstream import (
     ProtocolError,
     Response,
     Upstream,
+    describe,
 )
 
 __all__ = [
     "HOP_BY_HOP",
+    "VERSION_HEADER",
     "UpstreamError",
     "error_response",
     "json_response",
@@ -42,6 +44,9 @@ HOP_BY_HOP: Final = frozenset(
         "Proxy-Authorization", "TE", "Trailer", "Transfer-Encoding", "Upgrade", "Host",
     )
 )  # fmt: skip
+
+# Both proxies tag their answers with it: how a client tells an ollana from an Ollama.
+VERSION_HEADER: Final = "X-Ollana-Version"
 
 # Out of file descriptors (per process, or system-wide): too many connections here.
 _OUT_OF_FILES: Final = frozenset({errno.EMFILE, errno.ENFILE})
@@ -177,9 +182,7 @@ async def open_upstream(
 
 
 def _why(exc: BaseException) -> str:
-    cause = exc.__cause__ or exc
-    text = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
-    return str(text)
+    return describe(exc.__cause__ or exc)
 
 
 def stream_error_chunk(content_type: str | None, message: str) -> bytes:
@@ -216,16 +219,7 @@ async def relay(
     extra_headers: Mapping[str, str] | None = None,
 ) -> web.StreamResponse:
     """Stream an upstream response to the client chunk by chunk; a broken stream ends cleanly."""
-    headers: CIMultiDict[str] = CIMultiDict()
-    drop = HOP_BY_HOP
-    connection = upstream.headers.get(hdrs.CONNECTION)
-    if connection:
-        drop = drop | {t.strip().lower() for t in connection.split(",")}
-    for name, value in upstream.headers.items():
-        if name.lower() not in drop:
-            headers.add(name, value)
-    if extra_headers:
-        headers.update(extra_headers)
+    headers = request_headers(upstream.headers, extra_headers)
     # An empty Server header marks "none upstream": aiohttp would otherwise add its own.
     headers.setdefault(hdrs.SERVER, "")
     response = _Stream(status=upstream.status, reason=upstream.reason, headers=headers)

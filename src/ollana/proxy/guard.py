@@ -98,9 +98,9 @@ DEFAULT_ORIGINS: Final = default_origins()
 class OriginPolicy:
     """Which Origin values may make cross-site requests: defaults plus OLLAMA_ORIGINS."""
 
-    def __init__(self, extra: Iterable[str] = (), *, include_defaults: bool = True) -> None:
+    def __init__(self, extra: Iterable[str] = ()) -> None:
         configured = [o.strip().lower() for o in extra if o.strip()]
-        patterns = configured + (list(DEFAULT_ORIGINS) if include_defaults else [])
+        patterns = configured + list(DEFAULT_ORIGINS)
         self.allow_all = "*" in patterns
         self._exact = frozenset(p for p in patterns if "*" not in p)
         self._wildcards: list[tuple[str, str]] = []

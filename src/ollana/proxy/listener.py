@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-import socket
 import ssl
 from collections.abc import Awaitable, Callable
 
-import aiohttp
 from aiohttp import web
 
+from ollana.app import probe_ollama
 from ollana.config import HostPort, Limits
 from ollana.lifecycle import Service
 from ollana.proxy.limits import LimitedServer, OnRefusal
@@ -51,10 +50,6 @@ class Listener(Service):
             name=name,
             on_refusal=on_refusal,
             handler_cancellation=True,
-            max_line_size=limits.max_line_size,
-            max_field_size=limits.max_header_size,
-            max_headers=limits.max_header_fields,
-            keepalive_timeout=limits.keepalive_timeout,
             access_log=None,
         )
         self._runner = web.ServerRunner(self._server, handle_signals=False, shutdown_timeout=grace)
@@ -80,14 +75,11 @@ class Listener(Service):
             raise ListenError(
                 exc.errno, f"cannot listen on {self._address}: {exc.strerror}"
             ) from None
-        sockets = self._server_sockets()
-        if sockets:
-            self.port = sockets[0].getsockname()[1]
+        for bound in self._runner.addresses:
+            if isinstance(bound, tuple) and len(bound) >= 2:
+                self.port = int(bound[1])
+                break
         log.info("%s listening on %s", self._name, HostPort(self._address.host, self.port))
-
-    def _server_sockets(self) -> list[socket.socket]:
-        server = getattr(self._site, "_server", None)
-        return list(getattr(server, "sockets", None) or [])
 
     @property
     def connections(self) -> int:
@@ -122,18 +114,10 @@ class Listener(Service):
 
 
 async def who_listens(address: HostPort) -> str:
-    """Best effort: ', by Ollama 0.5.7' or ', by another ollana' for an address in use."""
-    url = f"http://{HostPort(address.connect_host, address.port)}/api/version"
-    try:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(url, timeout=aiohttp.ClientTimeout(total=1.0)) as response,
-        ):
-            if any(k.lower().startswith("x-ollana-") for k in response.headers):
-                return " by another ollana"
-            body = await response.json(content_type=None)
-            if isinstance(body, dict) and "version" in body:
-                return f" by Ollama {body['version']}"
-    except (TimeoutError, aiohttp.ClientError, ValueError):
-        pass
+    """Best effort: ' by Ollama 0.5.7' or ' by another ollana' for an address in use."""
+    info = await probe_ollama(f"http://{HostPort(address.connect_host, address.port)}")
+    if info.is_ollana:
+        return " by another ollana"
+    if info.reachable and info.version:
+        return f" by Ollama {info.version}"
     return " by another program"

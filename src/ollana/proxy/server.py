@@ -16,6 +16,7 @@ from ollana.admin.metrics import LOCAL_OLLAMA, NO_SERVER, Metrics, route_label
 from ollana.config import Limits
 from ollana.logs import access_log
 from ollana.proxy.forward import (
+    VERSION_HEADER,
     UpstreamError,
     error_response,
     open_upstream,
@@ -68,7 +69,7 @@ class ServerProxy:
             connect_timeout=limits.connect_timeout,
             read_timeout=limits.stream_idle_timeout,
         )
-        self._tag = {"X-Ollana-Version": __version__}
+        self._tag = {VERSION_HEADER: __version__}
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Answer one request from a client on the LAN."""

@@ -18,6 +18,7 @@ from ollana.proxy.upstream.errors import (
     ConnectionClosed,
     ProtocolError,
     RequestBodyError,
+    describe,
 )
 from ollana.proxy.upstream.pool import (
     CLOSE_WAIT,
@@ -42,4 +43,5 @@ __all__ = [
     "RequestBodyError",
     "Response",
     "Upstream",
+    "describe",
 ]

@@ -21,7 +21,7 @@ from aiohttp.base_protocol import BaseProtocol
 from aiohttp.http import HttpResponseParser, RawResponseMessage
 from aiohttp.streams import StreamReader
 
-from ollana.proxy.upstream.errors import ConnectionClosed, ProtocolError
+from ollana.proxy.upstream.errors import ConnectionClosed, ProtocolError, describe
 
 __all__ = ["MAX_FIELD", "MAX_LINE", "READ_LIMIT", "Answer", "Connection"]
 
@@ -51,7 +51,6 @@ class Connection(BaseProtocol):
         "closed",
         "keep_alive",
         "sending",
-        "uses",
     )
 
     def __init__(
@@ -77,7 +76,6 @@ class Connection(BaseProtocol):
         self.closed = False  # closing or closed: never to be used again
         self.keep_alive = False  # the current answer allows another request after it
         self.sending = False  # a streamed request body is still going out
-        self.uses = 0
 
     # --- one exchange -------------------------------------------------------------------
 
@@ -103,7 +101,6 @@ class Connection(BaseProtocol):
         self._answered = False
         self.keep_alive = False
         self.busy = True
-        self.uses += 1
         self._last = self._loop.time()
         answer = self._answer = self._loop.create_future()
         self._arm(self._read_timeout)
@@ -221,12 +218,12 @@ class Connection(BaseProtocol):
         try:
             messages, upgraded, _ = reader.feed_data(data)
         except Exception as exc:
-            self._fail(ProtocolError(f"invalid response: {exc}"))
+            self.abort(ProtocolError(f"invalid response: {exc}"))
             return
         for message, payload in messages:
             self._received(message, payload)
         if upgraded:
-            self._fail(ProtocolError("the upstream switched protocols unasked"))
+            self.abort(ProtocolError("the upstream switched protocols unasked"))
 
     def connection_lost(self, exc: BaseException | None) -> None:
         """The connection ended: whatever was still awaited from it fails."""
@@ -241,7 +238,7 @@ class Connection(BaseProtocol):
         if exc is None:
             why, reset = "closed the connection", False
         else:
-            why = str(getattr(exc, "strerror", None) or exc) or type(exc).__name__
+            why = describe(exc)
             reset = True
         self._fail_answer(ConnectionClosed(why, answered=self._answered, reset=reset))
         self._fail_payload(ClientPayloadError(f"response body not complete: {why}"))
@@ -281,19 +278,16 @@ class Connection(BaseProtocol):
     def _received(self, message: RawResponseMessage, payload: StreamReader) -> None:
         if message.code < 200:
             if message.code == 101:
-                self._fail(ProtocolError("the upstream switched protocols unasked"))
+                self.abort(ProtocolError("the upstream switched protocols unasked"))
             # Otherwise an interim answer (100 Continue, 103 Early Hints): the final follows.
             return
         answer = self._answer
         if answer is None or answer.done():
-            self._fail(ProtocolError("an answer to no request"))
+            self.abort(ProtocolError("an answer to no request"))
             return
         self._payload = payload
         self.keep_alive = not message.should_close
         answer.set_result((message, payload))
-
-    def _fail(self, exc: Exception) -> None:
-        self.abort(exc)
 
     def _fail_answer(self, exc: Exception) -> None:
         answer = self._answer
@@ -350,6 +344,4 @@ class Connection(BaseProtocol):
         self._arm(self._keepalive)
 
     def _time_out(self) -> None:
-        silent = f"no data from the upstream for {self._read_timeout:g} s"
-        self._fail_answer(TimeoutError(silent))
-        self.abort(TimeoutError(silent))
+        self.abort(TimeoutError(f"no data from the upstream for {self._read_timeout:g} s"))

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-__all__ = ["ConnectFailed", "ConnectionClosed", "ProtocolError", "RequestBodyError"]
+__all__ = ["ConnectFailed", "ConnectionClosed", "ProtocolError", "RequestBodyError", "describe"]
+
+
+def describe(exc: BaseException) -> str:
+    """An error in a few words: the OS's text for an OSError, else its message or its type."""
+    return str(getattr(exc, "strerror", None) or exc) or type(exc).__name__
 
 
 class ConnectFailed(Exception):

@@ -13,7 +13,12 @@ from aiohttp import ClientPayloadError, StreamReader
 from multidict import CIMultiDict
 
 from ollana.proxy.upstream.connection import Connection
-from ollana.proxy.upstream.errors import ConnectFailed, ConnectionClosed, ProtocolError
+from ollana.proxy.upstream.errors import (
+    ConnectFailed,
+    ConnectionClosed,
+    ProtocolError,
+    describe,
+)
 from ollana.proxy.upstream.request import (
     SMALL_BODY,
     Body,
@@ -52,7 +57,6 @@ class Upstream:
         port: int,
         *,
         ssl_context: ssl.SSLContext | None = None,
-        server_hostname: str | None = None,
         check: Check | None = None,
         connect_timeout: float = 5.0,
         read_timeout: float = 300.0,
@@ -62,7 +66,6 @@ class Upstream:
         self.port = port
         self.authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self._ssl = ssl_context
-        self._server_hostname = server_hostname
         self._check = check
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
@@ -162,18 +165,17 @@ class Upstream:
                 on_lost=self._lost,
             )
 
-        tls: dict[str, Any] = {}
-        if self._ssl is not None:
-            tls = {"ssl": self._ssl, "server_hostname": self._server_hostname}
         try:
             async with asyncio.timeout(self._connect_timeout or None):
-                transport, conn = await loop.create_connection(made, self.host, self.port, **tls)
+                transport, conn = await loop.create_connection(
+                    made, self.host, self.port, ssl=self._ssl
+                )
         except TimeoutError as exc:
             raise ConnectFailed("timed out") from exc
         except ssl.SSLError as exc:
-            raise ConnectFailed(_why(exc), tls=True) from exc
+            raise ConnectFailed(describe(exc), tls=True) from exc
         except OSError as exc:
-            raise ConnectFailed(_why(exc), errno=exc.errno) from exc
+            raise ConnectFailed(describe(exc), errno=exc.errno) from exc
         if self._check is not None:
             try:
                 self._check(transport)
@@ -223,8 +225,3 @@ class Upstream:
 
     def _lost(self, conn: Connection) -> None:
         self._idle.pop(conn, None)
-
-
-def _why(exc: BaseException) -> str:
-    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    return str(text)
