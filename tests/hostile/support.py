@@ -5,28 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from ollana.demo import pair
 from ollana.identity import load_identity
 from ollana.identity.tls import client_context
-from ollana.proxy import listener
 from tests.support import OllanaProcess
 
 __all__ = [
     "HANG_GUARD",
-    "HOOKED",
     "Chain",
     "Outcome",
     "exchange",
-    "free_port",
-    "needs_limited_listener",
     "parse_response",
     "rss_kib",
     "running_chain",
@@ -36,22 +29,6 @@ HANG_GUARD = (
     20.0  # fails an exchange that would otherwise wait forever; never reached when it works
 )
 QUIET = ("--admin-listen", "off", "--log-level", "warning")
-
-# The listener answers malformed requests as LimitedServer does (JSON bodies, 408, 431, the
-# connection cap) only once listener.py builds its server with it.
-HOOKED = "LimitedServer" in Path(listener.__file__).read_text(encoding="utf-8")
-needs_limited_listener = pytest.mark.xfail(
-    not HOOKED,
-    strict=True,
-    reason="proxy/listener.py does not build its server with LimitedServer",
-)
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port the OS says is free now (for processes that cannot report the one they bound)."""
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def rss_kib(pid: int) -> int:
@@ -142,7 +119,6 @@ class Chain:
     server: OllanaProcess
     client: OllanaProcess
     client_home: Path
-    server_home: Path
 
     def client_tls(self) -> ssl.SSLContext:
         """TLS as the paired client device speaks it to the server."""
@@ -159,7 +135,6 @@ async def running_chain(
     *,
     client_env: Mapping[str, str] | None = None,
     server_env: Mapping[str, str] | None = None,
-    client_args: tuple[str, ...] = (),
 ) -> AsyncIterator[Chain]:
     """Start emulator → server (mutual TLS, paired) → client (the server given statically)."""
     server_home, client_home = tmp / "server-home", tmp / "client-home"
@@ -182,7 +157,7 @@ async def running_chain(
             await OllanaProcess.start(
                 "serve", "--mode", "client", "--listen", "127.0.0.1:0", "--no-discovery",
                 "--server", f"127.0.0.1:{server.port}", "--wait-for-server", "20", *QUIET,
-                *client_args, home=client_home, env=client_env, log=tmp / "client.log",
+                home=client_home, env=client_env, log=tmp / "client.log",
             )
         )  # fmt: skip
-        yield Chain(emulator, server, client, client_home, server_home)
+        yield Chain(emulator, server, client, client_home)

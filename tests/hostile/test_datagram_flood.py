@@ -28,8 +28,9 @@ import pytest
 
 from ollana.demo import pair
 from ollana.discovery import MAX_DATAGRAM, Announce, Goodbye, Query, decode, encode
-from tests.hostile.support import HANG_GUARD, free_port, rss_kib
-from tests.support import OllanaProcess
+from tests.hostile.support import HANG_GUARD, rss_kib
+from tests.support import OllanaProcess, free_port
+from tests.support.waiting import until_read
 
 pytestmark = [
     pytest.mark.slow,
@@ -131,13 +132,7 @@ class Client:
 
     async def wait_for(self, check: Any, what: str) -> dict[str, Any]:
         """Poll /status until check(status) holds."""
-        status: dict[str, Any] = {}
-        try:
-            async with asyncio.timeout(HANG_GUARD):
-                while not check(status := await self.status()):
-                    await asyncio.sleep(0.05)
-        except TimeoutError:
-            raise AssertionError(f"{what}; status: {json.dumps(status)[:2000]}") from None
+        status: dict[str, Any] = await until_read(self.status, check, what, HANG_GUARD)
         return status
 
 

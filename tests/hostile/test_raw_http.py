@@ -18,15 +18,14 @@ import pytest
 
 from tests.hostile.support import (
     HANG_GUARD,
-    HOOKED,
     Chain,
     Outcome,
     exchange,
-    needs_limited_listener,
     parse_response,
     rss_kib,
     running_chain,
 )
+from tests.support.waiting import until
 
 TIMEOUT = 2.0  # header and body timeouts, shrunk so that a silent client is refused quickly
 LIMITS_ENV = {
@@ -46,11 +45,6 @@ class Attack:
     data: bytes
     expect: tuple[int | None, ...]  # statuses, or CLOSED: a close without an answer
     half_close: bool = False  # shut our side after sending (plain TCP only; TLS cannot)
-    by_limits: bool = False  # refused by LimitedServer alone (aiohttp lets it through or waits)
-
-    def needs_limits(self, tls: ssl.SSLContext | None) -> bool:
-        """Whether only LimitedServer refuses it (over TLS, a half-close is a stall)."""
-        return self.by_limits or (self.half_close and tls is not None)
 
 
 HOST = "Host: 127.0.0.1\nConnection: close\n"
@@ -83,13 +77,13 @@ ATTACKS = [
     Attack("nul bytes", b"\x00" * 512, (400,)),
     Attack("tls hello on plain http", bytes.fromhex("160301020001") + os.urandom(200), (400,)),
     Attack("http2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", (400,)),
-    Attack("head that stops", PARTIAL_HEAD, (408,), by_limits=True),
+    Attack("head that stops", PARTIAL_HEAD, (408,)),
     Attack("head cut by EOF", PARTIAL_HEAD, (CLOSED, 408), half_close=True),
-    Attack("body that stops", post("Content-Length: 900\n", CHAT), (408,), by_limits=True),
+    Attack("body that stops", post("Content-Length: 900\n", CHAT), (408,)),
     Attack("body cut by EOF", post("Content-Length: 900\n", CHAT), (CLOSED, 400, 408), True),
     Attack("200 KB header", get(f"X-Big: {'a' * 200_000}\n"), (431,)),
     Attack("1000 headers", get(headers(1000, 1)), (431,)),
-    Attack("40 headers of 1 KB", get(headers(40, 1000)), (431,), by_limits=True),
+    Attack("40 headers of 1 KB", get(headers(40, 1000)), (431,)),
     Attack("9 KB request line", get(target=f"/api/tags?{'q' * 9000}"), (414,)),
     Attack("bad chunk size", post(CHUNKED, b"zz\r\n" + CHAT), (400,)),
     Attack("chunk size overflow", post(CHUNKED, b"f" * 20 + b"\r\n"), (400,)),
@@ -142,15 +136,13 @@ async def test_hostile_requests_are_refused_and_the_process_stays_well(
 ) -> None:
     port, tls = endpoint(chain, which)
     process = chain.client if which == "client" else chain.server
-    # What aiohttp's own checks refuse; the rest is for the test below.
-    attacks = [a for a in ATTACKS if HOOKED or not a.needs_limits(tls)]
-    first = await attack_all(port, tls, attacks)  # also warms up what is allocated only once
+    first = await attack_all(port, tls, ATTACKS)  # also warms up what is allocated only once
     wrong = {n: str(o) for n, o in first.items() if not acceptable(o)}
     assert not wrong, f"not refused as a 4xx or a close: {wrong}"
     await normal_request_works(port, tls)
     before = rss_kib(process.proc.pid)
     for _ in range(ROUNDS):
-        await attack_all(port, tls, attacks)
+        await attack_all(port, tls, ATTACKS)
     await normal_request_works(port, tls)
     after = rss_kib(process.proc.pid)
     assert process.proc.returncode is None
@@ -159,7 +151,6 @@ async def test_hostile_requests_are_refused_and_the_process_stays_well(
         assert proc.proc.returncode is None, f"{name} exited"
 
 
-@needs_limited_listener
 @pytest.mark.slow
 @pytest.mark.parametrize("which", ["client", "server"])
 async def test_every_refusal_has_its_status_and_an_ollama_style_error(
@@ -177,7 +168,6 @@ async def test_every_refusal_has_its_status_and_an_ollama_style_error(
     assert not wrong, wrong
 
 
-@needs_limited_listener
 @pytest.mark.slow
 @pytest.mark.parametrize("which", ["client", "server"])
 async def test_slowloris_a_byte_a_second_is_cut_off(chain: Chain, which: str) -> None:
@@ -218,7 +208,6 @@ async def test_slowloris_a_byte_a_second_is_cut_off(chain: Chain, which: str) ->
         assert outcome.closed or (outcome.status == 408 and outcome.error()), outcome
 
 
-@needs_limited_listener
 async def test_connections_past_the_cap_get_503_and_the_rest_are_served(tmp_path: Path) -> None:
     env = {"OLLANA_LIMITS_MAX_CONNECTIONS": "4", "OLLANA_LIMITS_HEADER_TIMEOUT": "30"}
     async with running_chain(tmp_path, client_env=env) as c:
@@ -232,10 +221,11 @@ async def test_connections_past_the_cap_get_503_and_the_rest_are_served(tmp_path
         finally:
             for _, writer in held:
                 writer.close()
-        async with asyncio.timeout(HANG_GUARD):
-            while True:  # the held connections are released as the process sees them close
-                outcome = await exchange(c.client.port, request(f"GET /api/tags HTTP/1.1\n{HOST}"))
-                if outcome.status == 200:
-                    break
-                assert outcome.status == 503, outcome
-                await asyncio.sleep(0.05)
+
+        async def served() -> bool:
+            outcome = await exchange(c.client.port, request(f"GET /api/tags HTTP/1.1\n{HOST}"))
+            assert outcome.status in (200, 503), outcome
+            return outcome.status == 200
+
+        # The held connections are released as the process sees them close.
+        await until(served, "a freed slot serving", HANG_GUARD)

@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
 import socket
-import sys
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -38,8 +36,9 @@ from ollana.emulator import (
 )
 from ollana.identity import load_identity
 from ollana.modes import ClientMode, ServerMode
+from tests.support.discovery import LOOPBACK_BROADCAST
 from tests.support.process import OllanaProcess
-from tests.support.waiting import until
+from tests.support.waiting import DEADLINE, until
 
 __all__ = [
     "DEADLINE",
@@ -48,7 +47,6 @@ __all__ = [
     "PIN",
     "Cluster",
     "Emulator",
-    "EmulatorProcess",
     "Observer",
     "Outcome",
     "RequestLoop",
@@ -58,9 +56,7 @@ __all__ = [
     "until",
 ]
 
-LOOPBACK_BROADCAST = "127.255.255.255"
 PIN = "X-Ollana-Server"
-DEADLINE = 30.0  # fails a wait that would otherwise hang; never reached when things work
 # Fast protocol timings, so that a test waits milliseconds, not seconds, for each event.
 FAST_TIMINGS: Mapping[str, str] = {
     "timings.probe_interval": "0.2",
@@ -163,47 +159,6 @@ class Emulator:
         stack, self._stack = self._stack, None
         if stack is not None:
             await stack.aclose()
-
-
-@dataclass(slots=True)
-class EmulatorProcess:
-    """`ollana emulate` as a child process, for tests that kill it mid-answer."""
-
-    proc: asyncio.subprocess.Process
-    url: str
-
-    @classmethod
-    async def start(cls, *args: str) -> EmulatorProcess:
-        """Start it and return once it printed its address."""
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "ollana",
-            "emulate",
-            "--listen",
-            "127.0.0.1:0",
-            "--log-level",
-            "error",
-            *args,
-            stdout=asyncio.subprocess.PIPE,
-            stdin=asyncio.subprocess.DEVNULL,
-        )
-        assert proc.stdout is not None
-        async with asyncio.timeout(DEADLINE):
-            line = (await proc.stdout.readline()).decode().strip()
-        if "listening on " not in line:
-            proc.kill()
-            await proc.wait()
-            raise AssertionError(f"emulator did not start: {line!r}")
-        return cls(proc, line.rsplit(" ", 1)[1])
-
-    async def kill(self) -> None:
-        """SIGKILL, as a crash would; safe to call twice."""
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGKILL)
-        await self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc._transport.close()  # type: ignore[attr-defined]
 
 
 # --- the cluster -----------------------------------------------------------------------------

@@ -11,32 +11,18 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
-import pytest
 from aiohttp import web
 
 from ollana.emulator import STATS_KEY, EmulatorConfig, EmulatorStats, create_app, serving
 
 __all__ = [
-    "PROXY_VARIABLES",
     "EmulatorProcess",
     "RunningEmulator",
-    "clear_proxy_env",
     "emulator_process",
     "running_emulator",
 ]
 
-PROXY_VARIABLES = tuple(
-    name
-    for base in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
-    for name in (base, base.lower())
-)
 _LISTENING = re.compile(r"^Ollama emulator listening on (http://\S+:(\d+))$")
-
-
-def clear_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make HTTP clients talk to loopback directly, whatever proxy the machine sets."""
-    for name in PROXY_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,6 @@ import datetime
 import hashlib
 import json
 import re
-import socket
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
@@ -24,11 +23,18 @@ from ollana.admin import AdminListener, Metrics, create_admin_app, status_docume
 from ollana.cli import main
 from ollana.cluster.pool import ServerSnapshot, ServerState
 from ollana.config import HostPort, Settings
-from ollana.discovery import DiscoveryStats
 from ollana.identity import SeenDevice
 from ollana.proxy.listener import ListenError
+from tests.support.admin_fakes import (
+    DEVICE,
+    FakeDiscovery,
+    FakePool,
+    FakeSource,
+    FakeWatch,
+    snapshot,
+)
+from tests.support.ports import free_port
 
-DEVICE = "cd" * 32
 Client = TestClient[web.Request, web.Application]
 SERVER_KEYS = {
     "key", "address", "device_id", "state", "static", "priority", "inflight", "latency_ms",
@@ -38,63 +44,6 @@ TOP_KEYS = {
     "schema", "version", "mode", "device_id", "pid", "started", "uptime_seconds", "listen",
     "open", "read_only", "discovery", "ollama", "servers", "nearby", "counters",
 }  # fmt: skip
-
-
-def snapshot(n: int, state: ServerState = ServerState.HEALTHY, **changes: object) -> ServerSnapshot:
-    device = f"{n:02x}" * 32
-    fields: dict[str, object] = {
-        "key": device, "address": f"10.0.0.{n}:11435", "device_id": device, "state": state,
-        "static": False, "priority": 0, "inflight": 0, "latency_ms": 2.5,
-        "ollama_version": "0.5.7", "models": ("llama3.2:latest",), "loaded": (),
-        "last_seen_ago": 0.5, "requests": 3, "failures": 0,
-    }  # fmt: skip
-    fields.update(changes)
-    return ServerSnapshot(**fields)  # type: ignore[arg-type]
-
-
-@dataclasses.dataclass
-class FakePool:
-    servers: list[ServerSnapshot]
-
-    def snapshots(self) -> Sequence[ServerSnapshot]:
-        return list(self.servers)
-
-
-@dataclasses.dataclass(frozen=True)
-class FakeWatch:
-    url: str = "http://127.0.0.1:11434"
-    up: bool = True
-    version: str | None = "0.5.7"
-    since: float = 0.0
-
-
-@dataclasses.dataclass(frozen=True)
-class FakeSource:
-    """What a running mode offers status; the pool inside may change."""
-
-    pool: FakePool | None = None
-    mode: str = "client"
-    settings: Settings = dataclasses.field(default_factory=Settings)
-    started_at: float = dataclasses.field(default_factory=lambda: time.time() - 90)
-    device_id: str | None = DEVICE
-    port: int = 41234
-    ollama: FakeWatch | None = None
-    seen: tuple[SeenDevice, ...] = ()
-    extra: Mapping[str, object] = dataclasses.field(default_factory=dict)
-
-    def nearby(self) -> Sequence[SeenDevice]:
-        return self.seen
-
-    def counters(self) -> Mapping[str, object]:
-        return self.extra
-
-
-@dataclasses.dataclass
-class FakeDiscovery:
-    sent: int = 2
-
-    def stats(self) -> DiscoveryStats:
-        return DiscoveryStats(self.sent, 5, 4, {"own": 1}, 0)
 
 
 @pytest.fixture
@@ -321,13 +270,6 @@ async def test_admin_listener_binds_reports_and_closes_twice(metrics: Metrics) -
 async def invoke(*args: str, env: Mapping[str, str] | None = None) -> Result:
     """Run the command in a thread: it runs its own event loop, the API answers on this one."""
     return await asyncio.to_thread(CliRunner().invoke, main, ["status", *args], env=env)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 async def test_status_command_prints_json(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 
 from ollana.demo import Chain, running_chain
 from ollana.emulator import STATS_KEY, EmulatorConfig
+from tests.support.ports import refused_address
 
 MODEL = "llama3.2"
 
@@ -74,7 +74,7 @@ async def test_embed_list_show_ps(chain: Chain, client: ollama.AsyncClient) -> N
     assert shown.details is not None
     await client.generate(model=MODEL, prompt="load it")
     running = await client.ps()
-    assert isinstance(running.models, list)
+    assert f"{MODEL}:latest" in {m.model for m in running.models}
 
 
 async def test_pull_progress_copy_delete(chain: Chain, client: ollama.AsyncClient) -> None:
@@ -163,9 +163,7 @@ async def test_server_gone_is_an_ollama_style_503(tmp_path: Path) -> None:
 
 
 async def test_ollama_gone_is_an_ollama_style_error_from_the_server(tmp_path: Path) -> None:
-    with socket.socket() as sock:  # a port that nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    dead = f"http://{refused_address()}"
     async with (
         running_chain(tmp_path, server={"ollama": dead}, client={"wait_for_server": 0.0}) as chain,
         aiohttp.ClientSession() as session,

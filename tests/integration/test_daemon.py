@@ -29,6 +29,7 @@ from tests.integration.test_shutdown import (
     wait_for_line,
 )
 from tests.support import OllanaProcess, ollana_env
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.skipif(
     sys.platform == "win32", reason="POSIX daemons (fork, setsid, signals); Windows detaches"
@@ -71,9 +72,7 @@ def gone(pid: int) -> bool:
 
 
 async def wait_gone(pid: int) -> None:
-    async with asyncio.timeout(WAIT):
-        while not gone(pid):
-            await asyncio.sleep(0.02)
+    await until(lambda: gone(pid), f"pid {pid} gone", WAIT)
 
 
 class Daemons:

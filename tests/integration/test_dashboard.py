@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import itertools
 import json
 import os
 import re
 import shutil
 import signal
-import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +23,10 @@ import aiohttp
 import pytest
 
 from ollana.admin import AdminListener, Metrics, create_admin_app
-from ollana.cluster.pool import ServerSnapshot, ServerState
-from ollana.config import HostPort, Settings
-from ollana.identity import SeenDevice
+from ollana.cluster.pool import ServerState
+from ollana.config import HostPort
 from tests.integration.test_status_live import address, admin_of, chat, cluster
+from tests.support.admin_fakes import FakePool, FakeSource, FakeWatch, snapshot
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -44,46 +42,6 @@ FLAGS = (
     "--disable-default-apps", "--mute-audio", "--window-size=1280,1000",
     "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1",
 )  # fmt: skip
-
-
-# --- a source whose servers the test changes -------------------------------------------------
-
-
-@dataclasses.dataclass
-class FakePool:
-    servers: list[ServerSnapshot]
-
-    def snapshots(self) -> Sequence[ServerSnapshot]:
-        return list(self.servers)
-
-
-@dataclasses.dataclass
-class FakeSource:
-    pool: FakePool
-    mode: str = "client"
-    settings: Settings = dataclasses.field(default_factory=Settings)
-    started_at: float = dataclasses.field(default_factory=time.time)
-    device_id: str | None = "cd" * 32
-    port: int = 11434
-    ollama: None = None
-    seen: tuple[SeenDevice, ...] = ()
-
-    def nearby(self) -> Sequence[SeenDevice]:
-        return self.seen
-
-    def counters(self) -> Mapping[str, object]:
-        return {}
-
-
-def snapshot(
-    n: int, state: ServerState, models: tuple[str, ...], loaded: tuple[str, ...] = ()
-) -> ServerSnapshot:
-    device = f"{n:02x}" * 32
-    return ServerSnapshot(
-        key=device, address=f"10.0.0.{n}:11435", device_id=device, state=state, static=False,
-        priority=0, inflight=0, latency_ms=1.5, ollama_version="0.5.7", models=models,
-        loaded=loaded, last_seen_ago=0.5, requests=0, failures=0,
-    )  # fmt: skip
 
 
 # --- a minimal DevTools client -------------------------------------------------------------
@@ -175,12 +133,6 @@ class Page:
         except TimeoutError:
             body = await self.evaluate("document.body ? document.body.innerText : ''")
             raise AssertionError(f"page never reached {condition!r}; it shows:\n{body}") from None
-
-    async def screenshot(self, path: Path) -> None:
-        import base64
-
-        shot = await self.send("Page.captureScreenshot", format="png")
-        path.write_bytes(base64.b64decode(shot["data"]))
 
     async def close(self) -> None:
         self._reader.cancel()
@@ -297,8 +249,8 @@ async def test_dashboard_follows_a_running_cluster(tmp_path: Path) -> None:
 
 
 async def test_dashboard_survives_a_restart_of_the_ollana(tmp_path: Path) -> None:
-    healthy = snapshot(1, ServerState.HEALTHY, ("llama3.2:latest",))
-    source = FakeSource(FakePool([healthy, snapshot(2, ServerState.DOWN, ())]))
+    healthy = snapshot(1, ServerState.HEALTHY, models=("llama3.2:latest",))
+    source = FakeSource(FakePool([healthy, snapshot(2, ServerState.DOWN, models=())]))
     metrics = Metrics()
     listener = AdminListener(create_admin_app(source, metrics), HostPort("127.0.0.1", 0))
     await listener.start()
@@ -338,31 +290,12 @@ def app_again(source: FakeSource, metrics: Metrics) -> Any:
 
 
 async def test_server_mode_page_shows_the_local_ollama(tmp_path: Path) -> None:
-    @dataclasses.dataclass(frozen=True)
-    class Watch:
-        url: str = "http://127.0.0.1:11434"
-        up: bool = False
-        version: str | None = "0.5.7"
-        since: float = 0.0
-
-    @dataclasses.dataclass(frozen=True)
-    class ServerSource:
-        mode: str = "server"
-        settings: Settings = dataclasses.field(default_factory=Settings)
-        started_at: float = dataclasses.field(default_factory=time.time)
-        device_id: str | None = "ab" * 32
-        port: int = 11435
-        pool: None = None
-        ollama: Watch = Watch()
-
-        def nearby(self) -> Sequence[SeenDevice]:
-            return ()
-
-        def counters(self) -> Mapping[str, object]:
-            return {"connections": 2}
-
+    source = FakeSource(
+        mode="server", device_id="ab" * 32, port=11435, ollama=FakeWatch(up=False),
+        extra={"connections": 2},
+    )  # fmt: skip
     async with AdminListener(
-        create_admin_app(ServerSource(), Metrics()), HostPort("127.0.0.1", 0)
+        create_admin_app(source, Metrics()), HostPort("127.0.0.1", 0)
     ) as listener, chromium(tmp_path / "profile") as page:  # fmt: skip
         await page.navigate(listener.url)
         await page.wait_for("document.getElementById('ollama-state').textContent === 'down'")

@@ -11,18 +11,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from ollana.cli import main
-from ollana.identity import DeviceStore, device_id_of, format_device_id
-from ollana.identity.certs import create_certificate
-
-
-def make_cert() -> tuple[str, bytes]:
-    cert = create_certificate(ec.generate_private_key(ec.SECP256R1()))
-    der = cert.public_bytes(serialization.Encoding.DER)
-    return device_id_of(der), der
+from ollana.identity import DeviceStore, format_device_id
+from tests.support.certs import make_cert
 
 
 def run(home: Path, *args: str) -> Result:

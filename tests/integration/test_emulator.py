@@ -17,17 +17,11 @@ import pytest
 from ollana.emulator import EmulatorConfig, run_emulator
 from tests.integration.emulator_fixtures import (
     RunningEmulator,
-    clear_proxy_env,
     emulator_process,
     running_emulator,
 )
 
 CHAT = [{"role": "user", "content": "Why is the sky blue?"}]
-
-
-@pytest.fixture(autouse=True)
-def _direct(monkeypatch: pytest.MonkeyPatch) -> None:
-    clear_proxy_env(monkeypatch)
 
 
 @pytest.fixture

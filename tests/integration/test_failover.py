@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,13 +27,13 @@ from tests.integration.cluster_fixtures import (
     DEADLINE,
     PIN,
     Cluster,
-    EmulatorProcess,
     RequestLoop,
     cluster,
     healthy_with_models,
     read_events,
     until,
 )
+from tests.support.ports import refused_address
 from tests.support.process import OllanaProcess
 
 pytestmark = pytest.mark.skipif(
@@ -129,9 +128,7 @@ async def test_a_request_waits_for_a_server_to_appear(lan: Cluster) -> None:
 
 async def test_a_request_keeps_waiting_when_the_servers_it_found_fail(lan: Cluster) -> None:
     emulator = await lan.emulator(MODEL)
-    with socket.socket() as sock:  # a port nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        dead = f"127.0.0.1:{sock.getsockname()[1]}"
+    dead = refused_address()
     # Probes far apart: the dead server stays routable until the request itself fails on it.
     client = await lan.client(
         wait_for_server=DEADLINE, servers=(dead,), **{"timings.probe_interval": 3600}
@@ -322,8 +319,11 @@ async def test_a_server_dying_mid_stream_ends_it_with_one_error_object(
 async def test_ollama_dying_mid_stream_ends_it_with_one_error_object(
     lan: Cluster, kind: str
 ) -> None:
-    ollama = await EmulatorProcess.start("--model", MODEL, "--tokens-per-second", "50")
-    lan.stack.push_async_callback(ollama.kill)
+    emulate = ("emulate", "--listen", "127.0.0.1:0", "--log-level", "error")
+    ollama = await OllanaProcess.start(
+        *emulate, "--model", MODEL, "--tokens-per-second", "50", home=lan.root / "ollama"
+    )
+    await lan.stack.enter_async_context(ollama)
     await lan.server("a", ollama.url)
     client = await lan.client()
     await until(lambda: healthy_with_models(client, [lan.device_id("a")]), "a healthy")

@@ -22,8 +22,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from ollana.identity import DeviceStore, load_identity
+from ollana.demo import pair as allow_each_other
 from tests.support import OllanaProcess
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.skipif(
     sys.platform == "win32", reason="POSIX stop signals; Windows has no SIGTERM to send"
@@ -95,11 +96,7 @@ class Homes:
 def pair(tmp: Path) -> Homes:
     """Two device identities, each on the other's allow list (with its certificate)."""
     homes = Homes(tmp / "server-home", tmp / "client-home")
-    server, client = load_identity(homes.server), load_identity(homes.client)
-    for home, other, role in ((homes.client, server, "server"), (homes.server, client, "client")):
-        store = DeviceStore(home)
-        store.record_seen(other.device_id, "127.0.0.1:0", role, other.cert_der)
-        store.allow(other.device_id)
+    allow_each_other(homes.server, homes.client)
     return homes
 
 
@@ -145,13 +142,12 @@ async def chain(
 async def wait_for_line(path: Path, pattern: str) -> str:
     """Wait until a line matching `pattern` is in the file; return it."""
     regex = re.compile(pattern)
-    async with asyncio.timeout(WAIT):
-        while True:
-            with contextlib.suppress(FileNotFoundError):
-                for line in path.read_text().splitlines():
-                    if regex.search(line):
-                        return line
-            await asyncio.sleep(0.02)
+
+    def found() -> str | None:
+        return next((line for line in path.read_text().splitlines() if regex.search(line)), None)
+
+    line: str = await until(found, f"{pattern!r} in {path}", WAIT, not_yet=(FileNotFoundError,))
+    return line
 
 
 async def exit_code(proc: OllanaProcess) -> int:

@@ -11,10 +11,10 @@ import json
 import socket
 import ssl
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import pytest
@@ -28,8 +28,9 @@ from ollana.demo import pair
 from ollana.emulator import EmulatorConfig, create_app, serving
 from ollana.identity import DeviceStore, Identity, TLSManager, introduce, load_identity
 from ollana.modes import ClientMode, ServerMode
+from tests.support.discovery import LOOPBACK_BROADCAST
+from tests.support.waiting import until_read
 
-T = TypeVar("T")
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 # Each server's Ollama has its own models, so that the page and the tables can tell them apart.
@@ -38,9 +39,6 @@ FIRST_PRIORITY = 10  # requests go to the first server while it is up
 FAST_PROBES = 0.1
 # Probes that never come during a test: only a failed request can find a server gone.
 NO_PROBES = 3600.0
-LOOPBACK_BROADCAST = "127.255.255.255"  # reaches every socket bound to the port on loopback
-POLL = 0.05  # between reads of /status while waiting for a state: there is no event to await
-WAIT = 10.0  # fails a test that waits for a state that never comes; not reached when it works
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -87,9 +85,9 @@ async def cluster(root: Path, *, probe_interval: float = FAST_PROBES) -> AsyncIt
         settings = mode_settings(client_home, {"mode": "client", "servers": static, **timings})
         client = await stack.enter_async_context(ClientMode(settings))
         async with aiohttp.ClientSession() as session:
-            await until(lambda: status(session, client), ready, "both servers ready")
+            await until_read(lambda: status(session, client), ready, "both servers ready")
             for server in servers:
-                await until(partial(status, session, server), up, "the Ollama up")
+                await until_read(partial(status, session, server), up, "the Ollama up")
         yield Cluster(tuple(urls), tuple(servers), client)
 
 
@@ -127,19 +125,6 @@ def sample(samples: Samples, name: str, **labels: str) -> float:
 def total(samples: Samples, name: str) -> float:
     """A family's samples summed over every label set."""
     return sum(value for (found, _), value in samples.items() if found == name)
-
-
-async def until(read: Callable[[], Awaitable[T]], test: Callable[[T], bool], what: str) -> T:
-    """Read until the value passes the test; fail saying what never came."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT
-    while True:
-        value = await read()
-        if test(value):
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"never {what}; last read:\n{json.dumps(value, indent=1)}")
-        await asyncio.sleep(POLL)
 
 
 def ready(doc: Any) -> bool:
@@ -217,7 +202,7 @@ async def test_status_follows_the_pool(tmp_path: Path) -> None:
         assert sample(samples, "ollana_pool_servers", state="down") == 0
 
         await first.close()
-        doc = await until(
+        doc = await until_read(
             lambda: status(session, running.client),
             lambda doc: by_address(doc)[address(first)]["state"] == "down",
             "the stopped server down",
@@ -391,7 +376,7 @@ async def test_a_discovered_server_joins_and_its_goodbye_removes_it(tmp_path: Pa
             assert (await status(session, client))["servers"] == []
             flags = {"mode": "server", "ollama": f"http://127.0.0.1:{ollama}", **lan}
             async with ServerMode(mode_settings(tmp_path / "server", flags)) as server:
-                doc = await until(
+                doc = await until_read(
                     lambda: status(session, client),
                     lambda doc: (
                         [(s["device_id"], s["state"], s["models"]) for s in doc["servers"]]
@@ -409,7 +394,7 @@ async def test_a_discovered_server_joins_and_its_goodbye_removes_it(tmp_path: Pa
                 assert sample(samples, "ollana_pool_servers", state="healthy") == 1
                 assert sample(samples, "ollana_discovery_datagrams_received_total") >= 1
             # Its goodbye removes it at once: no probe has to fail first.
-            await until(
+            await until_read(
                 lambda: status(session, client),
                 lambda doc: doc["servers"] == [],
                 "the server that said goodbye gone",
@@ -441,7 +426,7 @@ async def test_status_command_prints_the_live_cluster(tmp_path: Path) -> None:
         }
 
         await first.close()
-        await until(
+        await until_read(
             lambda: status(session, running.client),
             lambda doc: by_address(doc)[address(first)]["state"] == "down",
             "the stopped server down",

@@ -206,14 +206,10 @@ async def test_headers_come_back_as_sent() -> None:
 
 
 async def test_the_request_goes_out_exactly_as_given() -> None:
-    async def script(conn: RawConn) -> None:
-        while await conn.read_request() is not None:
-            conn.send(answer())
-
     headers = CIMultiDict([("x-lower", "1"), ("X-Upper", "2"), ("x-lower", "3")])
     posted = headers.copy()
     posted["Content-Length"] = "999"  # framing is derived from the body, never passed on
-    async with raw_server(script) as server, Upstream("127.0.0.1", server.port) as upstream:
+    async with raw_server(answer_all) as server, Upstream("127.0.0.1", server.port) as upstream:
         for method, sent, body in (
             ("POST", posted, b"hello"),
             ("GET", headers, None),

@@ -27,8 +27,8 @@ from tests.integration.upstream_fixtures import (
     answer,
     answer_all,
     raw_server,
-    refused_port,
 )
+from tests.support.ports import free_port
 from tests.support.waiting import until
 
 WAIT = 10.0
@@ -179,7 +179,7 @@ async def test_a_busy_upstream_is_retryable_elsewhere_when_asked() -> None:
 
 
 async def test_a_refused_connection_is_a_retryable_connect_error() -> None:
-    async with Upstream("127.0.0.1", refused_port()) as upstream:
+    async with Upstream("127.0.0.1", free_port()) as upstream:
         with pytest.raises(UpstreamError) as caught:
             await open_upstream(upstream, "GET", "/", CIMultiDict(), None)
     error = caught.value

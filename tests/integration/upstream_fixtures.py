@@ -8,8 +8,6 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
-DEADLINE = 10.0  # upper bound for events that should come at once
-
 
 @dataclass
 class RawConn:
@@ -112,10 +110,3 @@ async def answer_all(conn: RawConn) -> None:
     """A script: answer every request on the connection with 200 "ok"."""
     while await conn.read_request() is not None:
         conn.send(answer())
-
-
-def refused_port() -> int:
-    """A loopback port on which nothing listens."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

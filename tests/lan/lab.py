@@ -8,10 +8,8 @@ probes and forgetting take about a second.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import re
 import sys
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from ollana.identity import load_identity
 from tests.lan.netns import Host, Network
 from tests.lan.procs import NsProcess, RequestLoop
 from tests.support.process import ollana_env
+from tests.support.waiting import until
 
 __all__ = [
     "ADMIN_PORT",
@@ -64,22 +63,7 @@ async def eventually(
     An exception from `check` counts as "not yet" (a process still starting), and is shown
     if the deadline passes; `what` may be a function, to describe the state at that time.
     """
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while True:
-        try:
-            result = check()
-            if inspect.isawaitable(result):
-                result = await result
-            if result:
-                return result
-            last = result
-        except Exception as exc:
-            last = exc
-        if time.monotonic() >= deadline:
-            told = what if isinstance(what, str) else what()
-            raise AssertionError(f"not within {timeout} s: {told} (last: {last!r})")
-        await asyncio.sleep(POLL)
+    return await until(check, what, timeout, not_yet=(Exception,), poll=POLL)
 
 
 class Lab:

@@ -53,37 +53,35 @@ class NsProcess:
                 env=dict(env),
             )  # fmt: skip
         self = cls(name, host, proc, log)
-        self._reader = asyncio.create_task(self._read())
         try:
-            line = await self.wait_line(ready, START_TIMEOUT)
+            async with asyncio.timeout(START_TIMEOUT):
+                line = await self._await_line(ready)
         except BaseException:
             await self.close()
             raise
+        self._reader = asyncio.create_task(self._read())
         match = ready.search(line)
         self.url = match["url"] if match and "url" in match.groupdict() else ""
         return self
+
+    async def _await_line(self, pattern: re.Pattern[str]) -> str:
+        """Read stdout up to the first line matching `pattern`; fail if it exits first."""
+        assert self.proc.stdout is not None
+        while raw := await self.proc.stdout.readline():
+            line = raw.decode(errors="replace").rstrip("\n")
+            self.lines.append(line)
+            if pattern.search(line):
+                return line
+        code = await self.proc.wait()
+        raise RuntimeError(
+            f"{self.name} in {self.host.label} exited ({code}) before printing "
+            f"{pattern.pattern!r}:\n{self.log_tail()}"
+        )
 
     async def _read(self) -> None:
         assert self.proc.stdout is not None
         while raw := await self.proc.stdout.readline():
             self.lines.append(raw.decode(errors="replace").rstrip("\n"))
-
-    async def wait_line(self, pattern: re.Pattern[str], timeout: float) -> str:
-        """The first stdout line matching `pattern`, waiting for it up to `timeout`."""
-        async with asyncio.timeout(timeout):
-            seen = 0
-            while True:
-                for line in self.lines[seen:]:
-                    if pattern.search(line):
-                        return line
-                seen = len(self.lines)
-                if self._reader is None or self._reader.done():
-                    code = await self.proc.wait()
-                    raise RuntimeError(
-                        f"{self.name} in {self.host.label} exited ({code}) before printing "
-                        f"{pattern.pattern!r}:\n{self.log_tail()}"
-                    )
-                await asyncio.sleep(0.02)
 
     @property
     def pid(self) -> int:
@@ -189,10 +187,6 @@ class RequestLoop:
     def since(self, t: float) -> list[Record]:
         """Requests that started at or after `t` (time.monotonic())."""
         return [r for r in self.records if r.start >= t]
-
-    def failures(self) -> list[Record]:
-        """Requests that did not get a finished generation."""
-        return [r for r in self.records if not r.ok]
 
     def served(self, server: str, after: float) -> bool:
         """Whether a request that started after `after` was answered by `server`."""

@@ -26,8 +26,6 @@ from ollana.logs import (
 from tests.support.logstate import restored_logging
 from tests.support.waiting import until
 
-DEADLINE = 10.0  # seconds a test waits for a timer's write before it fails
-
 
 @pytest.fixture(autouse=True)
 def _restore_root() -> Iterator[None]:

@@ -24,15 +24,9 @@ from ollana.identity import (
 )
 from ollana.identity.certs import create_certificate
 from ollana.identity.devicefile import parse_allowed, render_allowed
+from tests.support.certs import make_cert
 
 UTC = datetime.UTC
-
-
-def make_cert() -> tuple[str, bytes]:
-    """A fresh device certificate: (device ID, DER)."""
-    cert = create_certificate(ec.generate_private_key(ec.SECP256R1()))
-    der = cert.public_bytes(serialization.Encoding.DER)
-    return device_id_of(der), der
 
 
 @pytest.fixture

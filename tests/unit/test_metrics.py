@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import pytest
 from prometheus_client.core import GaugeMetricFamily
@@ -14,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ollana.admin.metrics import MAX_LABEL_VALUES, NO_SERVER, OTHER, Metrics, route_label
 from ollana.admin.status import totals
 from ollana.cluster.pool import ServerSnapshot, ServerState
-from ollana.discovery import DiscoveryStats
+from tests.support.admin_fakes import FakeDiscovery, FakePool, snapshot
 
 
 @pytest.mark.parametrize(
@@ -126,35 +125,11 @@ def test_two_instances_do_not_share_a_registry() -> None:
     assert value(server, "ollana_refusals_total", reason="origin") is None
 
 
-@dataclasses.dataclass
-class FakePool:
-    states: list[ServerState]
-
-    def snapshots(self) -> Sequence[ServerSnapshot]:
-        return [snapshot(n, state) for n, state in enumerate(self.states)]
-
-
-def snapshot(n: int, state: ServerState) -> ServerSnapshot:
-    return ServerSnapshot(
-        key=str(n), address=f"10.0.0.{n}:11435", device_id=None, state=state,
-        static=False, priority=0, inflight=0, latency_ms=None, ollama_version=None,
-        models=(), loaded=(), last_seen_ago=None, requests=0, failures=0,
-    )  # fmt: skip
-
-
-@dataclasses.dataclass
-class FakeDiscovery:
-    sent: int = 0
-    dropped: Mapping[str, int] = dataclasses.field(default_factory=dict)
-
-    def stats(self) -> DiscoveryStats:
-        return DiscoveryStats(self.sent, 7, 5, dict(self.dropped), 1)
-
-
 def test_pool_and_discovery_are_read_at_scrape_time() -> None:
     metrics = Metrics()
-    pool = FakePool([ServerState.HEALTHY, ServerState.HEALTHY, ServerState.DOWN])
-    discovery = FakeDiscovery(sent=3, dropped={"magic": 2})
+    states = (ServerState.HEALTHY, ServerState.HEALTHY, ServerState.DOWN)
+    pool = FakePool([snapshot(n, state) for n, state in enumerate(states)])
+    discovery = FakeDiscovery(sent=3, received=7, dropped={"magic": 2}, send_errors=1)
     metrics.watch_pool(pool)
     stop = metrics.watch_discovery(discovery)
     assert value(metrics, "ollana_pool_servers", state="healthy") == 2
@@ -163,7 +138,7 @@ def test_pool_and_discovery_are_read_at_scrape_time() -> None:
     assert value(metrics, "ollana_discovery_datagrams_sent_total") == 3
     assert value(metrics, "ollana_discovery_datagrams_received_total") == 7
     assert value(metrics, "ollana_discovery_datagrams_dropped_total", reason="magic") == 2
-    pool.states[2] = ServerState.HEALTHY
+    pool.servers[2] = snapshot(2, ServerState.HEALTHY)
     discovery.sent = 9
     assert value(metrics, "ollana_pool_servers", state="healthy") == 3
     assert value(metrics, "ollana_pool_servers", state="down") == 0
@@ -191,7 +166,7 @@ def test_a_broken_source_does_not_break_the_scrape(caplog: pytest.LogCaptureFixt
 
 def test_render_is_parseable_text_format() -> None:
     metrics = Metrics()
-    metrics.watch_pool(FakePool([ServerState.SUSPECT]))
+    metrics.watch_pool(FakePool([snapshot(0, ServerState.SUSPECT)]))
     metrics.request_started("a")
     metrics.request_finished("/api/chat", 200, "a", 0.2)
     text = metrics.render().decode()
@@ -213,7 +188,7 @@ def test_totals_for_the_status_page() -> None:
     metrics.retry("reset")
     metrics.retry("reset")
     metrics.tls_refused("disabled")
-    metrics.watch_discovery(FakeDiscovery(sent=4, dropped={"own": 4}))
+    metrics.watch_discovery(FakeDiscovery(sent=4, received=7, dropped={"own": 4}, send_errors=1))
     assert totals(metrics) == {
         "requests": 4,
         "requests_by_status": {"1xx": 0, "2xx": 2, "3xx": 0, "4xx": 1, "5xx": 1},
