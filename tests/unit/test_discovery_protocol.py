@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from ollana.discovery import MAX_DATAGRAM, Announce, DecodeError, Goodbye, Query, decode, encode
 from ollana.discovery import models_digest as digest_of
-from ollana.discovery.protocol import MAX_CERT_SIZE, Message
+from ollana.discovery.protocol import MAX_CERT_SIZE, MAX_NAME_BYTES, Message
 
 DEVICE = "0123456789abcdef" * 4
 
@@ -135,6 +135,7 @@ def test_the_largest_possible_message_fits() -> None:
     largest = Announce(
         instance="i" * 32, device=DEVICE, port=65535, cert=_der_of_size(MAX_CERT_SIZE),
         ollama="v" * 32, models="m" * 32, priority=-(2**31), ts=-2.2250738585072014e-308,
+        name="\u00e9" * (MAX_NAME_BYTES // 2), mac="aa:bb:cc:dd:ee:ff", queue=2**31 - 1,
     )  # fmt: skip
     assert len(encode(largest)) <= MAX_DATAGRAM
     assert decode(encode(largest)) == largest
@@ -281,3 +282,28 @@ def test_models_digest_ignores_order_and_duplicates() -> None:
     assert a != digest_of(["llama3:8b"])
     assert len(a) == 16
     Announce(device=DEVICE, port=1, models=a)  # a valid field value
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("name", "a\nfake log line"),
+        ("name", "x" * 65),
+        ("name", "\u202eevil"),
+        ("mac", "AA:BB:CC:DD:EE:FF"),
+        ("mac", "aa:bb:cc:dd:ee"),
+        ("queue", -1),
+        ("queue", True),
+    ],
+)
+def test_new_fields_are_checked(field: str, value: object) -> None:
+    body = {"device": DEVICE, "port": 11435, field: value}
+    with pytest.raises(DecodeError):
+        decode(b"LANA\x01\x02" + json.dumps(body).encode())
+
+
+def test_a_name_travels_as_utf8() -> None:
+    message = Announce(device=DEVICE, port=11435, name="Küche-GPU")
+    data = encode(message)
+    assert "Küche".encode() in data
+    assert decode(data) == message

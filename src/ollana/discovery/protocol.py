@@ -15,6 +15,7 @@ import json
 import math
 import re
 import secrets
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Literal
@@ -23,6 +24,7 @@ __all__ = [
     "MAGIC",
     "MAX_CERT_SIZE",
     "MAX_DATAGRAM",
+    "MAX_NAME_BYTES",
     "PRIORITY_RANGE",
     "VERSION",
     "Announce",
@@ -37,15 +39,18 @@ __all__ = [
     "models_digest",
     "new_instance_id",
     "safe_version",
+    "valid_name",
 ]
 
 MAGIC = b"LANA"
 VERSION = 1
 MAX_DATAGRAM = 1400
-# The field limits below keep the worst-case JSON without the certificate at about 300
-# bytes, which leaves 1,088 base64 characters (816 bytes of DER) for it; a P-256
-# self-signed certificate is 300-600 bytes. The margin is for a forward-compatible field.
-MAX_CERT_SIZE = 800
+# The field limits below keep the worst-case JSON without the certificate at about 420
+# bytes (name, MAC and queue included), which leaves about 970 base64 characters for it;
+# ollana's P-256 self-signed certificates are 500-560 bytes of DER. The margin is for a
+# signature and a forward-compatible field.
+MAX_CERT_SIZE = 640
+MAX_NAME_BYTES = 64
 _HEADER = 6
 
 Role = Literal["client", "server"]
@@ -54,6 +59,8 @@ _INSTANCE = re.compile(r"[0-9A-Za-z_-]{0,32}")
 _DEVICE = re.compile(r"[0-9a-f]{64}")
 _VERSION_TEXT = re.compile(r"[0-9A-Za-z.+_~-]{0,32}")
 _DIGEST = re.compile(r"[0-9a-z]{0,32}")
+_MAC = re.compile(r"(?:[0-9a-f]{2}:){5}[0-9a-f]{2}")
+QUEUE_MAX = 2**31 - 1
 PRIORITY_RANGE = range(-(2**31), 2**31)  # priorities travel as 32-bit signed integers
 
 
@@ -76,6 +83,9 @@ class _Message:
     models: str = ""
     priority: int = 0
     ts: float = 0.0
+    name: str = ""  # a label for people (the hostname by default), never an identity
+    mac: str = ""  # the announcing interface's MAC address, for Wake-on-LAN
+    queue: int = 0  # requests waiting in the server's queue
 
     TYPE: ClassVar[int] = 0
 
@@ -114,7 +124,7 @@ _TYPES: dict[int, type[Query] | type[Announce] | type[Goodbye]] = {
 }
 _FIELDS = tuple(f.name for f in dataclasses.fields(_Message))
 # Omitted from the JSON when they hold their default, to keep queries small.
-_OPTIONAL = frozenset({"port", "cert", "ollama", "models", "priority"})
+_OPTIONAL = frozenset({"port", "cert", "ollama", "models", "priority", "name", "mac", "queue"})
 
 
 def _problem(msg: _Message) -> str:
@@ -141,7 +151,20 @@ def _problem(msg: _Message) -> str:
         return "priority must be a 32-bit whole number"
     if type(msg.ts) is not float or not math.isfinite(msg.ts):
         return "ts must be a finite number"
+    if type(msg.name) is not str or not valid_name(msg.name):
+        return f"name must be up to {MAX_NAME_BYTES} bytes of printable text"
+    if type(msg.mac) is not str or not (msg.mac == "" or _MAC.fullmatch(msg.mac)):
+        return "mac must be six lowercase hex pairs separated by ':'"
+    if type(msg.queue) is not int or not 0 <= msg.queue <= QUEUE_MAX:
+        return "queue must be a whole number from 0"
     return ""
+
+
+def valid_name(name: str) -> bool:
+    """A device name: printable text (no control or format characters), at most 64 bytes."""
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        return False
+    return all(unicodedata.category(c)[0] != "C" for c in name)
 
 
 def _plausible_der(data: bytes) -> bool:
@@ -166,7 +189,8 @@ def encode(msg: Message) -> bytes:
         if name in _OPTIONAL and not value:
             continue
         fields[name] = base64.b64encode(value).decode("ascii") if name == "cert" else value
-    body = json.dumps(fields, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    # Names travel as UTF-8, not \u escapes: six bytes a character would not fit.
+    body = json.dumps(fields, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode()
     data = MAGIC + bytes((VERSION, msg.TYPE)) + body
     if len(data) > MAX_DATAGRAM:  # the field limits make this unreachable
         raise ValueError(f"datagram of {len(data)} bytes exceeds {MAX_DATAGRAM}")
