@@ -33,6 +33,7 @@ __all__ = [
     "load_settings",
     "ollama_host",
     "parse_host_port",
+    "parse_mac",
 ]
 
 log = logging.getLogger(__name__)
@@ -72,13 +73,15 @@ class HostPort:
 
 @dataclass(frozen=True, slots=True)
 class StaticServer:
-    """A server given with --server HOST:PORT[@PRIORITY]."""
+    """A server given with --server "HOST:PORT[@PRIORITY] [mac=MAC]"."""
 
     address: HostPort
     priority: int = 0
+    mac: str = ""  # to wake it (Wake-on-LAN) before it was ever heard announcing one
 
     def __str__(self) -> str:
-        return f"{self.address}@{self.priority}" if self.priority else str(self.address)
+        text = f"{self.address}@{self.priority}" if self.priority else str(self.address)
+        return f"{text} mac={self.mac}" if self.mac else text
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +137,8 @@ class Settings:
     priority: int = 0
     retry_buffer: int = 16 * 1024 * 1024
     wait_for_server: float = 5.0
+    wake: bool = True
+    wake_timeout: float = 90.0
     grace: float = 30.0
     daemon: bool = False
     pid_file: Path | None = None
@@ -252,7 +257,21 @@ def _optional_host_port(raw: object) -> HostPort | None:
 
 
 def _static_server(raw: object) -> StaticServer:
-    text = _text(raw)
+    """HOST:PORT[@PRIO] [mac=MAC], or a table {address = "HOST:PORT", priority, mac}."""
+    if isinstance(raw, dict):
+        unknown = set(raw) - {"address", "priority", "mac"}
+        if unknown:
+            raise ValueError(f"unknown server key {sorted(unknown)[0]!r} (address, priority, mac)")
+        where = parse_host_port(raw.get("address"), DEFAULT_SERVER_PORT)
+        mac = parse_mac(raw["mac"]) if "mac" in raw else ""
+        return StaticServer(where, _int(raw.get("priority", 0)), mac)
+    text, *options = _text(raw).split() or [""]
+    mac = ""
+    for option in options:
+        name, eq, value = option.partition("=")
+        if name.lower() != "mac" or not eq:
+            raise ValueError(f"unknown server option {option!r:.40} (expected mac=MAC)")
+        mac = parse_mac(value)
     address, at, prio = text.rpartition("@") if "@" in text else (text, "", "")
     priority = 0
     if at:
@@ -260,7 +279,19 @@ def _static_server(raw: object) -> StaticServer:
             priority = int(prio)
         except ValueError:
             raise ValueError(f"priority {prio!r} is not a number") from None
-    return StaticServer(parse_host_port(address, DEFAULT_SERVER_PORT), priority)
+    return StaticServer(parse_host_port(address, DEFAULT_SERVER_PORT), priority, mac)
+
+
+_MAC_TEXT = re.compile(r"[0-9a-f]{2}([:-]?)[0-9a-f]{2}(?:\1[0-9a-f]{2}){4}")
+
+
+def parse_mac(raw: object) -> str:
+    """A MAC address as lowercase aa:bb:cc:dd:ee:ff; ':' or '-' separated, or bare digits."""
+    text = _text(raw).lower()
+    digits = text.replace(":", "").replace("-", "") if _MAC_TEXT.fullmatch(text) else ""
+    if not digits or digits in ("000000000000", "ffffffffffff"):
+        raise ValueError(f"{text!r:.40} is not a MAC address (expected aa:bb:cc:dd:ee:ff)")
+    return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
 
 
 def _text(raw: object) -> str:
@@ -386,6 +417,8 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "priority": _int,
     "retry_buffer": _size,
     "wait_for_server": _seconds,
+    "wake": _bool,
+    "wake_timeout": _seconds,
     "grace": _seconds,
     "daemon": _bool,
     "pid_file": _path,

@@ -10,6 +10,7 @@ from ollana.cluster.pool import ServerSnapshot, ServerState
 from ollana.config import Settings
 from ollana.discovery import DiscoveryStats
 from ollana.identity import SeenDevice
+from ollana.wake import RememberedServer
 
 __all__ = ["DEVICE", "FakeDiscovery", "FakePool", "FakeSource", "FakeWatch", "snapshot"]
 
@@ -63,10 +64,15 @@ class FakeSource:
     ollama: FakeWatch | None = None
     seen: tuple[SeenDevice, ...] = ()
     extra: Mapping[str, object] = dataclasses.field(default_factory=dict)
+    remembered: tuple[RememberedServer, ...] = ()
 
     def nearby(self) -> Sequence[SeenDevice]:
         """Devices heard on the LAN."""
         return self.seen
+
+    def sleeping(self) -> Sequence[RememberedServer]:
+        """Remembered servers not up now."""
+        return self.remembered
 
     def counters(self) -> Mapping[str, object]:
         """The mode's own counters."""

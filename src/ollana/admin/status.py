@@ -15,6 +15,7 @@
       "ollama": null,                     # server mode: the local Ollama, see below
       "servers": [ … ],                   # client mode: the pool, see below; [] in server mode
       "nearby": [ … ],                    # devices heard on the network that are not allowed
+      "sleeping": [ … ],                  # client mode: remembered servers not up now
       "counters": { … }                   # see below
     }
 
@@ -43,6 +44,12 @@ Each of ``nearby``::
 
     {"device_id": "64 hex digits", "address": "192.168.1.30", "role": "server",
      "last_seen": "2026-01-02T03:04:05Z"}
+
+Each of ``sleeping`` (remembered across restarts, to be woken by Wake-on-LAN)::
+
+    {"device_id": "64 hex digits", "name": "gpu-box", "address": "192.168.1.20:11435",
+     "mac": "aa:bb:cc:dd:ee:ff" | "", "models": ["llama3.2:latest"],
+     "last_seen": "2026-01-02T03:04:05Z", "last_woken": "2026-01-02T09:00:00Z" | null}
 
 ``counters`` (totals since start)::
 
@@ -73,6 +80,7 @@ from ollana.admin.metrics import Metrics, PoolView
 from ollana.cluster.pool import ServerSnapshot
 from ollana.config import HostPort, Settings
 from ollana.identity import SeenDevice
+from ollana.wake.memory import RememberedServer
 
 __all__ = [
     "SCHEMA_VERSION", "OllamaView", "StatusSource", "status_document", "totals",
@@ -155,6 +163,10 @@ class StatusSource(Protocol):
         """The mode's own counters (open connections, …), added to the metrics' totals."""
         ...
 
+    def sleeping(self) -> Sequence[RememberedServer]:
+        """Client mode: remembered servers that are not up now."""
+        ...
+
 
 def status_document(
     source: StatusSource, metrics: Metrics, nearby: Sequence[SeenDevice] | None = None
@@ -185,6 +197,7 @@ def status_document(
         "ollama": _ollama(source.ollama, time.monotonic()),
         "servers": [_server(s) for s in servers],
         "nearby": [_nearby(d) for d in (source.nearby() if nearby is None else nearby)],
+        "sleeping": [_sleeping(s) for s in source.sleeping()],
         "counters": counters,
     }
 
@@ -263,6 +276,19 @@ def _nearby(device: SeenDevice) -> dict[str, object]:
         "address": device.address,
         "role": device.role,
         "last_seen": _iso(device.last_seen.timestamp()),
+    }
+
+
+def _sleeping(server: RememberedServer) -> dict[str, object]:
+    woken = server.last_woken
+    return {
+        "device_id": server.device_id,
+        "name": server.name,
+        "address": server.addresses[0] if server.addresses else None,
+        "mac": server.mac,
+        "models": list(server.models),
+        "last_seen": _iso(server.last_seen),
+        "last_woken": None if woken is None else _iso(woken),
     }
 
 

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
     "servers",
     multiple=True,
     metavar="HOST:PORT[@PRIO]",
-    help="Client: a static server.",
+    help='Client: a static server ("HOST:PORT@PRIO mac=MAC" to wake it).',
 )
 @click.option("--discovery-port", type=int, metavar="PORT", help="UDP discovery port (11436).")
 @click.option(
@@ -78,6 +78,10 @@ log = logging.getLogger(__name__)
 @click.option("--priority", type=int, help="Server: announced priority (higher wins).")
 @click.option("--retry-buffer", metavar="SIZE", help="Client: bodies kept for retry (16M).")
 @click.option("--wait-for-server", metavar="SECONDS", help="Client: wait for a server (5).")
+@click.option(
+    "--no-wake", "wake", flag_value=False, default=None, help="Client: never wake a server."
+)
+@click.option("--wake-timeout", metavar="SECONDS", help="Client: wait for a woken server (90).")
 @click.option(
     "--grace", metavar="SECONDS", help="On stop, time in-flight requests get to finish (30)."
 )

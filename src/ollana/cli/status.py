@@ -119,6 +119,10 @@ def _print(doc: Mapping[str, Any], console: Console) -> None:
     if nearby:
         console.print()
         console.print(_nearby_table(nearby))
+    sleeping = [d for d in doc.get("sleeping") or () if isinstance(d, Mapping)]
+    if sleeping:
+        console.print()
+        console.print(_sleeping_table(sleeping))
     counters = doc.get("counters")
     if isinstance(counters, Mapping):
         console.print()
@@ -180,6 +184,28 @@ def _nearby_table(nearby: Sequence[Mapping[str, Any]]) -> Table:
             _text(d.get("address", "?")),
             _text(d.get("role", "?")),
             _text(_ago(d.get("last_seen"), now)),
+        )
+    return table
+
+
+def _sleeping_table(sleeping: Sequence[Mapping[str, Any]]) -> Table:
+    table = _table("Sleeping servers, remembered")
+    table.caption = "wake one with: ollana wake NAME-OR-ID"
+    table.caption_justify = "left"
+    for name in ("name", "ID", "address", "MAC", "models", "seen", "woken"):
+        numeric = name in ("models", "seen", "woken")
+        table.add_column(name, justify="right" if numeric else "left", no_wrap=True)
+    now = datetime.datetime.now(datetime.UTC)
+    for d in sleeping:
+        woken = d.get("last_woken")
+        table.add_row(
+            _text(d.get("name") or "-"),
+            _text(short_device_id(str(d.get("device_id", "")))),
+            _text(d.get("address") or "-"),
+            _text(d.get("mac") or "unknown"),
+            _text(len(d.get("models") or ())),
+            _text(_ago(d.get("last_seen"), now)),
+            _text("never" if woken is None else _ago(woken, now)),
         )
     return table
 

@@ -8,7 +8,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import aiohttp
 from multidict import CIMultiDict
@@ -19,7 +19,7 @@ from ollana.identity.ids import DeviceIdError, parse_device_id
 from ollana.proxy.forward import UpstreamError, open_upstream
 from ollana.proxy.upstream import Response
 
-__all__ = ["AFFINITY_ENTRIES", "NoServerError", "Router", "order"]
+__all__ = ["AFFINITY_ENTRIES", "NoServerError", "Router", "WakeHook", "order"]
 
 if TYPE_CHECKING:
     from ollana.admin.metrics import Metrics
@@ -37,6 +37,14 @@ class NoServerError(Exception):
         self.status = status
 
 
+class WakeHook(Protocol):
+    """Asked when no routable server has a request's model (ollana.wake implements it)."""
+
+    async def wake_for(self, model: str) -> None:
+        """Wake a sleeping server that has `model` and wait for it; NoServerError if it
+        did not come up; return at once if there is none."""
+
+
 class _Recent(OrderedDict[str, str]):
     """A bounded map of recent keys (conversations, blob digests) to the server that took them."""
 
@@ -50,8 +58,15 @@ class _Recent(OrderedDict[str, str]):
 class Router:
     """Orders candidate servers and opens each request on the first one that takes it."""
 
-    def __init__(self, pool: Pool, wait_for_server: float, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        wait_for_server: float,
+        metrics: Metrics,
+        waker: WakeHook | None = None,
+    ) -> None:
         self._pool = pool
+        self.waker = waker
         self._metrics = metrics
         self._wait = wait_for_server
         self._conversations = _Recent()
@@ -89,6 +104,8 @@ class Router:
         """
         deadline = time.monotonic() + self._wait
         await self._await_model_lists(route, deadline)
+        if self.waker is not None and route.model is not None and not route.pin:
+            await self._wake_unless_served(self.waker, route.model)
         tried: dict[str, str] = {}  # server label -> why it did not take the request
         # By identity: a server heard again at a new address is a new entry, worth a try.
         attempted: list[Server] = []
@@ -149,6 +166,11 @@ class Router:
             raise NoServerError(f"no ollana server{pin} is available")
         what = "; ".join(f"{label}: {why}" for label, why in tried.items())
         raise NoServerError(f"no ollana server{pin} could take the request ({what})")
+
+    async def _wake_unless_served(self, waker: WakeHook, model: str) -> None:
+        """Only a sleeping server has the model: wake it and wait for it (see ollana.wake)."""
+        if not any(model in s.models for s in self._pool.healthy()):
+            await waker.wake_for(model)
 
     async def _await_model_lists(self, route: Route, deadline: float) -> None:
         """Wait while a model no known list has may be on a server whose list is on its way.

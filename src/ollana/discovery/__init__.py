@@ -17,7 +17,14 @@ from ollana.discovery.protocol import (
     safe_version,
 )
 from ollana.discovery.service import DiscoveryService, DiscoveryStats, OnMessage, Targets
-from ollana.discovery.targets import TargetSet, interface_broadcasts, parse_target
+from ollana.discovery.targets import (
+    Interface,
+    TargetSet,
+    interface_broadcasts,
+    interface_for,
+    interfaces,
+    parse_target,
+)
 
 __all__ = [
     "MAX_DATAGRAM",
@@ -27,6 +34,7 @@ __all__ = [
     "DiscoveryService",
     "DiscoveryStats",
     "Goodbye",
+    "Interface",
     "Message",
     "OnMessage",
     "Query",
@@ -37,6 +45,8 @@ __all__ = [
     "decode",
     "encode",
     "interface_broadcasts",
+    "interface_for",
+    "interfaces",
     "models_digest",
     "new_instance_id",
     "parse_target",

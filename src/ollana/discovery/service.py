@@ -37,7 +37,7 @@ from ollana.discovery.protocol import (
     encode,
     new_instance_id,
 )
-from ollana.discovery.targets import resolve
+from ollana.discovery.targets import Interface, interface_for, interfaces, resolve
 from ollana.lifecycle import Service
 
 __all__ = ["DiscoveryService", "DiscoveryStats", "OnMessage", "Targets"]
@@ -136,6 +136,7 @@ class DiscoveryService(Service):
         timings: Timings | None = None,
         limits: Limits | None = None,
         bind_host: str = "0.0.0.0",
+        announce_mac: bool = False,
     ) -> None:
         if role == "server" and discovery_port is None:
             raise ValueError("a server needs the discovery port, to hear queries")
@@ -165,6 +166,10 @@ class DiscoveryService(Service):
         self._origins = Origins()
         self._announcers: OrderedDict[str, None] = OrderedDict()
         self._addresses: tuple[tuple[str, int], ...] = ()
+        # Server: each announce carries the MAC of the interface it leaves from (Wake-on-LAN).
+        self._announce_mac = announce_mac and role == "server"
+        self._interfaces: tuple[Interface, ...] = ()
+        self._macs: dict[str, str] = {}
         self._listen: _Socket | None = None
         self._reply: _Socket | None = None
         self._task: asyncio.Task[None] | None = None
@@ -321,6 +326,14 @@ class DiscoveryService(Service):
         self._addresses, failures = await resolve(targets)
         for target, exc in failures:
             self._send_failed((target.host, target.port), exc)
+        if self._announce_mac:
+            self._interfaces = interfaces()
+            self._macs = {host: self._mac_for(host) for host, _ in self._addresses}
+
+    def _mac_for(self, host: str) -> str:
+        """The MAC address of the interface datagrams to `host` leave from, or ""."""
+        found = interface_for(host, self._interfaces)
+        return found.mac if found is not None else ""
 
     def _stamped(self) -> Announce | Query:
         return dataclasses.replace(self._hello, ts=time.time())
@@ -329,6 +342,14 @@ class DiscoveryService(Service):
         return Goodbye(instance=self.instance, device=self._device, role=self.role, ts=time.time())
 
     def _send_all(self, msg: Message) -> None:
+        if isinstance(msg, Announce) and self._announce_mac:
+            encoded: dict[str, bytes] = {}
+            for address in self._addresses:
+                mac = self._macs.get(address[0], "")
+                if mac not in encoded:
+                    encoded[mac] = encode(dataclasses.replace(msg, mac=mac))
+                self._send(encoded[mac], address)
+            return
         data = encode(msg)
         for address in self._addresses:
             self._send(data, address)
@@ -401,7 +422,10 @@ class DiscoveryService(Service):
             and self._first_announce(msg.instance or source[0])
         )
         if (answer or introduce) and self._replies.allow(source, now):
-            self._send(encode(self._stamped()), source)
+            reply = self._stamped()
+            if answer and self._announce_mac:
+                reply = dataclasses.replace(reply, mac=self._mac_for(source[0]))
+            self._send(encode(reply), source)
         self._delivered += 1
         if self._on_message is not None:
             try:

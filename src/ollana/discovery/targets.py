@@ -5,19 +5,24 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import re
 import socket
 import struct
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from ollana.config import HostPort, parse_host_port
 
 __all__ = [
     "LIMITED_BROADCAST",
+    "Interface",
     "TargetSet",
     "broadcast_address",
     "interface_broadcasts",
+    "interface_for",
+    "interfaces",
     "parse_target",
     "resolve",
 ]
@@ -42,6 +47,9 @@ elif sys.platform == "darwin" or "bsd" in sys.platform:
     _IOCTLS = (0xC0206911, 0xC0206921, 0xC0206925)
 else:
     _IOCTLS = ()
+_SIOCGIFHWADDR = 0x8927  # Linux: sa_data of the ifreq's sockaddr holds the address
+_SYSFS_NET = Path("/sys/class/net")
+_MAC = re.compile(r"(?:[0-9a-f]{2}:){5}[0-9a-f]{2}")
 
 
 def broadcast_address(address: str, prefixlen: int) -> str | None:
@@ -53,12 +61,30 @@ def broadcast_address(address: str, prefixlen: int) -> str | None:
     return str(iface.network.broadcast_address)
 
 
-def interface_broadcasts() -> tuple[str, ...]:
-    """Directed broadcast addresses of every up, non-loopback IPv4 interface of this host.
+@dataclass(frozen=True, slots=True)
+class Interface:
+    """An up, non-loopback IPv4 interface with a broadcast address."""
+
+    name: str
+    address: str
+    prefixlen: int
+    broadcast: str
+    mac: str  # lowercase aa:bb:cc:dd:ee:ff, or "" where it cannot be read
+
+    def reaches(self, address: str) -> bool:
+        """Whether `address` is on this interface's subnet (its broadcast included)."""
+        try:
+            ip = ipaddress.IPv4Address(address)
+        except ValueError:
+            return False
+        return ip in ipaddress.IPv4Interface(f"{self.address}/{self.prefixlen}").network
+
+
+def interfaces() -> tuple[Interface, ...]:
+    """Every up, non-loopback IPv4 interface of this host that has a broadcast address.
 
     Read with ioctls on Linux, macOS and the BSDs (the primary address of each interface);
-    elsewhere (Windows) none are known and discovery relies on the limited broadcast and on
-    configured targets.
+    elsewhere (Windows) none are known.
     """
     if not _IOCTLS or not hasattr(socket, "if_nameindex"):
         return ()
@@ -67,16 +93,41 @@ def interface_broadcasts() -> tuple[str, ...]:
     except OSError as exc:
         log.debug("cannot list network interfaces: %s", exc)
         return ()
-    found: list[str] = []
+    found: list[Interface] = []
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         for name in names:
-            address = _interface_broadcast(sock, name)
-            if address is not None and address not in found:
-                found.append(address)
+            found += _interface(sock, name)
     return tuple(found)
 
 
-def _interface_broadcast(sock: socket.socket, name: str) -> str | None:
+def interface_broadcasts() -> tuple[str, ...]:
+    """Directed broadcast addresses of every up, non-loopback IPv4 interface of this host."""
+    return tuple(dict.fromkeys(i.broadcast for i in interfaces()))
+
+
+def interface_for(address: str, known: tuple[Interface, ...] | None = None) -> Interface | None:
+    """The interface datagrams to `address` leave from: the one whose subnet holds it, else
+    the one the routing table picks; None where none is known."""
+    known = interfaces() if known is None else known
+    for iface in known:
+        if iface.reaches(address):
+            return iface
+    source = _route_source(address)
+    return next((i for i in known if i.address == source), None)
+
+
+def _route_source(address: str) -> str | None:
+    """The local address the kernel would send from to reach `address` (nothing is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            sock.connect((address, 9))
+            return str(sock.getsockname()[0])
+        except (OSError, UnicodeError, ValueError):
+            return None
+
+
+def _interface(sock: socket.socket, name: str) -> list[Interface]:
     import fcntl
 
     get_flags, get_address, get_netmask = _IOCTLS
@@ -84,13 +135,36 @@ def _interface_broadcast(sock: socket.socket, name: str) -> str | None:
     try:
         flags = struct.unpack_from("H", fcntl.ioctl(sock, get_flags, request), 16)[0]
         if flags & (_IFF_UP | _IFF_BROADCAST | _IFF_LOOPBACK) != _IFF_UP | _IFF_BROADCAST:
-            return None
+            return []
         address = fcntl.ioctl(sock, get_address, request)[_ADDR_OFFSET : _ADDR_OFFSET + 4]
         netmask = fcntl.ioctl(sock, get_netmask, request)[_ADDR_OFFSET : _ADDR_OFFSET + 4]
     except OSError:  # no IPv4 address, or the interface went away meanwhile
-        return None
+        return []
     prefixlen = bin(int.from_bytes(netmask, "big")).count("1")
-    return broadcast_address(socket.inet_ntoa(address), prefixlen)
+    text = socket.inet_ntoa(address)
+    broadcast = broadcast_address(text, prefixlen)
+    if broadcast is None:
+        return []
+    return [Interface(name, text, prefixlen, broadcast, _hardware_address(sock, name))]
+
+
+def _hardware_address(sock: socket.socket, name: str) -> str:
+    """An interface's MAC address (Linux: sysfs, else SIOCGIFHWADDR); "" where unknown."""
+    if not sys.platform.startswith("linux"):
+        return ""  # macOS and the BSDs keep it in an AF_LINK address getifaddrs(3) lists
+    try:
+        text = (_SYSFS_NET / name / "address").read_text("ascii").strip().lower()
+    except (OSError, UnicodeError):
+        text = ""
+    if not _MAC.fullmatch(text):
+        import fcntl
+
+        try:
+            raw = fcntl.ioctl(sock, _SIOCGIFHWADDR, struct.pack(f"{_IFREQ_SIZE}s", name.encode()))
+        except OSError:
+            return ""
+        text = ":".join(f"{b:02x}" for b in raw[18:24])
+    return text if _MAC.fullmatch(text) and text != "00:00:00:00:00:00" else ""
 
 
 def parse_target(text: str, port: int) -> HostPort:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -16,6 +16,7 @@ from ollana.discovery import DiscoveryService, OnMessage, Role
 from ollana.identity import SeenDevice
 from ollana.modes.common import discovery_targets, nearby, trust
 from ollana.proxy.listener import Listener
+from ollana.wake import RememberedServer
 
 __all__ = ["Mode"]
 
@@ -109,3 +110,7 @@ class Mode:
     def nearby(self) -> list[SeenDevice]:
         """Devices heard on the LAN that are not allowed here."""
         return nearby(self.tls)
+
+    def sleeping(self) -> Sequence[RememberedServer]:
+        """Remembered servers that are not up now (client mode)."""
+        return ()

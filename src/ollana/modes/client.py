@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections import OrderedDict
+from collections.abc import Sequence
 
 from aiohttp import web
 
@@ -20,6 +21,7 @@ from ollana.proxy.client import ClientProxy
 from ollana.proxy.guard import LocalGuard
 from ollana.proxy.listener import Listener
 from ollana.proxy.upstream import Upstream
+from ollana.wake import RememberedServer, ServerMemory, Waker
 
 __all__ = ["ClientMode"]
 
@@ -38,7 +40,15 @@ class ClientMode(Mode):
         super().__init__(settings)
         self.ollama = None  # client mode fronts no Ollama of its own
         self.pool = Pool(settings, self._upstream, scheme="https")
-        self.router = Router(self.pool, settings.wait_for_server, self.metrics)
+        self.waker: Waker | None = None
+        if settings.wake:
+            self.waker = Waker(
+                self.pool,
+                ServerMemory.in_home(settings.home),
+                timeout=settings.wake_timeout,
+                static_macs={s.address: s.mac for s in settings.servers if s.mac},
+            )
+        self.router = Router(self.pool, settings.wait_for_server, self.metrics, self.waker)
         self.aggregator = Aggregator(
             self.pool, self.router, settings.wait_for_server, settings.limits.connect_timeout
         )
@@ -69,6 +79,8 @@ class ClientMode(Mode):
         self._stack.callback(self.tls.on_revoked(self._revoked))
         await self._stack.enter_async_context(self.pool)
         self._stack.callback(self.metrics.watch_pool(self.pool))
+        if self.waker is not None:
+            await self._stack.enter_async_context(self.waker)
         await self._stack.enter_async_context(self.listener)
         await self._start_discovery(
             "client", self._heard, needs_servers=lambda: not self.pool.healthy()
@@ -85,6 +97,10 @@ class ClientMode(Mode):
             "connections": self.listener.connections,
             "unpaired_servers": len(self.unpaired),
         }
+
+    def sleeping(self) -> Sequence[RememberedServer]:
+        """Remembered servers that are not up now, to be woken when a request needs one."""
+        return self.waker.sleeping() if self.waker is not None else ()
 
     # --- parts --------------------------------------------------------------------------
 
@@ -157,6 +173,8 @@ class ClientMode(Mode):
         self.unpaired.pop(message.device, None)
         server = self.pool.add(address, device_id=message.device, priority=message.priority)
         self.pool.heard(server)
+        if self.waker is not None:
+            self.waker.heard(message.device, address, message.mac, message.name)
         if message.models and message.models != server.models_digest:
             server.models_digest = message.models
             self.pool.refresh_models_soon(server)

@@ -69,6 +69,7 @@ class ServerMode(Mode):
             server_port=self.listener.port,
             priority=clamp_priority(self.settings.priority),
             available=False,
+            announce_mac=True,
         )
         self._spawn(self._watch(), "ollama watch")
 
