@@ -1,0 +1,44 @@
+"""Wake-on-LAN across hosts: a request for a sleeping server's model wakes it and is answered."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from ollana.wake.waker import RESEND_INTERVAL
+from tests.lan.lab import Lab
+from tests.lan.netns import Network
+from tests.lan.wakeup import sleep_and_wake
+
+pytestmark = pytest.mark.lan
+
+
+async def test_a_request_for_a_sleeping_servers_model_wakes_it(network: Network, lab: Lab) -> None:
+    run = await sleep_and_wake(network, lab, requests=2, restart_client=True)
+
+    # The client learnt the MAC from the server's announces; restarted while the server
+    # sleeps, it still knows the server from its file, and shows it asleep.
+    assert run.remembered["mac"] == run.mac
+    [sleeping] = run.sleeping
+    assert (sleeping["mac"], sleeping["address"]) == (run.mac, f"{run.server_address}:11435")
+    assert sleeping["last_woken"] is None
+
+    # Magic packets with the server's MAC, to the LAN's broadcast and to its last address.
+    assert run.packets, "no datagram reached port 9"
+    assert {p["mac"] for p in run.packets} == {run.mac}
+    destinations = [p["to"] for p in run.packets]
+    assert run.broadcast in destinations and run.server_address in destinations
+    # One packet for both requests (and one more per RESEND_INTERVAL while the host starts).
+    elapsed = max(p["t"] for p in run.packets) - min(p["t"] for p in run.packets)
+    assert destinations.count(run.broadcast) <= 1 + math.floor(elapsed / RESEND_INTERVAL)
+
+    # Both requests were answered by the woken server: a slow answer, not an error.
+    for reply in run.replies:
+        assert reply.status == 200, reply.body
+        assert reply.headers.get("x-ollana-server") == run.short_id
+        assert reply.json()["done"] is True
+    print(
+        f"\nrequest to answer {run.request_to_answer:.2f} s, of which the host's own start "
+        f"{run.host_start:.2f} s: {run.overhead:.2f} s added by ollana"
+    )
