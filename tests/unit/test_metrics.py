@@ -10,9 +10,10 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from ollana.admin.metrics import MAX_LABEL_VALUES, NO_SERVER, OTHER, Metrics, route_label
+from ollana.admin.metrics import MAX_LABEL_VALUES, NO_SERVER, OTHER, Metrics
 from ollana.admin.status import totals
 from ollana.cluster.pool import ServerSnapshot, ServerState
+from ollana.ollama_api import route_label
 from tests.support.admin_fakes import FakeDiscovery, FakePool, snapshot
 
 

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from ollana.admin.api import AdminListener, create_admin_app
-from ollana.admin.metrics import LOCAL_OLLAMA, NO_SERVER, Metrics, PoolView, route_label
+from ollana.admin.metrics import LOCAL_OLLAMA, NO_SERVER, Metrics, PoolView
 from ollana.admin.status import SCHEMA_VERSION, OllamaView, StatusSource, status_document
 
 __all__ = [
@@ -21,6 +21,5 @@ __all__ = [
     "PoolView",
     "StatusSource",
     "create_admin_app",
-    "route_label",
     "status_document",
 ]

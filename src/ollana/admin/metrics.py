@@ -40,6 +40,7 @@ from prometheus_client.registry import Collector
 from ollana import __version__
 from ollana.cluster.pool import ServerSnapshot, ServerState
 from ollana.discovery import DiscoveryStats
+from ollana.ollama_api import ENDPOINTS, OTHER_ROUTE
 
 __all__ = [
     "DURATION_BUCKETS",
@@ -47,10 +48,8 @@ __all__ = [
     "MAX_LABEL_VALUES",
     "NO_SERVER",
     "OTHER",
-    "ROUTES",
     "TTFB_BUCKETS",
     "Metrics",
-    "route_label",
 ]
 
 log = logging.getLogger(__name__)
@@ -63,31 +62,11 @@ TTFB_BUCKETS: Final = (
 # A whole generation may stream for minutes after that.
 DURATION_BUCKETS: Final = (*TTFB_BUCKETS, 300.0, 600.0)
 MAX_LABEL_VALUES: Final = 256
-OTHER: Final = "other"
+OTHER: Final = OTHER_ROUTE
 NO_SERVER: Final = "none"  # answered without a single server: refused, merged lists, 503
 LOCAL_OLLAMA: Final = "ollama"  # server mode's one upstream
 
-# Ollama's API paths (and ollana's own), shown verbatim as route labels.
-ROUTES: Final = frozenset({
-    "/", "/api/version", "/api/tags", "/api/ps", "/api/show", "/api/generate", "/api/chat",
-    "/api/embed", "/api/embeddings", "/api/pull", "/api/push", "/api/create", "/api/copy",
-    "/api/delete", "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models",
-    "/v1/responses", "/ollana/v1/hello",
-})  # fmt: skip
-_BLOBS, _MODELS = "/api/blobs/", "/v1/models/"
-_BLOB_ROUTE, _MODEL_ROUTE = "/api/blobs/:digest", "/v1/models/:model"
-_ROUTE_VALUES: Final = ROUTES | {_BLOB_ROUTE, _MODEL_ROUTE, OTHER}
-
-
-def route_label(path: str) -> str:
-    """The route label of a request path: a known path verbatim, a pattern, or "other"."""
-    if path in ROUTES:
-        return path
-    if path.startswith(_BLOBS) and "/" not in path[len(_BLOBS) :]:
-        return _BLOB_ROUTE
-    if path.startswith(_MODELS) and len(path) > len(_MODELS):
-        return _MODEL_ROUTE
-    return OTHER
+_ROUTE_VALUES: Final = frozenset({e.route for e in ENDPOINTS} | {OTHER})
 
 
 class PoolView(Protocol):

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any, Final
 import aiohttp
 from multidict import CIMultiDict
 
-from ollana.cluster.models import BLOBS_PATH, Route
+from ollana.cluster.models import Route
 from ollana.cluster.pool import Pool, Server, ServerState
 from ollana.identity.ids import DeviceIdError, parse_device_id
+from ollana.ollama_api import BLOBS_PATH
 from ollana.proxy.forward import UpstreamError, open_upstream
 from ollana.proxy.upstream import Response
 

@@ -13,10 +13,11 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
 from ollana import __version__
-from ollana.admin.metrics import NO_SERVER, route_label
+from ollana.admin.metrics import NO_SERVER
 from ollana.cluster.models import inspect_request
 from ollana.cluster.router import NoServerError, Router
 from ollana.logs import access_log
+from ollana.ollama_api import route_label
 from ollana.proxy.forward import VERSION_HEADER, error_response, relay, request_headers
 from ollana.proxy.guard import LocalGuard
 

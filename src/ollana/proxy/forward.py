@@ -13,6 +13,7 @@ import aiohttp
 from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from ollana.ollama_api import stream_error_chunk
 from ollana.proxy.upstream import (
     ConnectFailed,
     ConnectionClosed,
@@ -31,7 +32,6 @@ __all__ = [
     "open_upstream",
     "relay",
     "request_headers",
-    "stream_error_chunk",
 ]
 
 log = logging.getLogger(__name__)
@@ -183,14 +183,6 @@ async def open_upstream(
 
 def _why(exc: BaseException) -> str:
     return describe(exc.__cause__ or exc)
-
-
-def stream_error_chunk(content_type: str | None, message: str) -> bytes:
-    """One error object in the stream's own framing: an SSE data event or an NDJSON line."""
-    if content_type and content_type.startswith("text/event-stream"):
-        payload = {"error": {"message": message, "type": "api_error", "param": None, "code": None}}
-        return b"data: " + json.dumps(payload).encode() + b"\n\n"
-    return json.dumps({"error": message}).encode() + b"\n"
 
 
 _READ_ERRORS: Final = (TimeoutError, aiohttp.ClientError)

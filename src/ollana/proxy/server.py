@@ -12,9 +12,10 @@ from aiohttp import web
 from yarl import URL
 
 from ollana import __version__
-from ollana.admin.metrics import LOCAL_OLLAMA, NO_SERVER, Metrics, route_label
+from ollana.admin.metrics import LOCAL_OLLAMA, NO_SERVER, Metrics
 from ollana.config import Limits
 from ollana.logs import access_log
+from ollana.ollama_api import route_label
 from ollana.proxy.forward import (
     VERSION_HEADER,
     UpstreamError,
@@ -25,24 +26,15 @@ from ollana.proxy.forward import (
 )
 from ollana.proxy.upstream import Upstream
 
-__all__ = ["MANAGEMENT_PATHS", "ServerProxy", "is_management"]
+__all__ = ["ServerProxy"]
 
 log = logging.getLogger(__name__)
-
-MANAGEMENT_PATHS: Final = frozenset(
-    {"/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete"}
-)
 
 # Why an attempt at the local Ollama failed with nothing processed and nothing sent back.
 _ANSWERED_NOTHING: Final = frozenset({"connect", "tls", "reset"})
 
 # Answers a request itself (hello, refusals) or returns None to forward it.
 Gate = Callable[[web.BaseRequest], Awaitable[web.StreamResponse | None]]
-
-
-def is_management(method: str, path: str) -> bool:
-    """Whether a request changes the models a server holds."""
-    return path in MANAGEMENT_PATHS or (path.startswith("/api/blobs/") and method == "POST")
 
 
 class ServerProxy:
