@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
-from ollana.cluster.models import model_names
 from ollana.config import HostPort, Settings
 from ollana.http.client import FETCH_ERRORS, ConnectionPool, Response
 from ollana.lifecycle import Service
+from ollana.ollama_api import model_names
 
 __all__ = ["EWMA_ALPHA", "Pool", "Server", "ServerSnapshot", "ServerState"]
 

@@ -23,7 +23,7 @@ from ollana.ollama_api import BLOBS_PATH
 __all__ = ["AFFINITY_ENTRIES", "NoServerError", "Router", "order"]
 
 if TYPE_CHECKING:
-    from ollana.admin.metrics import Metrics
+    from ollana.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -15,12 +15,12 @@ from ollana.cluster.router import Router
 from ollana.config import HostPort, Settings
 from ollana.discovery import Announce, Goodbye, Message, Query
 from ollana.http.client import ConnectionPool
+from ollana.http.guard import LocalGuard
 from ollana.http.listener import Listener
 from ollana.identity import HelloError, introduce, short_device_id
 from ollana.modes.base import Mode
 from ollana.modes.common import record_seen
 from ollana.proxy.client import ClientProxy
-from ollana.proxy.guard import LocalGuard
 
 __all__ = ["ClientMode"]
 

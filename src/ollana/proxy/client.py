@@ -13,18 +13,18 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
 from ollana import __version__
-from ollana.admin.metrics import NO_SERVER
 from ollana.cluster.models import inspect_request
 from ollana.cluster.router import NoServerError, Router
 from ollana.http import PIN_HEADER, VERSION_HEADER, error_response, relay, request_headers
+from ollana.http.guard import LocalGuard
 from ollana.logs import access_log
+from ollana.metrics import NO_SERVER
 from ollana.ollama_api import route_label
-from ollana.proxy.guard import LocalGuard
 
 __all__ = ["ClientProxy"]
 
 if TYPE_CHECKING:
-    from ollana.admin.metrics import Metrics
+    from ollana.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
