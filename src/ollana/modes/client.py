@@ -158,10 +158,7 @@ class ClientMode(Mode):
             return
         self.unpaired.pop(message.device, None)
         server = self.pool.add(address, device_id=message.device, priority=message.priority)
-        self.pool.heard(server)
-        if message.models and message.models != server.models_digest:
-            server.models_digest = message.models
-            self.pool.refresh_models_soon(server)
+        self.pool.heard(server, message.models)
 
     def _revoked(self, device_ids: frozenset[str]) -> None:
         for device_id in device_ids:
