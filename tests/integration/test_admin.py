@@ -19,12 +19,14 @@ from aiohttp.test_utils import TestClient, TestServer
 from click.testing import CliRunner, Result
 from prometheus_client.parser import text_string_to_metric_families
 
-from ollana.admin import AdminListener, Metrics, create_admin_app, status_document
+from ollana.admin import AdminListener, create_admin_app, status_document
 from ollana.cli import main
 from ollana.cluster.pool import ServerSnapshot, ServerState
 from ollana.config import HostPort, Settings
+from ollana.http.listener import ListenError
 from ollana.identity import SeenDevice
-from ollana.proxy.listener import ListenError
+from ollana.metrics import Metrics
+from ollana.wake import RememberedServer
 from tests.support.admin_fakes import (
     DEVICE,
     FakeDiscovery,
@@ -42,7 +44,7 @@ SERVER_KEYS = {
 }  # fmt: skip
 TOP_KEYS = {
     "schema", "version", "mode", "device_id", "pid", "started", "uptime_seconds", "listen",
-    "open", "read_only", "discovery", "ollama", "servers", "nearby", "counters",
+    "open", "read_only", "discovery", "ollama", "servers", "nearby", "sleeping", "counters",
 }  # fmt: skip
 
 
@@ -63,7 +65,11 @@ def metrics(pool: FakePool) -> Metrics:
 async def client(pool: FakePool, metrics: Metrics) -> AsyncIterator[Client]:
     when = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
     seen = SeenDevice("ab" * 32, "10.0.0.9", "server", when, b"")
-    source = FakeSource(pool=pool, seen=(seen,), extra={"connections": 4})
+    asleep = RememberedServer(
+        "ef" * 32, "gpu-box", ("10.0.0.7:11435",), "aa:bb:cc:dd:ee:ff", ("big:70b",),
+        when.timestamp(), None,
+    )  # fmt: skip
+    source = FakeSource(pool=pool, seen=(seen,), extra={"connections": 4}, remembered=(asleep,))
     async with TestClient(TestServer(create_admin_app(source, metrics))) as client:
         yield client
 
@@ -103,6 +109,17 @@ async def test_status_document_schema(client: Client) -> None:
             "address": "10.0.0.9",
             "role": "server",
             "last_seen": "2026-01-02T03:04:05Z",
+        }
+    ]
+    assert doc["sleeping"] == [
+        {
+            "device_id": "ef" * 32,
+            "name": "gpu-box",
+            "address": "10.0.0.7:11435",
+            "mac": "aa:bb:cc:dd:ee:ff",
+            "models": ["big:70b"],
+            "last_seen": "2026-01-02T03:04:05Z",
+            "last_woken": None,
         }
     ]
     counters = doc["counters"]
@@ -297,6 +314,7 @@ async def test_status_command_prints_tables(client: Client, pool: FakePool) -> N
     assert "[red]boom[/red]" in out  # data is never read as markup
     assert "\x1b" not in out and "bad?[2Jname" in out
     assert "abababab" in out  # the nearby device, as a prefix `device allow` accepts
+    assert "gpu-box" in out and "aa:bb:cc:dd:ee:ff" in out  # a sleeping server
     assert "connections" in out
 
 

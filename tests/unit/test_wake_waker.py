@@ -10,13 +10,13 @@ import pytest
 from ollana.cluster.pool import Pool, Server
 from ollana.cluster.router import NoServerError
 from ollana.config import Settings
-from ollana.proxy.upstream import Upstream
+from ollana.http.client import ConnectionPool
 from ollana.wake import ServerMemory, Waker, wake_destinations
 
 GPU = "ab" * 32
 
 
-def _no_upstream(server: Server) -> Upstream:
+def _no_upstream(server: Server) -> ConnectionPool:
     raise AssertionError("no server joins this pool")
 
 

@@ -9,18 +9,19 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from ollana.app import who_listens
 from ollana.cluster.aggregate import Aggregator
 from ollana.cluster.pool import Pool, Server
 from ollana.cluster.router import Router
 from ollana.config import HostPort, Settings
 from ollana.discovery import Announce, Goodbye, Message, Query
+from ollana.http.client import ConnectionPool
+from ollana.http.guard import LocalGuard
+from ollana.http.listener import Listener
 from ollana.identity import HelloError, introduce, short_device_id
 from ollana.modes.base import Mode
 from ollana.modes.common import record_seen
 from ollana.proxy.client import ClientProxy
-from ollana.proxy.guard import LocalGuard
-from ollana.proxy.listener import Listener
-from ollana.proxy.upstream import Upstream
 from ollana.wake import RememberedServer, ServerMemory, Waker
 
 __all__ = ["ClientMode"]
@@ -71,6 +72,7 @@ class ClientMode(Mode):
             grace=settings.grace,
             name="client",
             on_refusal=self.metrics.refused,
+            who=who_listens,
         )
         # Servers seen but not allowed: device ID -> address, the most recent last.
         self.unpaired: OrderedDict[str, str] = OrderedDict()
@@ -104,9 +106,9 @@ class ClientMode(Mode):
 
     # --- parts --------------------------------------------------------------------------
 
-    def _upstream(self, server: Server) -> Upstream:
+    def _upstream(self, server: Server) -> ConnectionPool:
         limits = self.settings.limits
-        return Upstream(
+        return ConnectionPool(
             server.address.host,
             server.address.port,
             ssl_context=self.tls.client_context(),
@@ -172,12 +174,9 @@ class ClientMode(Mode):
             return
         self.unpaired.pop(message.device, None)
         server = self.pool.add(address, device_id=message.device, priority=message.priority)
-        self.pool.heard(server)
+        self.pool.heard(server, message.models)
         if self.waker is not None:
             self.waker.heard(message.device, address, message.mac, message.name)
-        if message.models and message.models != server.models_digest:
-            server.models_digest = message.models
-            self.pool.refresh_models_soon(server)
 
     def _revoked(self, device_ids: frozenset[str]) -> None:
         for device_id in device_ids:
