@@ -9,7 +9,7 @@ import pytest
 from ollana.wake.waker import RESEND_INTERVAL
 from tests.lan.lab import Lab
 from tests.lan.netns import Network
-from tests.lan.wakeup import sleep_and_wake
+from tests.lan.wakeup import GENERATE, sleep_and_wake
 
 pytestmark = pytest.mark.lan
 
@@ -42,3 +42,22 @@ async def test_a_request_for_a_sleeping_servers_model_wakes_it(network: Network,
         f"\nrequest to answer {run.request_to_answer:.2f} s, of which the host's own start "
         f"{run.host_start:.2f} s: {run.overhead:.2f} s added by ollana"
     )
+
+
+async def test_a_server_that_does_not_wake_gets_a_clear_503(network: Network, lab: Lab) -> None:
+    run = await sleep_and_wake(
+        network, lab, requests=1, host_wakes=False, env={"OLLANA_WAKE_TIMEOUT": "2"}
+    )
+    assert {p["mac"] for p in run.packets} == {run.mac}
+    [reply] = run.replies
+    assert reply.status == 503, reply.body
+    error = reply.json()["error"]  # Ollama's error shape
+    assert "woken" in error and "did not answer within 2 s" in error, error
+
+    # --no-wake: the same request is answered at once, without waking anything.
+    client = run.cluster.clients[0]
+    await run.cluster.ollana["c"].stop()
+    await lab.ollana(client, env={**run.cluster.env, "OLLANA_WAKE": "off"})
+    reply = await client.http("POST", 11434, "/api/generate", GENERATE, timeout=30)
+    assert reply.status == 503, reply.body
+    assert "woken" not in reply.json()["error"]

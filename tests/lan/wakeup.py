@@ -15,6 +15,7 @@ import re
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ ANSWER_TIMEOUT = 60.0  # below the client's --wake-timeout (90 s)
 class WakeRun:
     """What one sleep-and-wake scenario saw."""
 
+    cluster: Cluster  # server "a", client "c"
     mac: str  # the server's eth0
     remembered: dict[str, Any]  # the client's memory of it, before it slept
     sleeping: list[dict[str, Any]]  # /status "sleeping" of the client while it slept
@@ -67,16 +69,23 @@ def remembered(home: Path, device: str) -> dict[str, Any] | None:
 
 
 async def sleep_and_wake(
-    network: Network, lab: Lab, *, requests: int = 2, restart_client: bool = True
+    network: Network,
+    lab: Lab,
+    *,
+    requests: int = 2,
+    restart_client: bool = True,
+    host_wakes: bool = True,
+    env: Mapping[str, str] | None = None,
 ) -> WakeRun:
     """Run the scenario once (see the module docstring); `requests` sent side by side.
 
     With `restart_client`, the client restarts while the server sleeps: what it knows of
-    the server comes from its remembered-servers file.
+    the server comes from its remembered-servers file. Without `host_wakes`, the host
+    stays asleep whatever it hears. `env`: OLLANA_* settings of every ollana.
     """
     lan = network.lan()
     a, c = network.host("a", lan), network.host("c", lan)
-    cluster = await Cluster.start(lab, [a], [c])
+    cluster = await Cluster.start(lab, [a], [c], env=env)
     device, mac = cluster.ids["a"], mac_of(a)
 
     def learnt() -> dict[str, Any] | None:
@@ -110,6 +119,8 @@ async def sleep_and_wake(
 
     async def wake_host() -> float:
         await eventually(packets, timeout=STEP_TIMEOUT, what=f"a magic packet on {a.label}")
+        if not host_wakes:
+            return 0.0
         started = time.monotonic()
         await cluster.start_ollama(a)
         await cluster.start_ollana(a)
@@ -131,6 +142,7 @@ async def sleep_and_wake(
     if isinstance(started_in, BaseException):
         raise started_in
     return WakeRun(
+        cluster=cluster,
         mac=mac,
         remembered=memory,
         sleeping=sleeping,
