@@ -75,16 +75,21 @@ async def sleep_and_wake(
     requests: int = 2,
     restart_client: bool = True,
     host_wakes: bool = True,
+    static: bool = False,
     env: Mapping[str, str] | None = None,
 ) -> WakeRun:
     """Run the scenario once (see the module docstring); `requests` sent side by side.
 
     With `restart_client`, the client restarts while the server sleeps: what it knows of
     the server comes from its remembered-servers file. Without `host_wakes`, the host
-    stays asleep whatever it hears. `env`: OLLANA_* settings of every ollana.
+    stays asleep whatever it hears. With `static`, discovery is off and the client knows
+    the server as a static one. `env`: OLLANA_* settings of every ollana.
     """
     lan = network.lan()
     a, c = network.host("a", lan), network.host("c", lan)
+    if static:
+        # Known by address alone: its MAC comes from the answer to the client's hello.
+        env = {**(env or {}), "OLLANA_DISCOVERY": "off", "OLLANA_SERVERS": f"{a.address}:11435"}
     cluster = await Cluster.start(lab, [a], [c], env=env)
     device, mac = cluster.ids["a"], mac_of(a)
 

@@ -87,3 +87,15 @@ def test_a_broken_seen_file_is_a_server_error_and_stays(server: Identity, client
     reply = handle_hello(hello_body(client), identity=server, store=store, address="192.0.2.5:1")
     assert reply.status == 500
     assert store.seen_path.read_text() == "[[seen]\n"
+
+
+def test_the_reply_carries_the_servers_mac_when_known(server: Identity, client: Identity) -> None:
+    store = DeviceStore(server.cert_path.parent)
+    reply = handle_hello(
+        hello_body(client), identity=server, store=store, address="192.0.2.5:1",
+        mac="aa:bb:cc:dd:ee:ff",
+    )  # fmt: skip
+    assert json.loads(reply.body)["mac"] == "aa:bb:cc:dd:ee:ff"
+    assert parse_hello(reply.body)[0] == server.device_id  # older readers ignore it
+    plain = handle_hello(hello_body(client), identity=server, store=store, address="192.0.2.5:1")
+    assert "mac" not in json.loads(plain.body)

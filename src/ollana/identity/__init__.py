@@ -17,8 +17,10 @@ from ollana.identity.hello import (
     MAX_HELLO_BODY,
     HelloError,
     HelloReply,
+    Introduced,
     handle_hello,
     introduce,
+    introduce_to,
 )
 from ollana.identity.ids import (
     AmbiguousDeviceId,
@@ -48,6 +50,7 @@ __all__ = [
     "HelloReply",
     "Identity",
     "IdentityError",
+    "Introduced",
     "Peer",
     "PeerNotAllowed",
     "PeerRejected",
@@ -61,6 +64,7 @@ __all__ = [
     "format_device_id",
     "handle_hello",
     "introduce",
+    "introduce_to",
     "load_identity",
     "normalize_device_id",
     "parse_device_id",

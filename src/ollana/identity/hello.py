@@ -4,7 +4,10 @@ A client that knows a server only by address (``--server HOST:PORT``) and is not
 by discovery connects over TLS without a client certificate and posts its own::
 
     request  {"device": "<its ID>", "cert": "<base64 DER>", "role": "client"}
-    reply    {"device": "<server ID>", "cert": "<base64 DER>"}
+    reply    {"device": "<server ID>", "cert": "<base64 DER>", "mac": "aa:bb:…"}
+
+The reply's optional `mac` is that of the server's interface the hello came in on (for
+Wake-on-LAN); it is a hint, not checked.
 
 Each side records the other as seen, so `ollana device list` shows it and `ollana device
 allow` can take a prefix. Learning a certificate grants nothing: only `allow` does.
@@ -24,7 +27,7 @@ from typing import Final
 import aiohttp
 from yarl import URL
 
-from ollana.config import HostPort
+from ollana.config import HostPort, parse_mac
 from ollana.identity.certs import Identity
 from ollana.identity.devicefile import cert_der_from
 from ollana.identity.ids import DeviceIdError, device_id_of, normalize_device_id
@@ -38,9 +41,11 @@ __all__ = [
     "MAX_HELLO_BODY",
     "HelloError",
     "HelloReply",
+    "Introduced",
     "handle_hello",
     "hello_body",
     "introduce",
+    "introduce_to",
     "parse_hello",
 ]
 
@@ -64,11 +69,21 @@ class HelloReply:
     content_type: str = "application/json; charset=utf-8"
 
 
-def hello_body(identity: Identity, role: str = "client") -> bytes:
+@dataclass(frozen=True, slots=True)
+class Introduced:
+    """What a server's answer to our hello told: its device ID, and its MAC if it said."""
+
+    device_id: str
+    mac: str = ""
+
+
+def hello_body(identity: Identity, role: str = "client", mac: str = "") -> bytes:
     """The JSON a device sends (or answers) to introduce itself."""
     message = {"device": identity.device_id, "cert": base64.b64encode(identity.cert_der).decode()}
     if role:
         message["role"] = role
+    if mac:
+        message["mac"] = mac
     return json.dumps(message).encode()
 
 
@@ -108,9 +123,10 @@ def parse_hello(body: bytes) -> tuple[str, bytes, str]:
 
 
 def handle_hello(
-    body: bytes, *, identity: Identity, store: DeviceStore, address: str
+    body: bytes, *, identity: Identity, store: DeviceStore, address: str, mac: str = ""
 ) -> HelloReply:
-    """Answer a hello from `address`: remember the sender as seen and introduce ourselves.
+    """Answer a hello from `address`: remember the sender as seen and introduce ourselves
+    (with `mac`, the MAC address of the interface the hello came in on, if known).
 
     Does blocking file I/O (the seen-devices file); run it in a thread if that matters.
     """
@@ -124,14 +140,19 @@ def handle_hello(
     except StoreError as exc:
         log.error("cannot record a hello from %s: %s", address, exc)
         return _error(500, "this device cannot record devices it meets right now")
-    return HelloReply(200, hello_body(identity, role=""))
+    return HelloReply(200, hello_body(identity, role="", mac=mac))
 
 
 async def introduce(tls: TLSManager, url: str, *, timeout: float = HELLO_TIMEOUT) -> str:
+    """Say hello to the server at `url` (https://HOST:PORT); its device ID (see introduce_to)."""
+    return (await introduce_to(tls, url, timeout=timeout)).device_id
+
+
+async def introduce_to(tls: TLSManager, url: str, *, timeout: float = HELLO_TIMEOUT) -> Introduced:
     """Say hello to the server at `url` (https://HOST:PORT) and remember it as seen.
 
-    Returns the server's device ID. The reply must come from the certificate that the
-    TLS handshake presented, or HelloError is raised.
+    Returns the server's device ID and MAC. The reply must come from the certificate that
+    the TLS handshake presented, or HelloError is raised.
     """
     presented: list[str] = []
     connector = tls.connector_for_hello(lambda device_id, _: presented.append(device_id))
@@ -161,7 +182,15 @@ async def introduce(tls: TLSManager, url: str, *, timeout: float = HELLO_TIMEOUT
         tls.store.record_seen(device_id, address, "server", der)
     except (ValueError, StoreError) as exc:
         raise HelloError(f"cannot record {url}: {exc}") from None
-    return device_id
+    return Introduced(device_id, _mac_in(body))
+
+
+def _mac_in(body: bytes) -> str:
+    """The reply's `mac`, if it is a MAC address; "" otherwise (it is only a hint)."""
+    try:
+        return parse_mac(json.loads(body).get("mac"))
+    except (ValueError, AttributeError):
+        return ""
 
 
 def _error(status: int, message: str) -> HelloReply:

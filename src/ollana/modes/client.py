@@ -18,7 +18,7 @@ from ollana.discovery import Announce, Goodbye, Message, Query
 from ollana.http.client import ConnectionPool
 from ollana.http.guard import LocalGuard
 from ollana.http.listener import Listener
-from ollana.identity import HelloError, introduce, short_device_id
+from ollana.identity import HelloError, introduce_to, short_device_id
 from ollana.modes.base import Mode
 from ollana.modes.common import record_seen
 from ollana.proxy.client import ClientProxy
@@ -125,12 +125,15 @@ class ClientMode(Mode):
     async def _hello(self, server: Server) -> None:
         """Introduce ourselves to a static server, so that it can learn our certificate."""
         try:
-            device_id = await introduce(self.tls, server.base_url)
+            introduced = await introduce_to(self.tls, server.base_url)
         except HelloError as exc:
             log.warning("static server %s: %s", server.address, exc)
             return
+        device_id = introduced.device_id
         if self.pool.find(device_id) is None:
             self.pool.identify(server, device_id)
+        if self.waker is not None and self.tls.is_allowed(device_id):
+            self.waker.heard(device_id, server.address, introduced.mac, "")
         if not self.tls.is_allowed(device_id):
             log.warning(
                 "static server %s is device %s, which is not allowed here: "

@@ -15,12 +15,13 @@ from ollana.discovery import (
     Message,
     Query,
     clamp_priority,
+    interface_for,
     models_digest,
     safe_version,
 )
 from ollana.http import error_response, json_response
 from ollana.http.listener import Listener
-from ollana.identity import HELLO_PATH, MAX_HELLO_BODY, PeerRejected, handle_hello
+from ollana.identity import HELLO_PATH, MAX_HELLO_BODY, HelloReply, PeerRejected, handle_hello
 from ollana.modes.base import Mode
 from ollana.modes.common import record_seen
 from ollana.ollama_api import changes_models
@@ -99,12 +100,12 @@ class ServerMode(Mode):
             return response
         if request.path == HELLO_PATH and request.method == "POST":
             body = await request.content.read(MAX_HELLO_BODY + 1)
+            sockname = request.transport.get_extra_info("sockname") if request.transport else None
             reply = await asyncio.to_thread(
-                handle_hello,
+                self._hello,
                 body,
-                identity=self.tls.identity,
-                store=self.tls.store,
                 address=request.remote or "",
+                local=str(sockname[0]) if sockname else "",
             )
             return json_response(reply.status, reply.body)
         if not peer.trusted:
@@ -120,6 +121,17 @@ class ServerMode(Mode):
             self.metrics.refused("read-only")
             return error_response(403, "model management is disabled on this ollana server")
         return None
+
+    def _hello(self, body: bytes, *, address: str, local: str) -> HelloReply:
+        """Answer a hello, with the MAC of the interface it came in on (blocking I/O)."""
+        interface = interface_for(local) if local else None
+        return handle_hello(
+            body,
+            identity=self.tls.identity,
+            store=self.tls.store,
+            address=address,
+            mac=interface.mac if interface is not None else "",
+        )
 
     # --- discovery and the local Ollama ------------------------------------------------
 

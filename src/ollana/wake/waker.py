@@ -181,8 +181,18 @@ class Waker(Service):
         found = self._pool.find(device_id)
         if found is not None:
             return found
-        # A static server is keyed by its address until its hello told its ID.
-        return next((s for s in self._pool if s.device_id == device_id), None)
+        # A static server is keyed by its address until its hello told its ID (a client that
+        # started while it slept has not heard it yet).
+        remembered = self.memory.get(device_id)
+        addresses = remembered.addresses if remembered is not None else ()
+        return next(
+            (
+                s
+                for s in self._pool
+                if s.device_id == device_id or (s.device_id is None and str(s.address) in addresses)
+            ),
+            None,
+        )
 
     # --- waking --------------------------------------------------------------------------
 
