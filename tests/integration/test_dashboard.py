@@ -26,6 +26,7 @@ from ollana.admin import AdminListener, create_admin_app
 from ollana.cluster.pool import ServerState
 from ollana.config import HostPort
 from ollana.metrics import Metrics
+from ollana.wake import RememberedServer
 from tests.integration.test_status_live import address, admin_of, chat, cluster
 from tests.support.admin_fakes import FakePool, FakeSource, FakeWatch, snapshot
 
@@ -307,4 +308,19 @@ async def test_server_mode_page_shows_the_local_ollama(tmp_path: Path) -> None:
         assert hidden == [True, True, False]
         counters = await page.evaluate("document.getElementById('counters').innerText")
         assert "connections" in counters
+        assert page.errors == [] and page.network_errors == []
+
+
+async def test_client_page_lists_sleeping_servers(tmp_path: Path) -> None:
+    asleep = RememberedServer(
+        "ef" * 32, "gpu-box", ("10.0.0.7:11435",), "aa:bb:cc:dd:ee:ff", ("big:70b",), 1.0e9, None
+    )
+    source = FakeSource(pool=FakePool([]), remembered=(asleep,))
+    async with AdminListener(
+        create_admin_app(source, Metrics()), HostPort("127.0.0.1", 0)
+    ) as listener, chromium(tmp_path / "profile") as page:  # fmt: skip
+        await page.navigate(listener.url)
+        await page.wait_for("!document.getElementById('sleeping-section').hidden")
+        text = await page.evaluate("document.getElementById('sleeping').innerText")
+        assert "gpu-box" in text and "aa:bb:cc:dd:ee:ff" in text and "never" in text
         assert page.errors == [] and page.network_errors == []

@@ -104,3 +104,15 @@ def test_interface_broadcasts_match_iproute2() -> None:
     assert set(interface_broadcasts()) == expected
     for address in interface_broadcasts():
         assert not ipaddress.IPv4Address(address).is_loopback
+
+
+def test_the_interface_that_reaches_an_address_is_the_one_whose_subnet_holds_it() -> None:
+    from ollana.discovery import Interface, interface_for
+
+    lan = Interface("eth0", "10.1.2.3", 24, "10.1.2.255", "aa:bb:cc:dd:ee:01")
+    wifi = Interface("wlan0", "192.168.7.9", 16, "192.168.255.255", "")
+    known = (lan, wifi)
+    assert interface_for("10.1.2.40", known) is lan
+    assert interface_for("10.1.2.255", known) is lan  # its broadcast: announces sent there
+    assert interface_for("192.168.200.1", known) is wifi
+    assert not lan.reaches("10.1.3.1") and not lan.reaches("gpu-box.lan")

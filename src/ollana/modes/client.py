@@ -179,7 +179,8 @@ class ClientMode(Mode):
         server = self.pool.add(address, device_id=message.device, priority=message.priority)
         self.pool.heard(server, message.models)
         if self.waker is not None:
-            self.waker.heard(message.device, address, message.mac, message.name)
+            # The address the pool uses: a server heard at several must not flip between them.
+            self.waker.heard(message.device, server.address, message.mac, message.name)
 
     def _revoked(self, device_ids: frozenset[str]) -> None:
         for device_id in device_ids:

@@ -132,10 +132,11 @@ class Waker(Service):
         if self._usable:
             self.memory.seen(device_id, address=str(address), mac=mac or None, name=name or None)
 
-    def sync(self) -> None:
-        """Copy what the pool knows of healthy servers into the memory."""
+    def sync(self) -> bool:
+        """Copy what the pool knows of healthy servers into the memory; whether there were any."""
         if not self._usable:
-            return
+            return False
+        synced = False
         for server in self._pool:
             if server.device_id is None or server.state is not ServerState.HEALTHY:
                 continue
@@ -145,13 +146,14 @@ class Waker(Service):
                 mac=self._static_macs.get(server.address) if server.static else None,
                 models=server.models if server.models_known else None,
             )
+            synced = True
+        return synced
 
     async def _sync_loop(self) -> None:
         saved = time.monotonic()
         while True:
             await asyncio.sleep(SYNC_INTERVAL)
-            self.sync()
-            if time.monotonic() - saved >= SAVE_INTERVAL:
+            if self.sync() and time.monotonic() - saved >= SAVE_INTERVAL:
                 self.memory.touched()
             if self.memory.dirty:
                 saved = time.monotonic()
