@@ -8,7 +8,6 @@ from collections import OrderedDict
 
 from aiohttp import web
 
-from ollana.app import who_listens
 from ollana.cluster.aggregate import Aggregator
 from ollana.cluster.pool import Pool, Server
 from ollana.cluster.router import Router
@@ -18,6 +17,7 @@ from ollana.http.client import ConnectionPool
 from ollana.http.guard import LocalGuard
 from ollana.http.listener import Listener
 from ollana.identity import HelloError, introduce, short_device_id
+from ollana.local_ollama import who_listens
 from ollana.modes.base import Mode
 from ollana.modes.common import record_seen
 from ollana.proxy.client import ClientProxy

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import logging
-import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 
 from aiohttp import web
-from yarl import URL
 
 from ollana import __version__
 from ollana.config import Limits
@@ -21,7 +19,7 @@ from ollana.http import (
     relay,
     request_headers,
 )
-from ollana.http.client import ConnectionPool
+from ollana.local_ollama import ollama_pool
 from ollana.logs import access_log
 from ollana.metrics import LOCAL_OLLAMA, NO_SERVER, Metrics
 from ollana.ollama_api import route_label
@@ -48,16 +46,10 @@ class ServerProxy:
         gate: Gate | None = None,
         metrics: Metrics | None = None,
     ) -> None:
-        url = URL(ollama_url)
-        self._prefix = url.raw_path.rstrip("/")  # an OLLAMA_HOST path prefixes every target
-        https = url.scheme == "https"
         self._metrics = metrics
         self._gate = gate
-        self.upstream = ConnectionPool(
-            url.raw_host or "127.0.0.1",
-            url.port or (443 if https else 80),
-            # An https Ollama is verified as any web server is.
-            ssl_context=ssl.create_default_context() if https else None,
+        self.upstream, self._prefix = ollama_pool(
+            ollama_url,
             connect_timeout=limits.connect_timeout,
             read_timeout=limits.stream_idle_timeout,
         )
