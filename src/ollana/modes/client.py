@@ -18,8 +18,7 @@ from ollana.http.guard import LocalGuard
 from ollana.http.listener import Listener
 from ollana.identity import HelloError, introduce, short_device_id
 from ollana.local_ollama import who_listens
-from ollana.modes.base import Mode
-from ollana.modes.common import record_seen
+from ollana.modes.mode import Mode, record_seen
 from ollana.proxy.client import ClientProxy
 
 __all__ = ["ClientMode"]

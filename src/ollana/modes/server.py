@@ -20,8 +20,7 @@ from ollana.http import error_response, json_response
 from ollana.http.listener import Listener
 from ollana.identity import HELLO_PATH, MAX_HELLO_BODY, PeerRejected, handle_hello
 from ollana.local_ollama import OllamaWatch, who_listens
-from ollana.modes.base import Mode
-from ollana.modes.common import record_seen
+from ollana.modes.mode import Mode, record_seen
 from ollana.ollama_api import changes_models
 from ollana.proxy.server import ServerProxy
 
