@@ -87,8 +87,8 @@ async def test_second_client_on_a_taken_admin_port_names_the_first(tmp_path: Pat
             tmp_path / "b", "--mode", "client", "--listen", "127.0.0.1:0", "--admin-listen", admin
         )
         assert error == (
-            f"Error: {admin} (the admin API) is already in use by another ollana in client mode"
-            f" (on 127.0.0.1:{first.port}, pid {first.proc.pid}, admin API {admin});"
+            f"Error: the admin API address {admin} is already in use by another ollana in client"
+            f" mode (on 127.0.0.1:{first.port}, pid {first.proc.pid}, admin API {admin});"
             " stop that or choose another with --admin-listen HOST:PORT|off"
         )
 
@@ -104,7 +104,7 @@ async def test_taken_listen_port_is_named_before_the_admin_port(tmp_path: Path) 
                 "--admin-listen", f"127.0.0.1:{admin}",
             )  # fmt: skip
     assert error.startswith(
-        f"Error: 127.0.0.1:{first.port} (the listen address) is already in use by another ollana"
+        f"Error: the listen address 127.0.0.1:{first.port} is already in use by another ollana"
     )
     if LINUX:
         assert f"(pid {first.proc.pid}: " in error
@@ -117,7 +117,7 @@ async def test_admin_port_held_by_another_program_names_it_and_the_flag(tmp_path
             tmp_path, "--mode", "client", "--listen", "127.0.0.1:0",
             "--admin-listen", f"127.0.0.1:{admin}",
         )  # fmt: skip
-    assert error.startswith(f"Error: 127.0.0.1:{admin} (the admin API) is already in use by ")
+    assert error.startswith(f"Error: the admin API address 127.0.0.1:{admin} is already in use by ")
     if LINUX:
         assert f"(pid {os.getpid()}: " in error  # this test process holds it
     assert error.endswith("choose another with --admin-listen HOST:PORT|off")

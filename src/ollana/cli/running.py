@@ -106,7 +106,9 @@ async def check_before_start(settings: Settings, mode: str) -> None:
             )
     needs = [(settings.listen_address(server), "the listen address", "--listen HOST:PORT")]
     if settings.admin_listen is not None:
-        needs.append((settings.admin_listen, "the admin API", "--admin-listen HOST:PORT|off"))
+        needs.append(
+            (settings.admin_listen, "the admin API address", "--admin-listen HOST:PORT|off")
+        )
     for address, what, flag in needs:
         if not address.port or not _taken(address):
             continue
@@ -119,7 +121,7 @@ async def check_before_start(settings: Settings, mode: str) -> None:
             who += f" (pid {pid}: {command})"
         raise ListenError(
             errno.EADDRINUSE,
-            f"{address} ({what}) is already in use{who}; stop that or choose another with {flag}",
+            f"{what} {address} is already in use{who}; stop that or choose another with {flag}",
         )
 
 
@@ -167,7 +169,9 @@ def holding_process(port: int) -> tuple[int, str] | None:
                     command = "".join(
                         c if c.isprintable() else "?" for c in raw.decode(errors="replace")
                     )
-                    return int(proc.name), command[:MAX_COMMAND] or "?"
+                    if len(command) > MAX_COMMAND:
+                        command = command[: MAX_COMMAND - 1] + "…"
+                    return int(proc.name), command or "?"
     return None
 
 
