@@ -201,7 +201,8 @@ def test_top_level_help_truncates_no_description() -> None:
 
 def test_device_disable_says_it_removes() -> None:
     result = CliRunner().invoke(main, ["device", "disable", "--help"])
-    assert "The same as `remove` (the entry is removed, not kept disabled)." in result.stdout
+    assert "it leaves the allow list" in result.stdout
+    assert "There is no disabled state kept" in result.stdout
 
 
 def test_one_list_of_log_levels() -> None:

@@ -1,4 +1,4 @@
-"""`ollana device show | list | allow | remove`, in process and as real processes."""
+"""`ollana device show | list | allow | disable`, in process and as real processes."""
 
 from __future__ import annotations
 
@@ -55,13 +55,14 @@ def test_allow_list_disable_round_trip(tmp_path: Path) -> None:
     assert listed.exit_code == 0
     lines = listed.stdout.splitlines()
     assert lines[lines.index("Allowed devices:") + 1].strip().startswith(grouped)
-    removed = run(tmp_path, "remove", device_id[:8])
+    removed = run(tmp_path, "disable", device_id[:8])
     assert (removed.exit_code, removed.stdout) == (
         0,
-        f"Removed Device ID {grouped} from the allow list (`ollana device allow` adds it back)\n",
+        f"Disabled Device ID {grouped}: removed from the allow list"
+        " (`ollana device allow` adds it back)\n",
     )
     assert device_id not in DeviceStore(tmp_path).allowed()  # removed, not kept disabled
-    missing = run(tmp_path, "disable", device_id[:8])  # the old name does the same
+    missing = run(tmp_path, "remove", device_id[:8])  # another name for the same
     assert missing.exit_code == 1
     assert missing.stdout == f"Device ID {device_id[:8]} is not allowed\n"
 

@@ -1,4 +1,4 @@
-"""`ollana device`: show this device's ID; list, allow and remove peers."""
+"""`ollana device`: show this device's ID; list, allow and disable peers."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ TABLE_WIDTH = 132
 @click.group()
 @home_options
 def device() -> None:
-    """Show this device's ID; list, allow and remove peers."""
+    """Show this device's ID; list, allow and disable peers."""
 
 
 @device.command()
@@ -97,11 +97,14 @@ def allow(device_id: str, name: str | None) -> None:
         )
 
 
-@device.command(short_help="Remove a device from the allow list.")
+@device.command(short_help="Disable a device: remove it from the allow list.")
 @click.argument("device_id", metavar="ID")
 @home_options
-def remove(device_id: str) -> None:
-    """Remove a device from the allow list: its connections are closed; allow it to undo."""
+def disable(device_id: str) -> None:
+    """Disable a device: it leaves the allow list and its connections close at once.
+
+    There is no disabled state kept: `ollana device allow ID` lets it in again.
+    """
     with _errors():
         try:
             removed = DeviceStore(chosen_home()).disable(device_id)
@@ -109,18 +112,18 @@ def remove(device_id: str) -> None:
             click.echo(f"Device ID {format_device_id(parse_device_id(device_id))} is not allowed")
             sys.exit(1)
     click.echo(
-        f"Removed Device ID {format_device_id(removed)} from the allow list"
+        f"Disabled Device ID {format_device_id(removed)}: removed from the allow list"
         " (`ollana device allow` adds it back)"
     )
 
 
-# The old name: it removes the entry (there is no disabled state), so it is listed as remove.
+# What it does, by another name.
 device.add_command(
     click.Command(
-        "disable",
-        params=remove.params,
-        callback=remove.callback,
-        help="The same as `remove` (the entry is removed, not kept disabled).",
+        "remove",
+        params=disable.params,
+        callback=disable.callback,
+        help="The same as `disable`: remove a device from the allow list.",
         hidden=True,
     )
 )
