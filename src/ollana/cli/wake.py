@@ -7,7 +7,9 @@ import time
 
 import click
 
-from ollana.config import ConfigError, HostPort, Settings, Timings, load_settings, parse_host_port
+from ollana.cli.options import home_options
+from ollana.cli.options import settings as load_settings
+from ollana.config import HostPort, Settings, Timings, parse_host_port
 from ollana.discovery import Announce, DiscoveryService, Message, TargetSet
 from ollana.wake import (
     WAKE_GAP,
@@ -28,15 +30,13 @@ RESEND_INTERVAL = 15.0  # the wake-up packet again while waiting (one may be los
 @click.argument("device", required=False)
 @click.option("--timeout", metavar="SECONDS", help="How long to wait for it (--wake-timeout, 90).")
 @click.option("--no-wait", is_flag=True, help="Send the wake-up packet and return.")
-@click.option(
-    "--home", type=click.Path(dir_okay=True, file_okay=False), help="Data dir (OLLANA_HOME)."
-)
-def wake(device: str | None, timeout: str | None, no_wait: bool, home: str | None) -> None:
-    """Wake a remembered server (by name or ID prefix) and wait until it answers."""
-    try:
-        settings = load_settings({"home": home, "wake_timeout": timeout})
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+@home_options
+def wake(device: str | None, timeout: str | None, no_wait: bool) -> None:
+    """Wake a sleeping server (Wake-on-LAN) and wait until it answers.
+
+    DEVICE is a remembered server's name or ID prefix; without it, the only one.
+    """
+    settings = load_settings({"wake_timeout": timeout})
     memory = ServerMemory.in_home(settings.home)
     try:
         memory.load()
