@@ -45,6 +45,8 @@ async def test_a_request_for_a_sleeping_servers_model_wakes_it(
         assert reply.status == 200, reply.body
         assert reply.headers.get("x-ollana-server") == label
         assert reply.json()["done"] is True
+    assert run.after["counters"]["wake_packets"] == destinations.count(run.broadcast)
+    assert run.after["sleeping"] == []  # up again
     print(
         f"\nrequest to answer {run.request_to_answer:.2f} s, of which the host's own start "
         f"{run.host_start:.2f} s: {run.overhead:.2f} s added by ollana"

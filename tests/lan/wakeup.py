@@ -46,6 +46,7 @@ class WakeRun:
     short_id: str
     request_to_answer: float  # seconds, the first request sent to its answer
     host_start: float  # seconds the helper took to start the host's Ollama and ollana
+    after: dict[str, Any]  # the client's /status once the requests were answered
 
     @property
     def overhead(self) -> float:
@@ -143,6 +144,7 @@ async def sleep_and_wake(
         if not helper.done():
             helper.cancel()
         host_start = await asyncio.gather(helper, return_exceptions=True)
+    after = await lab.status(c)
     started_in = host_start[0]
     if isinstance(started_in, BaseException):
         raise started_in
@@ -158,4 +160,5 @@ async def sleep_and_wake(
         short_id=cluster.short(a),
         request_to_answer=min(took for _, took in answers),
         host_start=started_in,
+        after=after,
     )

@@ -107,6 +107,7 @@ class ClientMode(Mode):
         return {
             "connections": self.listener.connections,
             "unpaired_servers": len(self.unpaired),
+            "wake_packets": self.waker.packets if self.waker is not None else 0,
         }
 
     def sleeping(self) -> Sequence[RememberedServer]:

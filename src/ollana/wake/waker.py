@@ -171,7 +171,11 @@ class Waker(Service):
 
     def sleeping(self) -> list[RememberedServer]:
         """Remembered servers that the pool does not hold routable now."""
-        return [s for s in self.memory if not self._up(s.device_id)]
+        return [s for s in self.memory if not self._routable(s.device_id)]
+
+    def _routable(self, device_id: str) -> bool:
+        server = self._server(device_id)
+        return server is not None and server.routable
 
     def _up(self, device_id: str, model: str | None = None) -> bool:
         server = self._server(device_id)
