@@ -13,16 +13,17 @@ from typing import TYPE_CHECKING, Any, Final
 import aiohttp
 from multidict import CIMultiDict
 
-from ollana.cluster.models import BLOBS_PATH, Route
+from ollana.cluster.models import Route
 from ollana.cluster.pool import Pool, Server, ServerState
+from ollana.http import UpstreamError, open_upstream
+from ollana.http.client import Response
 from ollana.identity.ids import DeviceIdError, parse_device_id
-from ollana.proxy.forward import UpstreamError, open_upstream
-from ollana.proxy.upstream import Response
+from ollana.ollama_api import BLOBS_PATH
 
 __all__ = ["AFFINITY_ENTRIES", "NoServerError", "Router", "order"]
 
 if TYPE_CHECKING:
-    from ollana.admin.metrics import Metrics
+    from ollana.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -30,6 +30,7 @@ from ollana.identity.devicefile import cert_der_from
 from ollana.identity.ids import DeviceIdError, device_id_of, normalize_device_id
 from ollana.identity.store import DeviceStore, StoreError
 from ollana.identity.trust import TLSManager
+from ollana.ollama_api import HELLO_PATH
 
 __all__ = [
     "HELLO_PATH",
@@ -45,7 +46,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-HELLO_PATH: Final = "/ollana/v1/hello"
 MAX_HELLO_BODY: Final = 16 * 1024
 HELLO_TIMEOUT: Final = 10.0
 ROLES: Final = frozenset({"client", "server"})

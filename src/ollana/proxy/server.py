@@ -12,10 +12,8 @@ from aiohttp import web
 from yarl import URL
 
 from ollana import __version__
-from ollana.admin.metrics import LOCAL_OLLAMA, NO_SERVER, Metrics, route_label
 from ollana.config import Limits
-from ollana.logs import access_log
-from ollana.proxy.forward import (
+from ollana.http import (
     VERSION_HEADER,
     UpstreamError,
     error_response,
@@ -23,26 +21,20 @@ from ollana.proxy.forward import (
     relay,
     request_headers,
 )
-from ollana.proxy.upstream import Upstream
+from ollana.http.client import ConnectionPool
+from ollana.logs import access_log
+from ollana.metrics import LOCAL_OLLAMA, NO_SERVER, Metrics
+from ollana.ollama_api import route_label
 
-__all__ = ["MANAGEMENT_PATHS", "ServerProxy", "is_management"]
+__all__ = ["ServerProxy"]
 
 log = logging.getLogger(__name__)
-
-MANAGEMENT_PATHS: Final = frozenset(
-    {"/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete"}
-)
 
 # Why an attempt at the local Ollama failed with nothing processed and nothing sent back.
 _ANSWERED_NOTHING: Final = frozenset({"connect", "tls", "reset"})
 
 # Answers a request itself (hello, refusals) or returns None to forward it.
 Gate = Callable[[web.BaseRequest], Awaitable[web.StreamResponse | None]]
-
-
-def is_management(method: str, path: str) -> bool:
-    """Whether a request changes the models a server holds."""
-    return path in MANAGEMENT_PATHS or (path.startswith("/api/blobs/") and method == "POST")
 
 
 class ServerProxy:
@@ -61,7 +53,7 @@ class ServerProxy:
         https = url.scheme == "https"
         self._metrics = metrics
         self._gate = gate
-        self.upstream = Upstream(
+        self.upstream = ConnectionPool(
             url.raw_host or "127.0.0.1",
             url.port or (443 if https else 80),
             # An https Ollama is verified as any web server is.
