@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import pytest
 
 from ollana.proxy.fairqueue import DeviceLimit, FairScheduler
+
+
+def of(limits: dict[str, DeviceLimit]) -> Callable[[str], DeviceLimit]:
+    return lambda device: limits.get(device, DeviceLimit())
 
 
 def drain_one_by_one(s: FairScheduler[str], running: list[str]) -> list[str]:
@@ -87,7 +92,7 @@ def test_max_queue_zero_means_no_waiting() -> None:
 
 def test_a_device_at_its_own_limit_waits_while_others_pass() -> None:
     limits = {"batch": DeviceLimit(max_concurrent=1)}
-    s: FairScheduler[str] = FairScheduler(parallel=3, max_queue=100, limits=limits)
+    s: FairScheduler[str] = FairScheduler(parallel=3, max_queue=100, limit_of=of(limits))
     assert [s.arrive("batch", f"batch#{i}") for i in range(3)] == ["run", "queued", "queued"]
     assert s.arrive("chat", "chat#0") == "run"  # a free slot, and batch is at its limit
     assert s.arrive("chat", "chat#1") == "run"
@@ -99,14 +104,14 @@ def test_a_device_at_its_own_limit_waits_while_others_pass() -> None:
 
 def test_a_default_limit_applies_to_every_device() -> None:
     s: FairScheduler[str] = FairScheduler(
-        parallel=4, max_queue=10, default=DeviceLimit(max_concurrent=2)
+        parallel=4, max_queue=10, limit_of=lambda device: DeviceLimit(max_concurrent=2)
     )
     assert [s.arrive("a", str(i)) for i in range(3)] == ["run", "run", "queued"]
 
 
 def test_weight_two_gets_two_slots_for_each_one() -> None:
     limits = {"heavy": DeviceLimit(weight=2.0)}
-    s: FairScheduler[str] = FairScheduler(parallel=1, max_queue=100, limits=limits)
+    s: FairScheduler[str] = FairScheduler(parallel=1, max_queue=100, limit_of=of(limits))
     s.arrive("light", "light#0")
     for i in range(6):
         s.arrive("heavy", f"heavy#{i}")
@@ -142,7 +147,7 @@ def test_finishing_what_is_not_running_is_an_error() -> None:
 def test_counts_stay_consistent_under_random_traffic(seed: int) -> None:
     rng = random.Random(seed)
     limits = {"d0": DeviceLimit(max_concurrent=1), "d1": DeviceLimit(weight=3)}
-    s: FairScheduler[int] = FairScheduler(parallel=3, max_queue=8, limits=limits)
+    s: FairScheduler[int] = FairScheduler(parallel=3, max_queue=8, limit_of=of(limits))
     running: dict[int, str] = {}
     waiting: dict[int, str] = {}
     for n in range(2000):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -130,8 +130,12 @@ async def relay(
     request: web.BaseRequest,
     upstream: Response,
     extra_headers: Mapping[str, str] | None = None,
+    on_chunk: Callable[[bytes], None] | None = None,
 ) -> web.StreamResponse:
-    """Stream an upstream response to the client chunk by chunk; a broken stream ends cleanly."""
+    """Stream an upstream response to the client chunk by chunk; a broken stream ends cleanly.
+
+    `on_chunk` sees every body chunk as it passes (a usage meter): it must be quick.
+    """
     headers = request_headers(upstream.headers, extra_headers)
     headers.setdefault(hdrs.SERVER, "")  # none upstream: none from us either (HeldStream)
     response = HeldStream(status=upstream.status, reason=upstream.reason, headers=headers)
@@ -149,6 +153,8 @@ async def relay(
             except _READ_ERRORS as exc:
                 raise _Broken(exc) from exc
             while not content.at_eof():
+                if on_chunk is not None:
+                    on_chunk(chunk)
                 # (An empty write sends a held head: the client learns the answer started.)
                 await write(chunk)
                 try:
@@ -158,6 +164,8 @@ async def relay(
         except _Broken as broken:
             await _end_broken(response, upstream, broken.why)
             return response
+        if on_chunk is not None:
+            on_chunk(chunk)
         # The last bytes, the chunked-encoding end marker and a head still held leave together.
         await response.write_eof(chunk)
     finally:

@@ -44,14 +44,13 @@ class FairQueue:
         self,
         parallel: int,
         max_queue: int,
-        limits: Mapping[str, DeviceLimit] | None = None,
+        limit_of: Callable[[str], DeviceLimit] | None = None,
         *,
-        default: DeviceLimit | None = None,
         on_wait: Callable[[float], None] | None = None,
         on_change: Callable[[int], None] | None = None,
     ) -> None:
         self._scheduler: FairScheduler[asyncio.Future[None]] = FairScheduler(
-            parallel, max_queue, limits, default
+            parallel, max_queue, limit_of
         )
         self._on_wait = on_wait
         self._on_change = on_change

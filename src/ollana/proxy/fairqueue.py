@@ -15,7 +15,7 @@ request by more than one turn.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
@@ -55,15 +55,14 @@ class FairScheduler(Generic[T]):
         self,
         parallel: int,
         max_queue: int,
-        limits: Mapping[str, DeviceLimit] | None = None,
-        default: DeviceLimit | None = None,
+        limit_of: Callable[[str], DeviceLimit] | None = None,
     ) -> None:
+        """`limit_of(device)` is asked once each time a device starts being counted."""
         if parallel < 1:
             raise ValueError("parallel must be 1 or more")
         self.parallel = parallel
         self.max_queue = max_queue
-        self._limits = dict(limits or {})
-        self._default = default or DeviceLimit()
+        self._limit_of = limit_of or _no_limit
         self._devices: dict[str, _Device[T]] = {}
         self._vclock = 0.0
         self._order = 0
@@ -74,7 +73,7 @@ class FairScheduler(Generic[T]):
         """A request of `device`: it may run now, waits (as `ticket`), or the queue is full."""
         d = self._devices.get(device)
         if d is None:
-            d = self._devices[device] = _Device(self._limits.get(device, self._default))
+            d = self._devices[device] = _Device(self._limit_of(device))
         if not d.queue and self.running < self.parallel and d.may_run():
             self._start(d)
             return "run"
@@ -152,3 +151,10 @@ class FairScheduler(Generic[T]):
         # An idle device keeps nothing worth remembering: its vtime is raised on return anyway.
         if not d.running and not d.queue and d.vtime <= self._vclock:
             del self._devices[name]
+
+
+def _no_limit(device: str) -> DeviceLimit:
+    return _DEFAULT
+
+
+_DEFAULT = DeviceLimit()
