@@ -196,6 +196,9 @@ class Cluster:
             "discovery_port": self.discovery_port,
             "discovery_targets": (LOOPBACK_BROADCAST,),
             "wait_for_server": 2.0,
+            # The emulator runs any number of requests at once, where Ollama queues them:
+            # no fair queue unless a test asks for one.
+            "ollama_parallel": 0,
             **FAST_TIMINGS,
         }
         home = self.homes[name]
@@ -223,6 +226,7 @@ class Cluster:
         """The environment of a child ollana: fast timings."""
         env = {"OLLANA_" + k.replace(".", "_").upper(): v for k, v in FAST_TIMINGS.items()}
         env["OLLANA_GRACE"] = "2"
+        env["OLLANA_OLLAMA_PARALLEL"] = "0"  # see settings()
         env.update(extra or {})
         return env
 

@@ -64,7 +64,7 @@ class ServerMode(Mode):
             metrics=self.metrics,
             queue=self.queue,
             usage=self.usage,
-            device_metrics=device_metrics,
+            device_metrics=device_metrics if settings.usage else None,
             describe=self.devices.describe,
         )
         self.listener = Listener(
