@@ -19,7 +19,13 @@ from ollana.identity import load_identity
 from ollana.identity.tls import client_context
 from ollana.modes import ServerMode
 from ollana.usage import USAGE_FILE, UsageTotal, read_usage
-from tests.integration.cluster_fixtures import Cluster, cluster, read_events, until
+from tests.integration.cluster_fixtures import (
+    Cluster,
+    cluster,
+    healthy_with_models,
+    read_events,
+    until,
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -162,3 +168,27 @@ async def test_openai_usage_is_counted_streamed_or_not(tmp_path: Path) -> None:
         await until(lambda: [t.requests for t in usage_of(server)] == [3], "three requests on disk")
         [total] = usage_of(server)
         assert (total.prompt_tokens, total.generated_tokens, total.errors) == (*expected, 1)
+
+
+async def test_a_client_counts_its_own_usage_per_server(tmp_path: Path) -> None:
+    async with cluster(tmp_path) as running, aiohttp.ClientSession() as http:
+        running.pair("server", "client")
+        ollama = await running.emulator("llama3.2")
+        server = await running.server("server", ollama)
+        client = await running.client("client")
+        await until(
+            lambda: healthy_with_models(client, [server.device_id]), "the server in the pool"
+        )
+        body = {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]}
+        async with http.post(f"http://127.0.0.1:{client.port}/api/chat", json=body) as response:
+            final = read_events(await response.read(), response.content_type)[-1]
+        assert client.usage is not None
+
+        def mine() -> list[UsageTotal]:
+            assert client.usage is not None
+            client.usage.flush_soon()
+            return read_usage(client.settings.home / USAGE_FILE, 0, "device")
+
+        [total] = await until(mine, "the client's usage on disk")
+        assert total.key == server.device_id and total.requests == 1
+        assert total.generated_tokens == final["eval_count"]

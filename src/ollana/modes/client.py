@@ -21,6 +21,7 @@ from ollana.identity import HelloError, introduce, short_device_id
 from ollana.modes.base import Mode
 from ollana.modes.common import record_seen
 from ollana.proxy.client import ClientProxy
+from ollana.usage import USAGE_FILE, UsageStore
 
 __all__ = ["ClientMode"]
 
@@ -40,6 +41,7 @@ class ClientMode(Mode):
         self.ollama = None  # client mode fronts no Ollama of its own
         self.pool = Pool(settings, self._upstream, scheme="https")
         self.router = Router(self.pool, settings.wait_for_server, self.metrics)
+        self.usage = UsageStore(settings.home / USAGE_FILE) if settings.usage else None
         self.aggregator = Aggregator(
             self.pool, self.router, settings.wait_for_server, settings.limits.connect_timeout
         )
@@ -54,6 +56,7 @@ class ClientMode(Mode):
                 check_hosts=_is_loopback(settings.listen_address(server_mode=False).host),
             ),
             metrics=self.metrics,
+            usage=self.usage,
         )
         self.listener = Listener(
             self.proxy.handle,
@@ -71,6 +74,8 @@ class ClientMode(Mode):
         self._stack.callback(self.tls.on_revoked(self._revoked))
         await self._stack.enter_async_context(self.pool)
         self._stack.callback(self.metrics.watch_pool(self.pool))
+        if self.usage is not None:  # entered before the listener: closed after it drained
+            await self._stack.enter_async_context(self.usage)
         await self._stack.enter_async_context(self.listener)
         await self._start_discovery(
             "client", self._heard, needs_servers=lambda: not self.pool.healthy()
