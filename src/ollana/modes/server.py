@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import aiohttp
 from aiohttp import web
 
-from ollana.app import OllamaWatch, who_listens
 from ollana.config import Settings
 from ollana.discovery import (
     Announce,
@@ -22,8 +20,8 @@ from ollana.discovery.protocol import QUEUE_MAX
 from ollana.http import error_response, json_response
 from ollana.http.listener import Listener
 from ollana.identity import HELLO_PATH, MAX_HELLO_BODY, PeerRejected, handle_hello
-from ollana.modes.base import Mode
-from ollana.modes.common import record_seen
+from ollana.local_ollama import OllamaWatch, who_listens
+from ollana.modes.mode import Mode, record_seen
 from ollana.modes.sharing import DeviceBook
 from ollana.ollama_api import changes_models
 from ollana.proxy.admission import FairQueue
@@ -193,8 +191,4 @@ class ServerMode(Mode):
         self.discovery.set_available(watch.up)
 
     async def _watch(self) -> None:
-        session = aiohttp.ClientSession()
-        try:
-            await self.ollama.run(session)
-        finally:
-            await asyncio.shield(session.close())
+        await self.ollama.run()

@@ -15,7 +15,15 @@ from multidict import CIMultiDict
 from ollana import __version__
 from ollana.cluster.models import inspect_request
 from ollana.cluster.router import NoServerError, Router
-from ollana.http import PIN_HEADER, VERSION_HEADER, error_response, relay, request_headers
+from ollana.http import (
+    PIN_HEADER,
+    VERSION_HEADER,
+    bare_response,
+    continue_if_expected,
+    error_response,
+    relay,
+    request_headers,
+)
 from ollana.http.guard import LocalGuard
 from ollana.logs import access_log
 from ollana.metrics import NO_SERVER
@@ -80,7 +88,9 @@ class ClientProxy:
                     self._metrics.refused("guard")
                 return error_response(403, decision.error or "forbidden", self._tag)
             if decision.status is not None:
-                return web.Response(status=decision.status, headers=CIMultiDict(decision.headers))
+                headers = CIMultiDict(decision.headers)
+                headers.extend(self._tag)
+                return bare_response(decision.status, headers=headers)
             extra.extend(decision.headers)
         if self._local is not None:
             answered = await self._local(request)
@@ -94,6 +104,7 @@ class ClientProxy:
     ) -> web.StreamResponse:
         body: bytes | aiohttp.StreamReader | None = None
         if request.body_exists:
+            await continue_if_expected(request)
             length = request.content_length
             if length is not None and length <= self._retry_buffer:
                 # Kept whole so that it can be sent again to another server.
@@ -115,16 +126,16 @@ class ClientProxy:
         # The guard above is the authority on origins; the server's Ollama knows only its own.
         headers.popall(hdrs.ORIGIN, None)
         try:
-            server, upstream = await self._router.open(
+            exchange = await self._router.open(
                 request.method, request.raw_path, headers, body, route
             )
         except NoServerError as exc:
             self._finished(request, exc.status, NO_SERVER, started)
             return error_response(exc.status, str(exc), extra)
+        upstream = exchange.response
+        assert upstream is not None
         status = upstream.status
-        extra[PIN_HEADER] = server.label
-        # A server ejected mid-stream (vanished) ends the stream now, with its error object.
-        server.streams.add(upstream)
+        label = extra[PIN_HEADER] = exchange.server.label
         meter = None
         if self._usage is not None and request.method == "POST" and request.path in METERED_PATHS:
             meter = UsageMeter(upstream.content_type)  # this device's own usage, per server
@@ -135,12 +146,12 @@ class ClientProxy:
             status = 599  # the app went away, or the stream broke
             raise
         finally:
-            server.streams.discard(upstream)
-            self._router.done(server, route, status)
-            self._finished(request, status, server.label, started)
+            exchange.finish(status)
+            self._finished(request, status, label, started)
             if meter is not None and self._usage is not None:
                 usage = meter.result()
                 seconds = usage.eval_seconds or usage.total_seconds
+                server = exchange.server
                 self._usage.record(
                     server.device_id or server.label, usage.model,
                     prompt_tokens=usage.prompt_tokens, generated_tokens=usage.generated_tokens,

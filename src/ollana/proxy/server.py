@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 import logging
-import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 
 from aiohttp import web
-from yarl import URL
 
 from ollana import __version__
 from ollana.config import Limits
 from ollana.http import (
     VERSION_HEADER,
     UpstreamError,
+    continue_if_expected,
     error_response,
     open_upstream,
     relay,
     request_headers,
 )
-from ollana.http.client import ConnectionPool
+from ollana.local_ollama import ollama_pool
 from ollana.logs import access_log
 from ollana.metrics import LOCAL_OLLAMA, NO_SERVER, Metrics
 from ollana.ollama_api import route_label
@@ -61,9 +60,6 @@ class ServerProxy:
         device_metrics: DeviceMetrics | None = None,
         describe: Describe | None = None,
     ) -> None:
-        url = URL(ollama_url)
-        self._prefix = url.raw_path.rstrip("/")  # an OLLAMA_HOST path prefixes every target
-        https = url.scheme == "https"
         self._metrics = metrics
         self._gate = gate
         self.queue = queue
@@ -71,11 +67,8 @@ class ServerProxy:
         self._device_metrics = device_metrics
         self._describe = describe or _short
         self._labels: dict[str, tuple[str, str]] = {}
-        self.upstream = ConnectionPool(
-            url.raw_host or "127.0.0.1",
-            url.port or (443 if https else 80),
-            # An https Ollama is verified as any web server is.
-            ssl_context=ssl.create_default_context() if https else None,
+        self.upstream, self._prefix = ollama_pool(
+            ollama_url,
             connect_timeout=limits.connect_timeout,
             read_timeout=limits.stream_idle_timeout,
         )
@@ -115,7 +108,10 @@ class ServerProxy:
         """Send a request to Ollama and relay its answer; `device` set: meter its usage."""
         metrics = self._metrics
         began = time.perf_counter()
-        body = request.content if request.body_exists else None
+        body = None
+        if request.body_exists:
+            await continue_if_expected(request)
+            body = request.content
         if metrics is not None:
             metrics.request_started(LOCAL_OLLAMA)
         status = 599
