@@ -226,7 +226,6 @@ class Cluster:
         """The environment of a child ollana: fast timings."""
         env = {"OLLANA_" + k.replace(".", "_").upper(): v for k, v in FAST_TIMINGS.items()}
         env["OLLANA_GRACE"] = "2"
-        env["OLLANA_OLLAMA_PARALLEL"] = "0"  # see settings()
         env.update(extra or {})
         return env
 

@@ -80,10 +80,10 @@ class ClientMode(Mode):
 
     async def _start(self) -> None:
         self._stack.callback(self.tls.on_revoked(self._revoked))
+        if self.usage is not None:  # entered first: it closes after the listener drained
+            await self._stack.enter_async_context(self.usage)
         await self._stack.enter_async_context(self.pool)
         self._stack.callback(self.metrics.watch_pool(self.pool))
-        if self.usage is not None:  # entered before the listener: closed after it drained
-            await self._stack.enter_async_context(self.usage)
         await self._stack.enter_async_context(self.listener)
         await self._start_discovery(
             "client", self._heard, needs_servers=lambda: not self.pool.healthy()
