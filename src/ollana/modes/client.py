@@ -112,6 +112,9 @@ class ClientMode(Mode):
             check=self.tls.device_pin(server.device_id).check,
             connect_timeout=limits.connect_timeout,
             read_timeout=limits.stream_idle_timeout,
+            label=f"server {server.label} at {server.address}"
+            if server.device_id
+            else f"server {server.address}",
         )
 
     async def _local(self, request: web.BaseRequest) -> web.StreamResponse | None:

@@ -130,7 +130,7 @@ class ServerProxy:
                 # that a client tries another server with the copy of the body it kept. (A
                 # timeout may mean Ollama is still at it: that one is not retried.)
                 status = 503 if exc.reason in _ANSWERED_NOTHING else exc.status
-                return error_response(status, f"ollama: {exc}", self._tag)
+                return error_response(status, str(exc), self._tag)
             status = upstream.status
             if metrics is not None:
                 metrics.upstream_ttfb(LOCAL_OLLAMA, time.perf_counter() - started)
