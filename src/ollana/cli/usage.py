@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, cast
 
 import click
 
 from ollana.admin.usage import BY, DEFAULT_SINCE, parse_since, usage_document
-from ollana.config import default_home
+from ollana.cli.options import chosen_home, home_options
 from ollana.usage import Grouping, UsageStoreError
 
 __all__ = ["usage"]
@@ -25,13 +24,9 @@ __all__ = ["usage"]
 )
 @click.option("--by", type=click.Choice(BY), default="device", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option(
-    "--home",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The server's data dir  [default: OLLANA_HOME, else the data dir]",
-)
-def usage(since: str, by: str, as_json: bool, home: Path | None) -> None:
-    """Requests, tokens and generation time per device, model or day on this server.
+@home_options
+def usage(since: str, by: str, as_json: bool) -> None:
+    """Requests and tokens per device, model or day on this server.
 
     Read from usage.sqlite in the data dir, which a running server writes every few
     seconds: it works whether or not the server runs.
@@ -40,9 +35,8 @@ def usage(since: str, by: str, as_json: bool, home: Path | None) -> None:
         start = parse_since(since)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from None
-    home = home.expanduser() if home is not None else default_home()
     try:
-        document = usage_document(home, start, cast(Grouping, by))
+        document = usage_document(chosen_home(), start, cast(Grouping, by))
     except UsageStoreError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
