@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from ollana import lifecycle
 from ollana.app import detect_mode
-from ollana.config import Settings
+from ollana.config import Settings, check_mode
 from ollana.logs import reopen_logs
 from ollana.modes import ClientMode, ServerMode
 
@@ -86,6 +86,7 @@ async def serve(
     with _signals(stop, hangup):
         decision = await detect_mode(settings)
         log.info("%s mode: %s", decision.mode, decision.reason)
+        check_mode(settings, decision.mode, decision.reason)
         if stop.signal is not None:
             log.info("%s before start: not starting", stop.signal)
             return 0

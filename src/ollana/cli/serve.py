@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ollana.config import ConfigError, HostPort, Settings, load_settings
+from ollana.config import ConfigError, HostPort, Settings, check_mode, load_settings
 from ollana.daemon import (
     AlreadyRunning,
     PidFile,
@@ -120,6 +120,7 @@ def serve(config_file: Path | None, open_: bool | None, **flags: Any) -> None:
         flags[f"limits.{name.strip().replace('-', '_')}"] = value
     try:
         settings = _absolute(load_settings(flags, config_file=config_file))
+        check_mode(settings, settings.mode)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     pipe: ReadyPipe | None = None
@@ -137,7 +138,7 @@ def serve(config_file: Path | None, open_: bool | None, **flags: Any) -> None:
     setup_logging(settings.log_level, settings.log_format, settings.log_file)
     try:
         code = _run(settings, pipe)
-    except (AlreadyRunning, ListenError, IdentityError, StoreError, OSError) as exc:
+    except (AlreadyRunning, ConfigError, ListenError, IdentityError, StoreError, OSError) as exc:
         if pipe is None:
             raise click.ClickException(str(exc)) from None
         log.error("exiting: %s", exc)
