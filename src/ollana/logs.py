@@ -20,11 +20,14 @@ import asyncio
 import json
 import logging
 import logging.handlers
+import os
 import sys
 import time
 from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any, Final, TextIO
+
+from ollana.filemodes import open_private
 
 __all__ = [
     "ACCESS_LOGGER",
@@ -280,6 +283,11 @@ class BatchedFileHandler(BatchedStreamHandler, logging.handlers.WatchedFileHandl
             self, path, mode="a", encoding="utf-8", errors="backslashreplace"
         )
         self._batching(flush_size, flush_interval)
+
+    def _open(self) -> Any:
+        """The file, appended to: never through a symbolic link, created 0600."""
+        fd = open_private(Path(self.baseFilename), os.O_WRONLY | os.O_APPEND)
+        return open(fd, "a", encoding=self.encoding, errors=self.errors)
 
     def reopenIfNeeded(self) -> None:
         """Reopen the file if it was moved or deleted (an open file cannot be, on Windows)."""

@@ -20,6 +20,7 @@ from ollana.daemon import (
     detach,
     redirect_output,
 )
+from ollana.filemodes import unsafe_directory
 from ollana.identity import IdentityError, StoreError
 from ollana.logs import setup_logging
 from ollana.modes import ClientMode, ServerMode
@@ -130,12 +131,17 @@ def serve(config_file: Path | None, open_: bool | None, **flags: Any) -> None:
             pid_file=settings.pid_file or default_pid_file(),
             log_file=settings.log_file or default_log_file(),
         )
+    _check_places(settings)
+    if settings.daemon:
         assert settings.pid_file is not None and settings.log_file is not None
         try:
             pipe = detach(settings.pid_file, settings.log_file, sys.argv[1:])
         except OSError as exc:
             raise click.ClickException(f"cannot run in the background: {exc}") from None
-    setup_logging(settings.log_level, settings.log_format, settings.log_file)
+    try:
+        setup_logging(settings.log_level, settings.log_format, settings.log_file)
+    except OSError as exc:
+        raise click.ClickException(f"cannot open the log file: {exc}") from None
     try:
         code = _run(settings, pipe)
     except (AlreadyRunning, ConfigError, ListenError, IdentityError, StoreError, OSError) as exc:
@@ -189,6 +195,15 @@ def _run(settings: Settings, pipe: ReadyPipe | None) -> int:
     finally:
         if pid_file is not None:
             pid_file.release()
+
+
+def _check_places(settings: Settings) -> None:
+    """Refuse a pid or log file in a directory other users can write (they could put a link
+    there), naming the fix."""
+    for path, what in ((settings.pid_file, "the pid file"), (settings.log_file, "the log file")):
+        why = unsafe_directory(path.parent, what) if path is not None else None
+        if why is not None:
+            raise click.ClickException(why)
 
 
 def _absolute(settings: Settings) -> Settings:
