@@ -44,7 +44,8 @@ from ollana.discovery.protocol import (
     new_instance_id,
     split_signature,
 )
-from ollana.discovery.targets import LocalNetworks, resolve
+from ollana.discovery.replies import MAX_SOURCES, REPLY_BUDGET, RateLimit, ReplyPolicy
+from ollana.discovery.targets import resolve
 from ollana.lifecycle import Service
 
 __all__ = ["DiscoveryService", "DiscoveryStats", "OnMessage", "Targets"]
@@ -55,12 +56,7 @@ log = logging.getLogger(__name__)
 # powered on together do not answer in lockstep, then one repeat a second later.
 START_DELAY_MAX = 0.25
 REPEAT_GAP = 1.0
-REPLY_GAP = 1.0  # at most one answer per second to one querier (address and port)
 JITTER = 0.2  # periodic announces and queries at interval x (1 ± JITTER)
-MAX_SOURCES = 1024  # per-source rate state kept, least recently seen forgotten first
-# Answers sent a second in all (and burst), whoever asks: a flood of queries from many
-# addresses gets at most this many answers, not one each.
-REPLY_BUDGET = 20.0
 
 OnMessage = Callable[[Message, tuple[str, int]], None]
 Targets = Sequence[HostPort] | Callable[[], Sequence[HostPort]]
@@ -76,26 +72,6 @@ class DiscoveryStats:
     dropped: Mapping[str, int]
     send_errors: int
     unanswered: Mapping[str, int] = dataclasses.field(default_factory=dict)  # why not answered
-
-
-class _RateLimit:
-    """Token buckets per key (burst = one second's worth), forgetting the least recent keys."""
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self._rate, self._burst = rate, burst
-        self._buckets: OrderedDict[Hashable, tuple[float, float]] = OrderedDict()
-
-    def allow(self, key: Hashable, now: float) -> bool:
-        """Take a token for key if one is there."""
-        if self._rate <= 0:
-            return True
-        tokens, last = self._buckets.pop(key, (self._burst, now))
-        tokens = min(self._burst, tokens + (now - last) * self._rate)
-        allowed = tokens >= 1.0
-        self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
-        if len(self._buckets) > MAX_SOURCES:
-            self._buckets.popitem(last=False)
-        return allowed
 
 
 class _Endpoint(asyncio.DatagramProtocol):
@@ -175,13 +151,10 @@ class DiscoveryService(Service):
         self._available = available
         self._repeat = available  # the next announce is followed by another REPEAT_GAP later
         rate = (limits or Limits()).datagram_rate
-        self._flood = _RateLimit(rate, max(1.0, rate))
-        self._replies = _RateLimit(1.0 / REPLY_GAP, 1.0)
-        self._budget = _RateLimit(reply_budget, max(1.0, reply_budget))
+        self._flood = RateLimit(rate, max(1.0, rate))
+        self._replies = ReplyPolicy(reply_budget)
         self._sign = sign
         self._authority = Authority(paired, cert_of)
-        self._local = LocalNetworks()
-        self._unanswered: Counter[str] = Counter()
         self._announcers: OrderedDict[str, None] = OrderedDict()
         self._addresses: tuple[tuple[str, int], ...] = ()
         self._listen: _Socket | None = None
@@ -298,8 +271,10 @@ class DiscoveryService(Service):
     def stats(self) -> DiscoveryStats:
         """A snapshot of the counters."""
         counts = (self._sent, self._received, self._delivered)
-        dropped, unanswered = (MappingProxyType(dict(c)) for c in (self._dropped, self._unanswered))
-        return DiscoveryStats(*counts, dropped, self._send_errors, unanswered)
+        unanswered = MappingProxyType(dict(self._replies.unanswered()))
+        return DiscoveryStats(
+            *counts, MappingProxyType(dict(self._dropped)), self._send_errors, unanswered
+        )
 
     # --- sending -----------------------------------------------------------------------
 
@@ -339,7 +314,7 @@ class DiscoveryService(Service):
         """Targets as (IPv4, port); host names are looked up again each round."""
         targets = self._targets() if callable(self._targets) else self._targets
         self._addresses, failures = await resolve(targets)
-        self._local.refresh(host for host, _ in self._addresses)
+        self._replies.refresh(host for host, _ in self._addresses)
         for target, exc in failures:
             self._send_failed((target.host, target.port), exc)
 
@@ -440,14 +415,7 @@ class DiscoveryService(Service):
 
     def _answer(self, msg: Message, source: tuple[str, int], now: float) -> None:
         """Answer at source, unless that would make this service a reflector."""
-        if not self._local.answerable(source[0]):
-            self._unanswered["remote"] += 1  # not on a subnet of ours: maybe a forged source
-            return
         if not self._replies.allow(source, now):
-            self._unanswered["rate"] += 1
-            return
-        if not self._budget.allow(None, now):
-            self._unanswered["budget"] += 1
             return
         reply = self._stamped()
         if msg.cert is None and reply.cert is not None:
