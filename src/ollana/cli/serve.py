@@ -21,10 +21,10 @@ from ollana.daemon import (
     redirect_output,
 )
 from ollana.filemodes import unsafe_directory
+from ollana.http.listener import ListenError
 from ollana.identity import IdentityError, StoreError
 from ollana.logs import setup_logging
 from ollana.modes import ClientMode, ServerMode
-from ollana.proxy.listener import ListenError
 
 __all__ = ["serve"]
 

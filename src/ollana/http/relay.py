@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import json
 import logging
@@ -11,42 +12,23 @@ from typing import Final
 
 import aiohttp
 from aiohttp import hdrs, web
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict
 
-from ollana.proxy.upstream import (
+from ollana.http._aiohttp import HeldStream
+from ollana.http.client import (
     ConnectFailed,
     ConnectionClosed,
+    ConnectionPool,
     ProtocolError,
     Response,
-    Upstream,
     describe,
 )
+from ollana.http.headers import request_headers
+from ollana.ollama_api import stream_error_chunk
 
-__all__ = [
-    "HOP_BY_HOP",
-    "VERSION_HEADER",
-    "UpstreamError",
-    "error_response",
-    "json_response",
-    "open_upstream",
-    "relay",
-    "request_headers",
-    "stream_error_chunk",
-]
+__all__ = ["UpstreamError", "open_upstream", "relay"]
 
 log = logging.getLogger(__name__)
-
-# RFC 9110 §7.6.1 plus the de-facto ones; Host and Content-Length are re-derived per hop.
-HOP_BY_HOP: Final = frozenset(
-    h.lower()
-    for h in (
-        "Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
-        "Proxy-Authorization", "TE", "Trailer", "Transfer-Encoding", "Upgrade", "Host",
-    )
-)  # fmt: skip
-
-# Both proxies tag their answers with it: how a client tells an ollana from an Ollama.
-VERSION_HEADER: Final = "X-Ollana-Version"
 
 # Out of file descriptors (per process, or system-wide): too many connections here.
 _OUT_OF_FILES: Final = frozenset({errno.EMFILE, errno.ENFILE})
@@ -68,67 +50,8 @@ class UpstreamError(Exception):
         return self.message
 
 
-class _Stream(web.StreamResponse):
-    """A streamed response that sends no Server header unless the upstream sent one.
-
-    Its head is held back until the first body bytes (or the end) are written, so that
-    a small answer leaves in one send rather than two.
-    """
-
-    _send_headers_immediately = False
-
-    async def _write_headers(self) -> None:
-        if self._headers.get(hdrs.SERVER) == "":
-            del self._headers[hdrs.SERVER]
-        await super()._write_headers()
-
-
-class _Whole(web.Response):
-    """A response of our own, headed as Ollama heads its answers (no Server header)."""
-
-    async def _write_headers(self) -> None:
-        self._headers.popall(hdrs.SERVER, None)
-        await super()._write_headers()
-
-
-def request_headers(
-    headers: CIMultiDictProxy[str], extra: Mapping[str, str] | None = None
-) -> CIMultiDict[str]:
-    """The headers to send upstream: the client's, less hop-by-hop and Connection-named ones."""
-    drop = HOP_BY_HOP
-    connection = headers.get(hdrs.CONNECTION)
-    if connection:
-        drop = drop | {t.strip().lower() for t in connection.split(",")}
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in headers.items():
-        if name.lower() not in drop:
-            out.add(name, value)
-    if extra:
-        out.update(extra)
-    return out
-
-
-def json_response(
-    status: int,
-    body: bytes,
-    content_type: str = "application/json; charset=utf-8",
-    headers: Mapping[str, str] | None = None,
-) -> web.Response:
-    """A JSON answer of our own, headed as Ollama heads its answers."""
-    response = _Whole(status=status, body=body, headers=headers)
-    response.headers[hdrs.CONTENT_TYPE] = content_type
-    return response
-
-
-def error_response(
-    status: int, message: str, headers: Mapping[str, str] | None = None
-) -> web.Response:
-    """An Ollama-style error: `{"error": "…"}` as application/json; charset=utf-8."""
-    return json_response(status, json.dumps({"error": message}).encode(), headers=headers)
-
-
 async def open_upstream(
-    upstream: Upstream,
+    upstream: ConnectionPool,
     method: str,
     target: str,
     headers: CIMultiDict[str],
@@ -148,7 +71,7 @@ async def open_upstream(
         # without a task pumping the stream.
         body = body.read_nowait()
         untouched = False
-    host = upstream.host
+    host = upstream.label
     try:
         response = await upstream.request(method, target, headers, body)
     except ConnectFailed as exc:
@@ -175,25 +98,30 @@ async def open_upstream(
     except ProtocolError as exc:
         raise UpstreamError(502, f"{host}: {exc}", False) from exc
     if retry_on_503 and response.status == 503:
-        # Ollama's queue is full: another server may take it.
-        response.release()
-        raise UpstreamError(503, f"{host} is busy (503)", True, "busy")
+        # Ollama's queue is full, or the server's Ollama is down: another server may take it.
+        why = await _error_text(response)
+        raise UpstreamError(503, f"{host} answered 503: {why}", True, "busy")
     return response
+
+
+async def _error_text(response: Response) -> str:
+    """The `error` of a small JSON error answer, on one line; the answer is released."""
+    try:
+        async with asyncio.timeout(_ERROR_READ_TIMEOUT), response:
+            body = await response.content.read(_ERROR_READ_LIMIT)
+        error = json.loads(body).get("error")
+    except (*_READ_ERRORS, ValueError, AttributeError):
+        return response.reason or "unavailable"
+    return " ".join(str(error).split()) if error else (response.reason or "unavailable")
+
+
+_READ_ERRORS: Final = (TimeoutError, aiohttp.ClientError)
+_ERROR_READ_TIMEOUT: Final = 1.0  # an error answer is small and comes whole
+_ERROR_READ_LIMIT: Final = 4096
 
 
 def _why(exc: BaseException) -> str:
     return describe(exc.__cause__ or exc)
-
-
-def stream_error_chunk(content_type: str | None, message: str) -> bytes:
-    """One error object in the stream's own framing: an SSE data event or an NDJSON line."""
-    if content_type and content_type.startswith("text/event-stream"):
-        payload = {"error": {"message": message, "type": "api_error", "param": None, "code": None}}
-        return b"data: " + json.dumps(payload).encode() + b"\n\n"
-    return json.dumps({"error": message}).encode() + b"\n"
-
-
-_READ_ERRORS: Final = (TimeoutError, aiohttp.ClientError)
 
 
 class _Broken(Exception):
@@ -201,13 +129,17 @@ class _Broken(Exception):
 
     def __init__(self, exc: BaseException) -> None:
         super().__init__()
-        self.why = "idle timeout" if isinstance(exc, TimeoutError) else _why(exc)
+        self.silent = isinstance(exc, TimeoutError)
+        self.why = _why(exc)
 
 
-async def _end_broken(response: web.StreamResponse, upstream: Response, why: str) -> None:
-    log.info("upstream %s broke mid-response: %s", upstream.host, why)
+async def _end_broken(response: web.StreamResponse, upstream: Response, broken: _Broken) -> None:
+    log.info("upstream %s broke mid-response: %s", upstream.host, " ".join(broken.why.split()))
+    # What the app shows its user: what happened, on one line (not the parser's wording).
+    done = "went silent" if broken.silent else "closed the connection"
+    message = f"{upstream.host} {done} mid-answer"
     if upstream.content_type in _STREAM_TYPES:
-        await response.write(stream_error_chunk(upstream.content_type, f"upstream failed: {why}"))
+        await response.write(stream_error_chunk(upstream.content_type, message))
         await response.write_eof()
     # A body of known length cannot carry an error: closing the connection says it.
     response.force_close()
@@ -220,9 +152,8 @@ async def relay(
 ) -> web.StreamResponse:
     """Stream an upstream response to the client chunk by chunk; a broken stream ends cleanly."""
     headers = request_headers(upstream.headers, extra_headers)
-    # An empty Server header marks "none upstream": aiohttp would otherwise add its own.
-    headers.setdefault(hdrs.SERVER, "")
-    response = _Stream(status=upstream.status, reason=upstream.reason, headers=headers)
+    headers.setdefault(hdrs.SERVER, "")  # none upstream: none from us either (HeldStream)
+    response = HeldStream(status=upstream.status, reason=upstream.reason, headers=headers)
     try:
         await response.prepare(request)
         if request.method == hdrs.METH_HEAD:
@@ -244,7 +175,7 @@ async def relay(
                 except _READ_ERRORS as exc:
                     raise _Broken(exc) from exc
         except _Broken as broken:
-            await _end_broken(response, upstream, broken.why)
+            await _end_broken(response, upstream, broken)
             return response
         # The last bytes, the chunked-encoding end marker and a head still held leave together.
         await response.write_eof(chunk)
