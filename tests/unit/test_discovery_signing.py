@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ollana.discovery import Announce, Goodbye, Query, decode, encode
 from ollana.discovery.authority import ENDED_KEPT, RUN_MEMORY, Authority, Runs
-from ollana.discovery.protocol import MAX_DATAGRAM, SIGNATURE_SIZE, Signed, split_signature
+from ollana.discovery.protocol import SIGNATURE_SIZE, Signed, split_signature
 from ollana.discovery.signing import Signer, Verifier
 from ollana.identity import load_identity
 
@@ -58,17 +58,6 @@ def test_another_key_or_a_broken_certificate_does_not_verify(
     assert signed is not None
     assert not Verifier().verify(cert, signed.data, signed.signature)
     assert not Verifier().verify(b"\x30\x03\x02\x01\x01", signed.data, signed.signature)
-
-
-def test_the_largest_signed_announce_fits() -> None:
-    largest = Announce(
-        instance="i" * 32, device=DEVICE, port=65535, cert=b"\x30\x82\x02\x7c" + b"\x05" * 636,
-        ollama="v" * 32, models="m" * 32, priority=-(2**31), ts=-2.2250738585072014e-308,
-        name="\u00e9" * 32, mac="aa:bb:cc:dd:ee:ff", queue=2**31 - 1,
-    )  # fmt: skip
-    data = encode(largest, lambda _: b"\xff" * SIGNATURE_SIZE)
-    assert len(data) <= MAX_DATAGRAM
-    assert decode(data) == largest
 
 
 @pytest.mark.parametrize(
