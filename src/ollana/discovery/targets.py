@@ -9,7 +9,7 @@ import re
 import socket
 import struct
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +18,12 @@ from ollana.config import HostPort, parse_host_port
 __all__ = [
     "LIMITED_BROADCAST",
     "Interface",
+    "LocalNetworks",
     "TargetSet",
     "broadcast_address",
     "interface_broadcasts",
     "interface_for",
+    "interface_networks",
     "interfaces",
     "parse_target",
     "resolve",
@@ -61,6 +63,72 @@ def broadcast_address(address: str, prefixlen: int) -> str | None:
     return str(iface.network.broadcast_address)
 
 
+def interface_broadcasts() -> tuple[str, ...]:
+    """Directed broadcast addresses of every up, non-loopback IPv4 interface of this host.
+
+    Read with ioctls on Linux, macOS and the BSDs (the primary address of each interface);
+    elsewhere (Windows) none are known and discovery relies on the limited broadcast and on
+    configured targets.
+    """
+    if not _IOCTLS or not hasattr(socket, "if_nameindex"):
+        return ()
+    try:
+        names = [name for _, name in socket.if_nameindex()]
+    except OSError as exc:
+        log.debug("cannot list network interfaces: %s", exc)
+        return ()
+    found: list[str] = []
+    for flags, address, prefixlen in _interfaces(names):
+        if flags & (_IFF_BROADCAST | _IFF_LOOPBACK) != _IFF_BROADCAST:
+            continue
+        broadcast = broadcast_address(address, prefixlen)
+        if broadcast is not None and broadcast not in found:
+            found.append(broadcast)
+    return tuple(found)
+
+
+def interface_networks() -> tuple[ipaddress.IPv4Network, ...] | None:
+    """The IPv4 subnets of every up interface, loopback included; None where unknown."""
+    if not _IOCTLS or not hasattr(socket, "if_nameindex"):
+        return None
+    try:
+        names = [name for _, name in socket.if_nameindex()]
+    except OSError as exc:
+        log.debug("cannot list network interfaces: %s", exc)
+        return None
+    networks = (
+        ipaddress.IPv4Interface(f"{address}/{prefixlen}").network
+        for _, address, prefixlen in _interfaces(names)
+    )
+    return tuple(dict.fromkeys(networks))
+
+
+def _interfaces(names: Iterable[str]) -> Iterator[tuple[int, str, int]]:
+    """(flags, address, prefix length) of each up interface with an IPv4 address."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for name in names:
+            found = _interface(sock, name)
+            if found is not None:
+                yield found
+
+
+def _interface(sock: socket.socket, name: str) -> tuple[int, str, int] | None:
+    import fcntl
+
+    get_flags, get_address, get_netmask = _IOCTLS
+    request = struct.pack(f"{_IFREQ_SIZE}s", name.encode()[:15])
+    try:
+        flags = struct.unpack_from("H", fcntl.ioctl(sock, get_flags, request), 16)[0]
+        if not flags & _IFF_UP:
+            return None
+        address = fcntl.ioctl(sock, get_address, request)[_ADDR_OFFSET : _ADDR_OFFSET + 4]
+        netmask = fcntl.ioctl(sock, get_netmask, request)[_ADDR_OFFSET : _ADDR_OFFSET + 4]
+    except OSError:  # no IPv4 address, or the interface went away meanwhile
+        return None
+    prefixlen = bin(int.from_bytes(netmask, "big")).count("1")
+    return int(flags), socket.inet_ntoa(address), prefixlen
+
+
 @dataclass(frozen=True, slots=True)
 class Interface:
     """An up, non-loopback IPv4 interface with a broadcast address."""
@@ -81,11 +149,8 @@ class Interface:
 
 
 def interfaces() -> tuple[Interface, ...]:
-    """Every up, non-loopback IPv4 interface of this host that has a broadcast address.
-
-    Read with ioctls on Linux, macOS and the BSDs (the primary address of each interface);
-    elsewhere (Windows) none are known.
-    """
+    """Every up, non-loopback IPv4 interface of this host that has a broadcast address,
+    with its MAC address (Linux; "" elsewhere, for now)."""
     if not _IOCTLS or not hasattr(socket, "if_nameindex"):
         return ()
     try:
@@ -96,13 +161,15 @@ def interfaces() -> tuple[Interface, ...]:
     found: list[Interface] = []
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         for name in names:
-            found += _interface(sock, name)
+            info = _interface(sock, name)
+            if info is None or info[0] & (_IFF_BROADCAST | _IFF_LOOPBACK) != _IFF_BROADCAST:
+                continue
+            _, address, prefixlen = info
+            broadcast = broadcast_address(address, prefixlen)
+            if broadcast is not None:
+                mac = _hardware_address(sock, name)
+                found.append(Interface(name, address, prefixlen, broadcast, mac))
     return tuple(found)
-
-
-def interface_broadcasts() -> tuple[str, ...]:
-    """Directed broadcast addresses of every up, non-loopback IPv4 interface of this host."""
-    return tuple(dict.fromkeys(i.broadcast for i in interfaces()))
 
 
 def interface_for(address: str, known: tuple[Interface, ...] | None = None) -> Interface | None:
@@ -127,27 +194,6 @@ def _route_source(address: str) -> str | None:
             return None
 
 
-def _interface(sock: socket.socket, name: str) -> list[Interface]:
-    import fcntl
-
-    get_flags, get_address, get_netmask = _IOCTLS
-    request = struct.pack(f"{_IFREQ_SIZE}s", name.encode()[:15])
-    try:
-        flags = struct.unpack_from("H", fcntl.ioctl(sock, get_flags, request), 16)[0]
-        if flags & (_IFF_UP | _IFF_BROADCAST | _IFF_LOOPBACK) != _IFF_UP | _IFF_BROADCAST:
-            return []
-        address = fcntl.ioctl(sock, get_address, request)[_ADDR_OFFSET : _ADDR_OFFSET + 4]
-        netmask = fcntl.ioctl(sock, get_netmask, request)[_ADDR_OFFSET : _ADDR_OFFSET + 4]
-    except OSError:  # no IPv4 address, or the interface went away meanwhile
-        return []
-    prefixlen = bin(int.from_bytes(netmask, "big")).count("1")
-    text = socket.inet_ntoa(address)
-    broadcast = broadcast_address(text, prefixlen)
-    if broadcast is None:
-        return []
-    return [Interface(name, text, prefixlen, broadcast, _hardware_address(sock, name))]
-
-
 def _hardware_address(sock: socket.socket, name: str) -> str:
     """An interface's MAC address (Linux: sysfs, else SIOCGIFHWADDR); "" where unknown."""
     if not sys.platform.startswith("linux"):
@@ -165,6 +211,35 @@ def _hardware_address(sock: socket.socket, name: str) -> str:
             return ""
         text = ":".join(f"{b:02x}" for b in raw[18:24])
     return text if _MAC.fullmatch(text) and text != "00:00:00:00:00:00" else ""
+
+
+class LocalNetworks:
+    """Who discovery answers: hosts on a directly connected subnet, loopback, configured targets.
+
+    An answer to a query whose source address is forged goes to the forged address: answering
+    only neighbours keeps a querier from turning a server against a host elsewhere.
+    """
+
+    def __init__(self) -> None:
+        self._networks: tuple[ipaddress.IPv4Network, ...] | None = None
+        self._targets: frozenset[str] = frozenset()
+
+    def refresh(self, targets: Iterable[str] = ()) -> None:
+        """Read the interfaces again; targets: configured (resolved) addresses, answered too."""
+        self._networks = interface_networks()
+        self._targets = frozenset(targets)
+
+    def answerable(self, host: str) -> bool:
+        """Whether a datagram from host may be answered."""
+        try:
+            address = ipaddress.IPv4Address(host)
+        except ValueError:
+            return False
+        if address.is_loopback or host in self._targets:
+            return True
+        if self._networks is None:
+            return True  # this platform cannot list its subnets: as before, answer
+        return any(address in network for network in self._networks)
 
 
 def parse_target(text: str, port: int) -> HostPort:
