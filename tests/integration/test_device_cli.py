@@ -55,11 +55,11 @@ def test_allow_list_disable_round_trip(tmp_path: Path) -> None:
     assert listed.exit_code == 0
     lines = listed.stdout.splitlines()
     assert lines[lines.index("Allowed devices:") + 1].strip().startswith(grouped)
-    removed = run(tmp_path, "disable", device_id[:8])
+    removed = run(tmp_path, "disable", device_id[:16])
     assert (removed.exit_code, removed.stdout) == (0, f"Removed Device ID: {grouped}\n")
-    missing = run(tmp_path, "disable", device_id[:8])
+    missing = run(tmp_path, "disable", device_id[:16])
     assert missing.exit_code == 1
-    assert missing.stdout == f"Device ID {device_id[:8]} is not allowed\n"
+    assert missing.stdout == f"Device ID {format_device_id(device_id[:16])} is not allowed\n"
 
 
 def test_list_shows_nearby_devices_and_allow_takes_their_prefix(tmp_path: Path) -> None:
@@ -74,7 +74,7 @@ def test_list_shows_nearby_devices_and_allow_takes_their_prefix(tmp_path: Path) 
         "last",
         "seen",
     ]
-    assert run(tmp_path, "allow", near_id[:9], "--name", "gpu box").exit_code == 0
+    assert run(tmp_path, "allow", near_id[:16], "--name", "gpu box").exit_code == 0
     document = json.loads(run(tmp_path, "list", "--json").stdout)
     assert document["nearby"] == []
     assert [(d["id"], d["name"], d["cert_known"]) for d in document["allowed"]] == [
@@ -85,15 +85,15 @@ def test_list_shows_nearby_devices_and_allow_takes_their_prefix(tmp_path: Path) 
 
 def test_prefix_errors_are_clear(tmp_path: Path) -> None:
     store = DeviceStore(tmp_path)
-    store.allow("abcdef01" + "1" * 56)
-    store.allow("abcdef01" + "2" * 56)
-    ambiguous = run(tmp_path, "disable", "abcdef01")
+    store.allow("abcdef01" * 2 + "1" * 48)
+    store.allow("abcdef01" * 2 + "2" * 48)
+    ambiguous = run(tmp_path, "disable", "abcdef01" * 2)
     assert ambiguous.exit_code == 1
     assert "matches 2 devices" in ambiguous.stderr
     short = run(tmp_path, "allow", "abc")
     assert short.exit_code == 1
     assert "too short" in short.stderr
-    unknown = run(tmp_path, "allow", "12345678")
+    unknown = run(tmp_path, "allow", "12345678" * 2)
     assert unknown.exit_code == 1
     assert "no known device" in unknown.stderr
     assert len(store.allowed()) == 2

@@ -15,7 +15,7 @@ from multidict import CIMultiDict
 
 from ollana.cluster.models import BLOBS_PATH, Route
 from ollana.cluster.pool import Pool, Server, ServerState
-from ollana.identity.ids import DeviceIdError, parse_device_id
+from ollana.identity.ids import MIN_PIN_LENGTH, DeviceIdError, parse_device_id
 from ollana.proxy.forward import UpstreamError, open_upstream
 from ollana.proxy.upstream import Response
 
@@ -225,7 +225,7 @@ def order(servers: list[Server], route: Route, sticky: str | None = None) -> lis
     if route.pin:
         host = route.pin.strip().lower()
         try:
-            prefix: str | None = parse_device_id(route.pin)
+            prefix: str | None = parse_device_id(route.pin, min_digits=MIN_PIN_LENGTH)
         except DeviceIdError:
             prefix = None  # not an ID: a host, or host:port
         servers = [s for s in servers if _matches(s, prefix, host)]
