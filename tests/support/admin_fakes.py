@@ -68,6 +68,10 @@ class FakeSource:
         """Devices heard on the LAN."""
         return self.seen
 
+    def device_names(self) -> Mapping[str, str]:
+        """Names of allowed devices."""
+        return {}
+
     def counters(self) -> Mapping[str, object]:
         """The mode's own counters."""
         return self.extra

@@ -1,8 +1,11 @@
-"""The admin HTTP API: /healthz, /status, /metrics and the dashboard page at /.
+"""The admin HTTP API: /healthz, /status, /metrics, /pairing and the dashboard page at /.
 
-Read-only, and loopback by default. No CORS headers are sent, so other origins cannot
-read it from a browser; the Host header is checked as on the local endpoint, so that a web
-page cannot reach it through DNS rebinding either.
+Loopback by default. No CORS headers are sent, so other origins cannot read it from a
+browser; the Host header is checked as on the local endpoint, so that a web page cannot
+reach it through DNS rebinding either. The one call that changes state, POST /pairing
+(open a pairing window; `ollana pair` makes it), also needs a JSON content type, which a
+browser sends cross-origin only after a preflight that gets no CORS answer, and is refused
+with any Origin header but this API's own.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from aiohttp import web
 from ollana.admin.metrics import Metrics
 from ollana.admin.status import StatusSource, status_document
 from ollana.config import HostPort
+from ollana.identity.pairhttp import PairingDesk
 from ollana.lifecycle import Service
 from ollana.proxy.guard import check_host
 from ollana.proxy.listener import ListenError
@@ -43,11 +47,18 @@ _COMMON_HEADERS: Final = {
     "X-Frame-Options": "DENY",
 }
 
+_NOT_A_SERVER: Final = (
+    "this ollana runs in client mode and takes no connections from the LAN: run `ollana pair`"
+    " on the server, and `ollana pair CODE` here"
+)
+
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def create_admin_app(source: StatusSource, metrics: Metrics) -> web.Application:
-    """The admin application of one running mode."""
+def create_admin_app(
+    source: StatusSource, metrics: Metrics, *, pairing: PairingDesk | None = None
+) -> web.Application:
+    """The admin application of one running mode (`pairing`: server mode's desk)."""
     page = resources.files(__package__).joinpath(DASHBOARD).read_text(encoding="utf-8")
     page_headers = {"Content-Security-Policy": _page_policy(page)}
     allowed_hosts = tuple(source.settings.allowed_hosts)
@@ -71,7 +82,8 @@ def create_admin_app(source: StatusSource, metrics: Metrics) -> web.Application:
         try:
             # It reads the seen file: a disk read and a parse kept off the event loop.
             nearby = await asyncio.to_thread(source.nearby)
-            document = status_document(source, metrics, nearby)
+            names = await asyncio.to_thread(source.device_names)
+            document = status_document(source, metrics, nearby, names)
         except Exception as exc:
             log.exception("status document failed")
             return _json(500, {"error": f"status unavailable: {exc!r}"})
@@ -83,11 +95,30 @@ def create_admin_app(source: StatusSource, metrics: Metrics) -> web.Application:
     async def dashboard(request: web.Request) -> web.Response:
         return web.Response(text=page, content_type="text/html", headers=page_headers)
 
+    async def pairing_state(request: web.Request) -> web.Response:
+        if pairing is None:
+            return _json(409, {"error": _NOT_A_SERVER})
+        return _json(200, pairing.info().as_json())
+
+    async def pairing_open(request: web.Request) -> web.Response:
+        origin = request.headers.get("Origin")
+        if origin is not None and origin != f"{request.scheme}://{request.host}":
+            return _json(403, {"error": "cross-origin requests are refused"})
+        if request.content_type != "application/json":
+            return _json(415, {"error": "send Content-Type: application/json"})
+        if pairing is None:
+            return _json(409, {"error": _NOT_A_SERVER})
+        document = pairing.open_window().as_json()
+        document.update(device_id=source.device_id, name=pairing.name, port=source.port)
+        return _json(200, document)
+
     app = web.Application(middlewares=[guard])
     app.router.add_get("/", dashboard)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/status", status)
     app.router.add_get("/metrics", metrics_text)
+    app.router.add_get("/pairing", pairing_state)
+    app.router.add_post("/pairing", pairing_open)
     return app
 
 

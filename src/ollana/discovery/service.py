@@ -131,6 +131,7 @@ class DiscoveryService(Service):
         ollama_version: str = "",
         models_digest: str = "",
         priority: int = 0,
+        name: str = "",
         available: bool = True,
         needs_servers: Callable[[], bool] = lambda: True,
         timings: Timings | None = None,
@@ -147,10 +148,10 @@ class DiscoveryService(Service):
         if role == "server":
             self._hello = Announce(
                 instance=self.instance, device=device_id, port=server_port, cert=cert_der,
-                ollama=ollama_version, models=models_digest, priority=priority,
+                ollama=ollama_version, models=models_digest, priority=priority, name=name,
             )  # fmt: skip
         else:
-            self._hello = Query(instance=self.instance, device=device_id, cert=cert_der)
+            self._hello = Query(instance=self.instance, device=device_id, cert=cert_der, name=name)
         self._on_message = on_message
         self._needs_servers = needs_servers
         self._discovery_port = discovery_port
@@ -258,8 +259,11 @@ class DiscoveryService(Service):
             self._send_all(self._goodbye())
         self._wake.set()
 
-    def update_announce(self, *, models: str | None = None, ollama: str | None = None) -> None:
-        """Server: change what announces carry (models digest, Ollama version); announce now."""
+    def update_announce(
+        self, *, models: str | None = None, ollama: str | None = None, pairing: bool | None = None
+    ) -> None:
+        """Server: change what announces carry (models digest, Ollama version, pairing
+        window open); announce now."""
         if not isinstance(self._hello, Announce):
             return
         hello = self._hello
@@ -267,6 +271,7 @@ class DiscoveryService(Service):
             hello,
             models=hello.models if models is None else models,
             ollama=hello.ollama if ollama is None else ollama,
+            pairing=hello.pairing if pairing is None else pairing,
         )
         if updated != hello:
             self._hello = updated

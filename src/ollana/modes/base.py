@@ -13,7 +13,9 @@ from typing import Any, Self
 from ollana.admin import AdminListener, Metrics, create_admin_app
 from ollana.config import Settings
 from ollana.discovery import DiscoveryService, OnMessage, Role
-from ollana.identity import SeenDevice
+from ollana.identity import SeenDevice, StoreError
+from ollana.identity.pairhttp import PairingDesk
+from ollana.identity.recorder import SeenRecorder
 from ollana.modes.common import discovery_targets, nearby, trust
 from ollana.proxy.listener import Listener
 
@@ -38,6 +40,9 @@ class Mode:
         self.started_at = time.time()
         self.tls = trust(settings)
         self.device_id = self.tls.identity.device_id
+        self.name = settings.name
+        self.seen = SeenRecorder(self.tls.store)
+        self.pairing: PairingDesk | None = None  # server mode opens pairing windows
         self.metrics = Metrics()
         self.admin: AdminListener | None = None
         self.discovery: DiscoveryService | None = None
@@ -48,10 +53,11 @@ class Mode:
         try:
             if self.settings.admin_listen is not None:
                 # Entered first, so that it closes last and answers while the mode drains.
-                app = create_admin_app(self, self.metrics)  # type: ignore[arg-type]
+                app = create_admin_app(self, self.metrics, pairing=self.pairing)  # type: ignore[arg-type]
                 listener = AdminListener(app, self.settings.admin_listen)
                 self.admin = await self._stack.enter_async_context(listener)
             await self._stack.enter_async_context(self.tls)
+            await self._stack.enter_async_context(self.seen)
             await self._start()
         except BaseException:
             await self.close()
@@ -75,6 +81,7 @@ class Mode:
             on_message=on_message,
             device_id=self.device_id,
             cert_der=self.tls.identity.cert_der,
+            name=self.name,
             discovery_port=self.settings.discovery_port,
             targets=discovery_targets(self.settings),
             timings=self.settings.timings,
@@ -109,3 +116,11 @@ class Mode:
     def nearby(self) -> list[SeenDevice]:
         """Devices heard on the LAN that are not allowed here."""
         return nearby(self.tls)
+
+    def device_names(self) -> dict[str, str]:
+        """The names of allowed devices by ID (reads the allow list)."""
+        try:
+            allowed = self.tls.store.allowed()
+        except StoreError:
+            return {}
+        return {device_id: entry.name for device_id, entry in allowed.items() if entry.name}

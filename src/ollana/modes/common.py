@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from ollana.config import Settings
-from ollana.discovery import TargetSet
+from ollana.discovery import Message, TargetSet
 from ollana.identity import DeviceStore, SeenDevice, StoreError, TLSManager, load_identity
+from ollana.identity.recorder import SeenRecorder
 
 __all__ = [
     "discovery_targets",
@@ -30,21 +30,22 @@ def discovery_targets(settings: Settings) -> TargetSet:
     return TargetSet.from_settings(settings.discovery_targets, settings.discovery_port)
 
 
-def record_seen(tls: TLSManager, device: str, address: str, role: str, cert: bytes | None) -> None:
+def record_seen(recorder: SeenRecorder, message: Message, address: str) -> None:
     """Remember a device heard on the LAN, so `ollana device list` can offer it for pairing.
 
-    The store writes a file (rarely: unchanged devices at most once a minute), so off the loop.
+    Checked here (a new certificate's signature costs about 0.1 ms); written in batches.
     """
-    if not cert or not device:
+    if not message.cert or not message.device:
         return
-
-    def record() -> None:
-        try:
-            tls.store.record_seen(device, address, role, cert)
-        except (ValueError, StoreError) as exc:
-            log.debug("not recording device %s: %s", device[:12], exc)
-
-    asyncio.get_running_loop().run_in_executor(None, record)
+    try:
+        record = recorder.store.seen_record(
+            message.device, address, message.role, message.cert, name=message.name
+        )
+    except ValueError as exc:
+        log.debug("not recording device %s: %s", message.device[:12], exc)
+        return
+    if record is not None:
+        recorder.add(record)
 
 
 def nearby(tls: TLSManager) -> list[SeenDevice]:
