@@ -114,9 +114,7 @@ async def _call(
     session: aiohttp.ClientSession, method: str, url: str, address: HostPort
 ) -> dict[str, Any]:
     try:
-        async with session.request(
-            method, url, json={} if method == "POST" else None
-        ) as response:
+        async with session.request(method, url, json={} if method == "POST" else None) as response:
             body = await response.read()
             status = response.status
     except (aiohttp.ClientError, TimeoutError) as exc:
