@@ -289,7 +289,7 @@ async def test_revoked_while_streaming(make_device: Callable[..., Awaitable[Devi
         async with session.get(f"{server.url}/stream") as response:
             assert await response.content.readline() == b"tick\n"
             # Disabled by the command line, seen by the running server's watcher.
-            server.store.disable(client.id[:8])
+            server.store.disable(client.id[:16])
             assert await asyncio.wait_for(revoked.get(), WAIT) == frozenset({client.id})
 
             async def drain() -> None:
@@ -373,8 +373,8 @@ async def test_hello_introduces_a_static_peer_and_grants_nothing(
     ):
         assert response.status == 403
     # Both sides allow by prefix, as a user would after reading `ollana device list`.
-    server.store.allow(client.id[:10])
-    client.store.allow(server.id[:10])
+    server.store.allow(client.id[:16])
+    client.store.allow(server.id[:16])
     server.tls.reload()
     client.tls.reload()
     assert await fetch(client, server) == (200, {"peer": client.id})
