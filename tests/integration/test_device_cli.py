@@ -146,3 +146,19 @@ def test_real_processes_allowing_at_once_all_land(tmp_path: Path) -> None:
     assert shown.startswith("Device ID: ")
     leftovers = [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
     assert leftovers == []
+
+
+def test_allow_prints_the_full_id_and_the_name_it_announced(tmp_path: Path) -> None:
+    store = DeviceStore(tmp_path)
+    near_id, near_der = make_cert()
+    store.record_seen(near_id, "192.0.2.20:11435", "server", near_der, name="gpu box")
+    assert "gpu box" in run(tmp_path, "list").stdout
+    added = run(tmp_path, "allow", near_id[:16])
+    assert (added.exit_code, added.stdout) == (
+        0,
+        f"Added Device ID: {format_device_id(near_id)} (gpu box)\n",
+    )
+    # 8 digits, which the README once suggested, are no longer enough.
+    short = run(tmp_path, "allow", near_id[:8])
+    assert short.exit_code == 1
+    assert "at least 16" in short.stderr
