@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from typing import Any
@@ -28,6 +29,7 @@ __all__ = ["pair"]
 POLL = 0.5  # how often `ollana pair` asks its server whether the window was used
 FIND_TIMEOUT = 10.0  # how long `ollana pair CODE` looks for the device offering a window
 QUERY_GAP = 0.5
+OTHERS_WAIT = 0.25  # after the first offer: time for any other window's answer to arrive
 
 
 @click.command()
@@ -174,10 +176,12 @@ async def _find_and_pair(
 async def _find(settings: Settings, tls: TLSManager, timeout: float) -> HostPort:
     """The one server on the LAN that announces an open pairing window."""
     offers: dict[str, tuple[HostPort, Announce]] = {}
+    found = asyncio.Event()
 
     def heard(message: Message, source: tuple[str, int]) -> None:
         if isinstance(message, Announce) and message.pairing:
             offers.setdefault(message.device, (HostPort(source[0], message.port), message))
+            found.set()
 
     targets = TargetSet.from_settings(settings.discovery_targets, settings.discovery_port)
     service = DiscoveryService(
@@ -188,13 +192,12 @@ async def _find(settings: Settings, tls: TLSManager, timeout: float) -> HostPort
     )  # fmt: skip
     deadline = time.monotonic() + timeout
     async with service:
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not found.is_set():
             service.query()
-            await asyncio.sleep(QUERY_GAP)
-            if offers:
-                service.query()  # one more round, to hear any other window open now
-                await asyncio.sleep(QUERY_GAP)
-                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(found.wait(), QUERY_GAP)
+        if found.is_set():
+            await asyncio.sleep(OTHERS_WAIT)
     if not offers:
         raise PairingError(
             f"no server on the LAN offers a pairing window (looked for {timeout:g} s):"
