@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from ollana.cluster.models import MODEL_PATHS, Route, inspect_request
+from ollana.cluster.models import Route, inspect_request
 from ollana.identity.certs import create_certificate
 from ollana.identity.devicefile import (
     AllowedDevice,
@@ -31,6 +31,7 @@ from ollana.identity.devicefile import (
     render_seen,
 )
 from ollana.identity.ids import device_id_of
+from ollana.ollama_api import ENDPOINTS
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -63,7 +64,7 @@ bodies = st.one_of(
     st.text(max_size=100).map(lambda t: t.encode("utf-8", "surrogatepass")),
 )
 paths = st.one_of(
-    st.sampled_from(sorted(MODEL_PATHS)),
+    st.sampled_from(sorted(e.path for e in ENDPOINTS if e.model == "body")),
     st.text(max_size=30).map(lambda t: "/api/blobs/" + t),
     st.text(max_size=30),
 )

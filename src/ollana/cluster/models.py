@@ -7,63 +7,14 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final
 
-__all__ = [
-    "AFFINITY_PATHS",
-    "BLOBS_PATH",
-    "MODEL_PATHS",
-    "MUTATING_PATHS",
-    "Route",
-    "inspect_request",
-    "model_names",
-    "normalize_model",
-]
+from ollana.ollama_api import BLOBS_PATH, endpoint, normalize_model
 
-# Endpoints whose JSON body names a model (`model`, or `name` in older calls).
-MODEL_PATHS: Final = frozenset(
-    {
-        "/api/generate", "/api/chat", "/api/embed", "/api/embeddings", "/api/show",
-        "/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete",
-        "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/messages",
-    }
-)  # fmt: skip
-
-# Endpoints that change what a server holds: its model list is refreshed after them.
-MUTATING_PATHS: Final = frozenset(
-    {"/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete"}
-)
-
-# Conversations: the same model and opening go to the same server, to reuse its prompt cache.
-AFFINITY_PATHS: Final = frozenset(
-    {"/api/chat", "/api/generate", "/v1/chat/completions", "/v1/completions", "/v1/messages"}
-)
-
-BLOBS_PATH: Final = "/api/blobs/"
-_MODEL_IN_PATH: Final = "/v1/models/"
-_REGISTRY_PREFIXES: Final = ("registry.ollama.ai/library/", "registry.ollama.ai/")
 _AFFINITY_PROMPT_CHARS: Final = 512
 
-
-def normalize_model(name: str) -> str:
-    """The name Ollama stores a model under: default registry stripped, ':latest' implied."""
-    name = name.strip()
-    lowered = name.lower()
-    for prefix in _REGISTRY_PREFIXES:
-        if lowered.startswith(prefix):
-            name = name[len(prefix) :]
-            break
-    last = name.rsplit("/", 1)[-1]
-    if ":" not in last and "@" not in last:
-        name += ":latest"
-    return name
-
-
-def model_names(body: object) -> list[str]:
-    """Normalized model names from an /api/tags or /api/ps answer; [] for anything else."""
-    models = body.get("models") if isinstance(body, dict) else None
-    if not isinstance(models, list):
-        return []
-    names = (m.get("name") or m.get("model") for m in models if isinstance(m, dict))
-    return [normalize_model(n) for n in names if isinstance(n, str)]
+__all__ = [
+    "Route",
+    "inspect_request",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,17 +31,21 @@ class Route:
     @property
     def mutating(self) -> bool:
         """Whether the request changes the models a server holds."""
-        return self.path in MUTATING_PATHS
+        found = endpoint(self.path)
+        return found is not None and found.mutating
 
 
 def inspect_request(path: str, body: bytes | None, pin: str | None, cap: int) -> Route:
     """Read what routing needs from a request; the body is parsed once, and only where useful."""
-    if path.startswith(BLOBS_PATH):
+    found = endpoint(path)
+    if found is not None and found.path == BLOBS_PATH:
         return Route(path, pin=pin, blobs=(path[len(BLOBS_PATH) :],))
-    if path.startswith(_MODEL_IN_PATH) and len(path) > len(_MODEL_IN_PATH):
+    if found is None or found.model is None:
+        return Route(path, pin=pin)
+    if found.model == "path":
         # GET /v1/models/{model}: the model is the rest of the (already decoded) path.
-        return Route(path, normalize_model(path[len(_MODEL_IN_PATH) :]), pin)
-    if body is None or path not in MODEL_PATHS or len(body) > cap:
+        return Route(path, normalize_model(path[len(found.path) :]), pin)
+    if body is None or len(body) > cap:
         return Route(path, pin=pin)
     try:
         data = json.loads(body)
@@ -98,7 +53,7 @@ def inspect_request(path: str, body: bytes | None, pin: str | None, cap: int) ->
         return Route(path, pin=pin)
     if not isinstance(data, dict):
         return Route(path, pin=pin)
-    value = data.get("source") if path == "/api/copy" else data.get("model") or data.get("name")
+    value = data.get("source") if found.model == "source" else data.get("model") or data.get("name")
     if not isinstance(value, str) or not value.strip():
         return Route(path, pin=pin)
     model = normalize_model(value)
@@ -110,13 +65,12 @@ def inspect_request(path: str, body: bytes | None, pin: str | None, cap: int) ->
     destination = data.get("destination")
     if path == "/api/copy" and isinstance(destination, str) and destination.strip():
         target = normalize_model(destination)
-    return Route(path, model, pin, _conversation(path, model, data), blobs, target)
+    conversation = _conversation(model, data) if found.conversation else None
+    return Route(path, model, pin, conversation, blobs, target)
 
 
-def _conversation(path: str, model: str, data: dict[str, Any]) -> str | None:
+def _conversation(model: str, data: dict[str, Any]) -> str | None:
     """A key shared by the requests of one conversation: model plus its opening."""
-    if path not in AFFINITY_PATHS:
-        return None
     messages = data.get("messages")
     opening: object
     if isinstance(messages, list) and messages:

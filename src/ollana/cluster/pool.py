@@ -12,10 +12,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
-from ollana.cluster.models import model_names
+from ollana.cluster.models import Route
 from ollana.config import HostPort, Settings
+from ollana.http.client import FETCH_ERRORS, ConnectionPool, Response, describe
 from ollana.lifecycle import Service
-from ollana.proxy.upstream import FETCH_ERRORS, Response, Upstream
+from ollana.ollama_api import model_names
 
 __all__ = ["EWMA_ALPHA", "Pool", "Server", "ServerSnapshot", "ServerState"]
 
@@ -25,7 +26,7 @@ EWMA_ALPHA: Final = 0.3
 PROBE_JITTER: Final = 0.05
 FAILURES_TO_EJECT: Final = 2
 
-UpstreamFactory = Callable[["Server"], Upstream]
+UpstreamFactory = Callable[["Server"], ConnectionPool]
 
 
 class ServerState(enum.StrEnum):
@@ -65,6 +66,7 @@ class Server:
         "attempts",
         "base_url",
         "device_id",
+        "down_reason",
         "failures",
         "inflight",
         "label",
@@ -102,6 +104,7 @@ class Server:
         self.label = device_id[:12] if device_id else str(address)
         self.state = ServerState.SUSPECT
         self.failures = 0
+        self.down_reason = ""  # why it was last marked down, for the errors apps see
         self.total_failures = 0
         self.inflight = 0
         self.requests = 0
@@ -116,7 +119,7 @@ class Server:
         self.refreshed = -math.inf  # never: time.monotonic() may be small after a boot
         self.models_task: asyncio.Task[None] | None = None
         self.ollama_version: str | None = None
-        self.upstream: Upstream | None = None  # where requests are forwarded
+        self.upstream: ConnectionPool | None = None  # where requests are forwarded
         self.probe_task: asyncio.Task[None] | None = None
         # What is in flight here; ejecting the server ends them (a vanished server never
         # answers): waiting attempts go to the next server, streams end with their error.
@@ -167,9 +170,11 @@ class Pool(Service):
         self._changed = asyncio.Event()
         self._closed = False
         self._background: set[asyncio.Task[None]] = set()
+        self._started = time.monotonic()
 
     async def start(self) -> None:
         """Add the static servers (`--server`) and start probing them."""
+        self._started = time.monotonic()
         for static in self._settings.servers:
             self.add(static.address, static=True, priority=static.priority)
 
@@ -226,11 +231,66 @@ class Pool(Service):
         self._servers[server.key] = server
         self._notify()
 
-    def heard(self, server: Server) -> None:
-        """Discovery heard from this server: it is alive, so a down one is probed at once."""
+    def heard(self, server: Server, models_digest: str = "") -> None:
+        """Discovery heard from this server: it is alive, so a down one is probed at once.
+
+        A new digest of its model lists has them fetched again.
+        """
         server.last_seen = time.monotonic()
         if server.state is ServerState.DOWN:
             self._restart_probe(server)
+        if models_digest and models_digest != server.models_digest:
+            server.models_digest = models_digest
+            self.refresh_models_soon(server)
+
+    # --- what passes through ----------------------------------------------------------------
+
+    def began(self, server: Server) -> None:
+        """A request was sent to this server."""
+        server.inflight += 1
+        server.requests += 1
+
+    def ended(self, server: Server) -> None:
+        """A request sent to this server ended (answered, failed or abandoned)."""
+        server.inflight -= 1
+
+    def learned(
+        self,
+        server: Server,
+        *,
+        installed: frozenset[str] | None = None,
+        loaded: frozenset[str] | None = None,
+    ) -> None:
+        """A model list of this server was read (by anyone): keep it and wake who waits."""
+        if installed is not None:
+            server.models, server.models_known = installed, True
+        if loaded is not None:
+            server.loaded = loaded
+        self._notify()
+
+    def used(self, server: Server, route: Route) -> None:
+        """A request naming a model succeeded here: what it tells of the server's models.
+
+        Known at once, so that the next request (`ollama cp a b && ollama run b`) finds it;
+        the refresh corrects the guess (a pull whose stream ended in an error).
+        """
+        model = route.model
+        if model is None:
+            return
+        if route.mutating:
+            if route.path == "/api/delete":
+                server.models = server.models - {model}
+                server.loaded = server.loaded - {model}
+            elif route.target is not None:
+                server.models = server.models | {route.target}
+            self.refresh_models_soon(server)
+        elif model not in server.loaded:
+            # Ollama loads a model on first use; the slow refresh corrects this guess.
+            server.loaded = server.loaded | {model}
+            server.models = server.models | {model}
+        else:
+            return
+        self._notify()
 
     def remove(self, server: Server, reason: str) -> None:
         """Forget a discovered server at once (goodbye); static ones are only marked down."""
@@ -295,6 +355,30 @@ class Pool(Service):
         """Servers that may take requests now."""
         return [s for s in self._servers.values() if s.routable]
 
+    def expecting(self) -> bool:
+        """Whether a usable server may be about to appear, so that a request should wait.
+
+        In the first `wait_for_server` seconds after start (discovery's first answers, the
+        first probes), and while a server has been heard of but not probed yet.
+        """
+        if time.monotonic() - self._started < self._settings.wait_for_server:
+            return True
+        return any(s.last_ok is None and s.failures == 0 for s in self._servers.values())
+
+    def unusable(self) -> list[str]:
+        """Why each known server cannot take requests now, one phrase each."""
+        now = time.monotonic()
+        reasons = []
+        for server in self._servers.values():
+            if server.routable:
+                continue
+            since = now - (server.last_ok or self._started)
+            why = server.down_reason or "not answering"
+            reasons.append(
+                f"server {server.label} at {server.address} is down ({why}) for {since:.0f} s"
+            )
+        return reasons
+
     def passive_failure(self, server: Server, reason: str) -> None:
         """A connect error or reset on a real request: eject at once."""
         if self._try_alternate(server):
@@ -322,6 +406,8 @@ class Pool(Service):
             return
         level = logging.INFO if state is not ServerState.SUSPECT else logging.DEBUG
         log.log(level, "server %s is %s (%s)", server.label, state, reason)
+        if state is ServerState.DOWN:
+            server.down_reason = reason
         server.state = state
         self._notify()
 
@@ -369,14 +455,14 @@ class Pool(Service):
                 return
             server.failures += 1
             if server.failures >= FAILURES_TO_EJECT:
-                self._set_state(server, ServerState.DOWN, f"probe failed: {exc!r}")
+                self._set_state(server, ServerState.DOWN, f"probe failed: {describe(exc)}")
                 # Only silence ends what is in flight on it: an error answer or a refused
                 # connection (a server draining its requests refuses new ones) says it is
                 # there, and its streams may still be going.
                 if isinstance(exc, TimeoutError):
                     self._abandon(server)
             elif server.state is ServerState.HEALTHY:
-                self._set_state(server, ServerState.SUSPECT, f"probe failed: {exc!r}")
+                self._set_state(server, ServerState.SUSPECT, f"probe failed: {describe(exc)}")
             return
         elapsed = time.perf_counter() - started
         server.latency = (
@@ -410,9 +496,8 @@ class Pool(Service):
             return
         if installed != server.models or not server.models_known:
             log.info("server %s has %d models", server.label, len(installed))
-        server.models, server.loaded, server.models_known = installed, loaded, True
         server.refreshed, server.models_failed = started, False
-        self._notify()
+        self.learned(server, installed=installed, loaded=loaded)
 
     def refresh_models_soon(self, server: Server) -> None:
         """Refresh a server's models in the background (after a change went through it)."""

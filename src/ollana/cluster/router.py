@@ -7,22 +7,24 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
 from multidict import CIMultiDict
 
-from ollana.cluster.models import BLOBS_PATH, Route
+from ollana.cluster.exchange import Exchange
+from ollana.cluster.models import Route
 from ollana.cluster.pool import Pool, Server, ServerState
+from ollana.http import UpstreamError, open_upstream
+from ollana.http.client import Response
 from ollana.identity.ids import MIN_PIN_LENGTH, DeviceIdError, parse_device_id
-from ollana.proxy.forward import UpstreamError, open_upstream
-from ollana.proxy.upstream import Response
+from ollana.ollama_api import BLOBS_PATH
 
 __all__ = ["AFFINITY_ENTRIES", "NoServerError", "Router", "order"]
 
 if TYPE_CHECKING:
-    from ollana.admin.metrics import Metrics
+    from ollana.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +52,21 @@ class _Recent(OrderedDict[str, str]):
 class Router:
     """Orders candidate servers and opens each request on the first one that takes it."""
 
-    def __init__(self, pool: Pool, wait_for_server: float, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        wait_for_server: float,
+        metrics: Metrics,
+        *,
+        explain: Callable[[], list[str]] | None = None,
+        nobody: Callable[[], str] = lambda: "no server has been heard of",
+    ) -> None:
         self._pool = pool
         self._metrics = metrics
         self._wait = wait_for_server
+        # More reasons no server is usable (unpaired ones), and what to say when none is known.
+        self._explain = explain
+        self._nobody = nobody
         self._conversations = _Recent()
         self._blobs = _Recent()
         self._last_blob: str | None = None
@@ -82,13 +95,17 @@ class Router:
         headers: CIMultiDict[str],
         body: bytes | aiohttp.StreamReader | None,
         route: Route,
-    ) -> tuple[Server, Response]:
+    ) -> Exchange:
         """Send the request to the best server; on a failure before any response byte, the next.
 
-        The returned server has its in-flight count raised; `done()` lowers it.
+        The returned exchange holds the server and its answer; `Exchange.finish()` ends it.
         """
         deadline = time.monotonic() + self._wait
         await self._await_model_lists(route, deadline)
+        missing = self.unreachable_holder(route)
+        if missing is not None:
+            # Not Ollama's 404 "try pulling it": that would send the user to download it again.
+            raise NoServerError(missing)
         tried: dict[str, str] = {}  # server label -> why it did not take the request
         # By identity: a server heard again at a new address is a new entry, worth a try.
         attempted: list[Server] = []
@@ -98,7 +115,9 @@ class Router:
                 remaining = deadline - time.monotonic()
                 # One that answered 503 is still routable: waiting would not change its mind.
                 busy = any(t.routable for t in attempted)
-                if busy or remaining <= 0 or not await self._pool.wait_changed(remaining):
+                if busy or remaining <= 0 or not self._pool.expecting():
+                    break
+                if not await self._pool.wait_changed(remaining):
                     break
                 continue
             metrics = self._metrics
@@ -108,9 +127,7 @@ class Router:
                 if route.path.startswith(BLOBS_PATH):
                     # Taken now, not once it answered: uploads sent side by side follow it.
                     self._last_blob = server.key
-                server.inflight += 1
-                server.requests += 1
-                metrics.request_started(server.label)
+                exchange = Exchange(self._pool, metrics, server, route)
                 started = time.perf_counter()
                 try:
                     attempt = open_upstream(
@@ -125,9 +142,8 @@ class Router:
                     replayable = not isinstance(body, aiohttp.StreamReader)
                     response = await _unless_ejected(server, attempt, replayable)
                 except UpstreamError as exc:
-                    server.inflight -= 1
+                    exchange.failed()
                     tried[server.label] = str(exc)
-                    metrics.attempt_failed(server.label)
                     if exc.status != 503:
                         self._pool.passive_failure(server, str(exc))
                     log.info("%s %s via %s failed: %s", method, route.path, server.label, exc)
@@ -136,19 +152,39 @@ class Router:
                     metrics.retry(exc.reason)
                     continue
                 except BaseException:
-                    server.inflight -= 1
-                    metrics.attempt_failed(server.label)
+                    exchange.failed()
                     raise
                 metrics.upstream_ttfb(server.label, time.perf_counter() - started)
                 if tried:
                     metrics.failover()
                 self._remember(route, server)
-                return server, response
+                exchange.answered(response)
+                return exchange
         pin = f" matching {route.pin!r}" if route.pin else ""
         if not tried:
-            raise NoServerError(f"no ollana server{pin} is available")
+            raise NoServerError(
+                f"no Ollama server{pin} is reachable through ollana: {self.why_none()}"
+            )
         what = "; ".join(f"{label}: {why}" for label, why in tried.items())
-        raise NoServerError(f"no ollana server{pin} could take the request ({what})")
+        raise NoServerError(f"no Ollama server{pin} could take the request ({what})")
+
+    def why_none(self) -> str:
+        """Why no server can take requests: each known one and its trouble, or what was asked."""
+        reasons = self._pool.unusable() + (self._explain() if self._explain else [])
+        return "; ".join(reasons) if reasons else self._nobody()
+
+    def unreachable_holder(self, route: Route) -> str | None:
+        """An error for a model that only servers that are down have, or None."""
+        model = route.model
+        if model is None or route.pin or route.mutating:
+            return None
+        if any(model in s.models for s in self._pool.healthy()):
+            return None
+        holders = [s for s in self._pool if not s.routable and model in s.models]
+        if not holders:
+            return None
+        names = ", ".join(f"server {s.label} at {s.address}" for s in holders)
+        return f"model {model!r} is on {names}, which is unreachable now ({self.why_none()})"
 
     async def _await_model_lists(self, route: Route, deadline: float) -> None:
         """Wait while a model no known list has may be on a server whose list is on its way.
@@ -166,7 +202,9 @@ class Router:
             ):
                 return
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not await self._pool.wait_changed(remaining):
+            if remaining <= 0 or not self._pool.expecting():
+                return
+            if not await self._pool.wait_changed(remaining):
                 return
 
     def _remember(self, route: Route, server: Server) -> None:
@@ -174,25 +212,6 @@ class Router:
             self._conversations.remember(route.conversation, server.key)
         for digest in route.blobs:
             self._blobs.remember(digest, server.key)
-
-    def done(self, server: Server, route: Route, status: int) -> None:
-        """A request that `open()` returned has finished: learn from it."""
-        server.inflight -= 1
-        if status >= 400 or route.model is None:
-            return
-        if route.mutating:
-            # Known at once, so that the next request (`ollama cp a b && ollama run b`) finds
-            # it; the refresh corrects the guess (a pull whose stream ended in an error).
-            if route.path == "/api/delete":
-                server.models = server.models - {route.model}
-                server.loaded = server.loaded - {route.model}
-            elif route.target is not None:
-                server.models = server.models | {route.target}
-            self._pool.refresh_models_soon(server)
-        elif route.model not in server.loaded:
-            # Ollama loads a model on first use; the slow refresh corrects this guess.
-            server.loaded = server.loaded | {route.model}
-            server.models = server.models | {route.model}
 
 
 async def _unless_ejected(

@@ -17,6 +17,7 @@ The server side is a pure function the server proxy mounts; the client side is
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -27,16 +28,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-import aiohttp
+from multidict import CIMultiDict
 from yarl import URL
 
 from ollana.config import HostPort
+from ollana.http import FETCH_ERRORS, describe
 from ollana.identity.certs import Identity
 from ollana.identity.devicefile import SeenDevice, cert_der_from
 from ollana.identity.ids import DeviceIdError, device_id_of, normalize_device_id
 from ollana.identity.names import clean_name
 from ollana.identity.store import DeviceStore, StoreError
 from ollana.identity.trust import TLSManager
+from ollana.ollama_api import HELLO_PATH
 
 __all__ = [
     "HELLO_PATH",
@@ -53,7 +56,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-HELLO_PATH: Final = "/ollana/v1/hello"
 MAX_HELLO_BODY: Final = 16 * 1024
 HELLO_TIMEOUT: Final = 10.0
 ROLES: Final = frozenset({"client", "server"})
@@ -185,23 +187,22 @@ async def introduce(
     TLS handshake presented, or HelloError is raised.
     """
     presented: list[str] = []
-    connector = tls.connector_for_hello(lambda device_id, _: presented.append(device_id))
     target = URL(url)
+    if target.scheme != "https" or not target.host:
+        raise HelloError(f"{url}: ollana peers are reached over https only")
+    pool = tls.hello_pool(
+        target.host, target.port or 443, timeout, lambda device_id, _: presented.append(device_id)
+    )
+    headers = CIMultiDict({"Content-Type": "application/json"})
     try:
-        async with (
-            aiohttp.ClientSession(
-                connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)
-            ) as session,
-            session.post(
-                target.with_path(HELLO_PATH),
-                data=hello_body(tls.identity, name=name),
-                headers={"Content-Type": "application/json"},
-            ) as response,
-        ):
-            body = await response.content.read(MAX_HELLO_BODY + 1)
+        async with asyncio.timeout(timeout), pool:
+            body_out = hello_body(tls.identity, name=name)
+            response = await pool.request("POST", HELLO_PATH, headers, body_out)
+            async with response:
+                body = await response.content.read(MAX_HELLO_BODY + 1)
             status = response.status
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise HelloError(f"{url}: hello failed: {exc or type(exc).__name__}") from None
+    except FETCH_ERRORS as exc:
+        raise HelloError(f"{url}: hello failed: {describe(exc)}") from None
     if status != 200:
         raise HelloError(f"{url}: hello refused ({status}): {_error_text(body)}")
     device_id, der, _, peer_name = parse_hello(body)

@@ -20,9 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-import aiohttp
+from multidict import CIMultiDict
 from yarl import URL
 
+from ollana.http import FETCH_ERRORS, ConnectionPool, describe
 from ollana.identity.certs import Identity
 from ollana.identity.hello import HelloReply
 from ollana.identity.ids import format_device_id, short_device_id
@@ -168,30 +169,35 @@ async def pair_with(
     """Run the guest's side against the host at `url` (https://HOST:PORT).
 
     Returns the host once it proved it knows the code; PairingError otherwise. The host's
-    certificate in the exchange must be the one its TLS handshake presented.
+    certificate in the exchange must be the one its TLS handshakes presented.
     """
     guest = Guest(code, tls.identity.cert_der, name)
     presented: list[str] = []
-    connector = tls.connector_for_hello(lambda device_id, _: presented.append(device_id))
     target = URL(url)
+    if target.scheme != "https" or not target.host:
+        raise PairingError(f"{url}: ollana peers are reached over https only")
+    pool = tls.hello_pool(
+        target.host, target.port or 443, timeout, lambda device_id, _: presented.append(device_id)
+    )
     try:
-        async with aiohttp.ClientSession(
-            connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)
-        ) as session:
-            reply = await _post(session, target.with_path(PAIR_START_PATH), guest.start())
+        async with asyncio.timeout(timeout), pool:
+            reply = await _post(pool, PAIR_START_PATH, guest.start())
             finish = guest.confirm(reply)
             host = guest.host
-            if host is None or not presented or presented[-1] != host.device_id:
+            if host is None or not presented or set(presented) != {host.device_id}:
                 raise PairingError("the host's certificate is not the one its TLS handshake showed")
-            confirmed = await _post(session, target.with_path(PAIR_FINISH_PATH), finish)
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise PairingError(f"{url}: {exc or type(exc).__name__}") from None
+            confirmed = await _post(pool, PAIR_FINISH_PATH, finish)
+            if set(presented) != {host.device_id}:
+                raise PairingError("the host's certificate changed between two connections")
+    except FETCH_ERRORS as exc:
+        raise PairingError(f"{url}: {describe(exc)}") from None
     return guest.verify(confirmed)
 
 
-async def _post(session: aiohttp.ClientSession, url: URL, body: bytes) -> bytes:
-    headers = {"Content-Type": "application/json"}
-    async with session.post(url, data=body, headers=headers) as response:
+async def _post(pool: ConnectionPool, path: str, body: bytes) -> bytes:
+    headers = CIMultiDict({"Content-Type": "application/json"})
+    response = await pool.request("POST", path, headers, body)
+    async with response:
         data = await response.content.read(MAX_PAIR_BODY + 1)
         if response.status != 200:
             raise PairingError(_error_text(data, response.status), response.status)

@@ -13,14 +13,16 @@ from ollana.cluster.pool import Pool, Server
 from ollana.cluster.router import Router
 from ollana.config import HostPort, Settings
 from ollana.discovery import Announce, Goodbye, Message, Query
+from ollana.http import bare_response
+from ollana.http.client import ConnectionPool
+from ollana.http.guard import LocalGuard
+from ollana.http.listener import Listener
 from ollana.identity import HelloError, introduce, short_device_id
 from ollana.identity.names import display_name
-from ollana.modes.base import Mode
-from ollana.modes.common import record_seen
+from ollana.local_ollama import who_listens
+from ollana.modes.mode import Mode, record_seen
+from ollana.ollama_api import ROOT_ANSWER, ROOT_CONTENT_TYPE
 from ollana.proxy.client import ClientProxy
-from ollana.proxy.guard import LocalGuard
-from ollana.proxy.listener import Listener
-from ollana.proxy.upstream import Upstream
 
 __all__ = ["ClientMode"]
 
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 
 UNPAIRED_KEPT = 256
 UNPAIRED_LOGGED = 16
+UNPAIRED_EXPLAINED = 3  # unpaired servers named in an error an app shows
 
 
 class ClientMode(Mode):
@@ -39,7 +42,13 @@ class ClientMode(Mode):
         super().__init__(settings)
         self.ollama = None  # client mode fronts no Ollama of its own
         self.pool = Pool(settings, self._upstream, scheme="https")
-        self.router = Router(self.pool, settings.wait_for_server, self.metrics)
+        self.router = Router(
+            self.pool,
+            settings.wait_for_server,
+            self.metrics,
+            explain=self._unpaired_reasons,
+            nobody=self._nobody,
+        )
         self.aggregator = Aggregator(
             self.pool, self.router, settings.wait_for_server, settings.limits.connect_timeout
         )
@@ -62,6 +71,7 @@ class ClientMode(Mode):
             grace=settings.grace,
             name="client",
             on_refusal=self.metrics.refused,
+            who=who_listens,
         )
         # Servers seen but not allowed: device ID -> address, the most recent last.
         self.unpaired: OrderedDict[str, str] = OrderedDict()
@@ -89,9 +99,9 @@ class ClientMode(Mode):
 
     # --- parts --------------------------------------------------------------------------
 
-    def _upstream(self, server: Server) -> Upstream:
+    def _upstream(self, server: Server) -> ConnectionPool:
         limits = self.settings.limits
-        return Upstream(
+        return ConnectionPool(
             server.address.host,
             server.address.port,
             ssl_context=self.tls.client_context(),
@@ -103,7 +113,30 @@ class ClientMode(Mode):
     async def _local(self, request: web.BaseRequest) -> web.StreamResponse | None:
         if self.aggregator.handles(request):
             return await self.aggregator.answer(request)
+        if request.path == "/" and request.method in ("GET", "HEAD"):
+            # Ollama's own liveness answer, at once: it says this endpoint is there, whether or
+            # not a server is (tools that check "/" would otherwise decide Ollama is down).
+            return bare_response(200, ROOT_ANSWER, ROOT_CONTENT_TYPE)
         return None
+
+    def _unpaired_reasons(self) -> list[str]:
+        return [
+            f"server {short_device_id(device)} at {address} is not paired: run `ollana pair`"
+            f" on it and `ollana pair CODE` here, or `ollana device allow {device[:16]}`"
+            for device, address in reversed(self.unpaired.items())
+        ][:UNPAIRED_EXPLAINED]
+
+    def _nobody(self) -> str:
+        static = ", ".join(str(s.address) for s in self.settings.servers)
+        if static:
+            return f"none of the configured servers ({static}) has answered"
+        if not self.settings.discovery:
+            return "discovery is off and no --server is configured"
+        port = self.settings.discovery_port
+        return (
+            f"no ollana server answered discovery (UDP {port}) on this LAN: start `ollana serve`"
+            " next to an Ollama, or name one with --server HOST:11435"
+        )
 
     async def _hello(self, server: Server) -> None:
         """Introduce ourselves to a static server, so that it can learn our certificate."""
@@ -156,10 +189,7 @@ class ClientMode(Mode):
             return
         self.unpaired.pop(message.device, None)
         server = self.pool.add(address, device_id=message.device, priority=message.priority)
-        self.pool.heard(server)
-        if message.models and message.models != server.models_digest:
-            server.models_digest = message.models
-            self.pool.refresh_models_soon(server)
+        self.pool.heard(server, message.models)
 
     def _revoked(self, device_ids: frozenset[str]) -> None:
         for device_id in device_ids:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import aiohttp
 from aiohttp import web
 
-from ollana.app import OllamaWatch
 from ollana.config import Settings
 from ollana.discovery import (
     Announce,
@@ -18,15 +16,16 @@ from ollana.discovery import (
     models_digest,
     safe_version,
 )
+from ollana.http import error_response, json_response
+from ollana.http.listener import Listener
 from ollana.identity import HELLO_PATH, MAX_HELLO_BODY, PeerRejected, handle_hello
 from ollana.identity.hello import HelloQuota
 from ollana.identity.pairhttp import PAIR_PATHS, PairingDesk
 from ollana.identity.pairing import MAX_PAIR_BODY
-from ollana.modes.base import Mode
-from ollana.modes.common import record_seen
-from ollana.proxy.forward import error_response, json_response
-from ollana.proxy.listener import Listener
-from ollana.proxy.server import ServerProxy, is_management
+from ollana.local_ollama import OllamaWatch, who_listens
+from ollana.modes.mode import Mode, record_seen
+from ollana.ollama_api import changes_models
+from ollana.proxy.server import ServerProxy
 
 __all__ = ["ServerMode"]
 
@@ -52,6 +51,7 @@ class ServerMode(Mode):
             grace=settings.grace,
             name="server",
             on_refusal=self.metrics.refused,
+            who=who_listens,
         )
         self.ollama = OllamaWatch(
             settings.ollama,
@@ -126,10 +126,10 @@ class ServerMode(Mode):
             self.metrics.tls_refused("no-certificate")
             return error_response(
                 403,
-                "this device is not allowed here: on the server run `ollana device allow "
-                "<ID>` with the ID `ollana device show` prints on this device",
+                "this device is not allowed here: run `ollana pair` on the server, then "
+                "`ollana pair CODE` on this device",
             )
-        if self._management_refused and is_management(request.method, request.path):
+        if self._management_refused and changes_models(request.method, request.path):
             self.refused += 1
             self.metrics.refused("read-only")
             return error_response(403, "model management is disabled on this ollana server")
@@ -155,8 +155,4 @@ class ServerMode(Mode):
         self.discovery.set_available(watch.up)
 
     async def _watch(self) -> None:
-        session = aiohttp.ClientSession()
-        try:
-            await self.ollama.run(session)
-        finally:
-            await asyncio.shield(session.close())
+        await self.ollama.run()

@@ -6,28 +6,36 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
 from ollana import __version__
-from ollana.admin.metrics import NO_SERVER, route_label
 from ollana.cluster.models import inspect_request
 from ollana.cluster.router import NoServerError, Router
+from ollana.http import (
+    PIN_HEADER,
+    VERSION_HEADER,
+    bare_response,
+    continue_if_expected,
+    error_response,
+    relay,
+    request_headers,
+)
+from ollana.http.guard import LocalGuard
 from ollana.logs import access_log
-from ollana.proxy.forward import VERSION_HEADER, error_response, relay, request_headers
-from ollana.proxy.guard import LocalGuard
+from ollana.metrics import NO_SERVER
+from ollana.ollama_api import route_label
 
-__all__ = ["PIN_HEADER", "ClientProxy"]
+__all__ = ["ClientProxy"]
 
 if TYPE_CHECKING:
-    from ollana.admin.metrics import Metrics
+    from ollana.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-PIN_HEADER: Final = "X-Ollana-Server"
 
 # A local handler answers some requests itself (guard refusals, merged lists); None passes on.
 LocalHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse | None]]
@@ -77,7 +85,9 @@ class ClientProxy:
                     self._metrics.refused("guard")
                 return error_response(403, decision.error or "forbidden", self._tag)
             if decision.status is not None:
-                return web.Response(status=decision.status, headers=CIMultiDict(decision.headers))
+                headers = CIMultiDict(decision.headers)
+                headers.extend(self._tag)
+                return bare_response(decision.status, headers=headers)
             extra.extend(decision.headers)
         if self._local is not None:
             answered = await self._local(request)
@@ -91,6 +101,7 @@ class ClientProxy:
     ) -> web.StreamResponse:
         body: bytes | aiohttp.StreamReader | None = None
         if request.body_exists:
+            await continue_if_expected(request)
             length = request.content_length
             if length is not None and length <= self._retry_buffer:
                 # Kept whole so that it can be sent again to another server.
@@ -112,25 +123,24 @@ class ClientProxy:
         # The guard above is the authority on origins; the server's Ollama knows only its own.
         headers.popall(hdrs.ORIGIN, None)
         try:
-            server, upstream = await self._router.open(
+            exchange = await self._router.open(
                 request.method, request.raw_path, headers, body, route
             )
         except NoServerError as exc:
             self._finished(request, exc.status, NO_SERVER, started)
             return error_response(exc.status, str(exc), extra)
+        upstream = exchange.response
+        assert upstream is not None
         status = upstream.status
-        extra[PIN_HEADER] = server.label
-        # A server ejected mid-stream (vanished) ends the stream now, with its error object.
-        server.streams.add(upstream)
+        label = extra[PIN_HEADER] = exchange.server.label
         try:
             return await relay(request, upstream, extra)
         except BaseException:
             status = 599  # the app went away, or the stream broke
             raise
         finally:
-            server.streams.discard(upstream)
-            self._router.done(server, route, status)
-            self._finished(request, status, server.label, started)
+            exchange.finish(status)
+            self._finished(request, status, label, started)
 
     def _finished(self, request: web.BaseRequest, status: int, server: str, started: float) -> None:
         seconds = time.perf_counter() - started

@@ -3,46 +3,37 @@
 from __future__ import annotations
 
 import logging
-import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 
 from aiohttp import web
-from yarl import URL
 
 from ollana import __version__
-from ollana.admin.metrics import LOCAL_OLLAMA, NO_SERVER, Metrics, route_label
 from ollana.config import Limits
-from ollana.logs import access_log
-from ollana.proxy.forward import (
+from ollana.http import (
     VERSION_HEADER,
     UpstreamError,
+    continue_if_expected,
     error_response,
     open_upstream,
     relay,
     request_headers,
 )
-from ollana.proxy.upstream import Upstream
+from ollana.local_ollama import ollama_pool
+from ollana.logs import access_log
+from ollana.metrics import LOCAL_OLLAMA, NO_SERVER, Metrics
+from ollana.ollama_api import route_label
 
-__all__ = ["MANAGEMENT_PATHS", "ServerProxy", "is_management"]
+__all__ = ["ServerProxy"]
 
 log = logging.getLogger(__name__)
-
-MANAGEMENT_PATHS: Final = frozenset(
-    {"/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete"}
-)
 
 # Why an attempt at the local Ollama failed with nothing processed and nothing sent back.
 _ANSWERED_NOTHING: Final = frozenset({"connect", "tls", "reset"})
 
 # Answers a request itself (hello, refusals) or returns None to forward it.
 Gate = Callable[[web.BaseRequest], Awaitable[web.StreamResponse | None]]
-
-
-def is_management(method: str, path: str) -> bool:
-    """Whether a request changes the models a server holds."""
-    return path in MANAGEMENT_PATHS or (path.startswith("/api/blobs/") and method == "POST")
 
 
 class ServerProxy:
@@ -56,16 +47,10 @@ class ServerProxy:
         gate: Gate | None = None,
         metrics: Metrics | None = None,
     ) -> None:
-        url = URL(ollama_url)
-        self._prefix = url.raw_path.rstrip("/")  # an OLLAMA_HOST path prefixes every target
-        https = url.scheme == "https"
         self._metrics = metrics
         self._gate = gate
-        self.upstream = Upstream(
-            url.raw_host or "127.0.0.1",
-            url.port or (443 if https else 80),
-            # An https Ollama is verified as any web server is.
-            ssl_context=ssl.create_default_context() if https else None,
+        self.upstream, self._prefix = ollama_pool(
+            ollama_url,
             connect_timeout=limits.connect_timeout,
             read_timeout=limits.stream_idle_timeout,
         )
@@ -80,7 +65,10 @@ class ServerProxy:
             if answered is not None:
                 self._finished(request, answered.status, NO_SERVER, started)
                 return answered
-        body = request.content if request.body_exists else None
+        body = None
+        if request.body_exists:
+            await continue_if_expected(request)
+            body = request.content
         if metrics is not None:
             metrics.request_started(LOCAL_OLLAMA)
         status = 599

@@ -1,4 +1,4 @@
-"""What both modes share: identity and trust, metrics, the admin API, staged close."""
+"""What both modes share: identity and trust, discovery, metrics, the admin API, staged close."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any, Self
 
-from ollana.admin import AdminListener, Metrics, create_admin_app
+from ollana.admin import AdminListener, create_admin_app
 from ollana.config import Settings
-from ollana.discovery import DiscoveryService, OnMessage, Role
-from ollana.identity import SeenDevice, StoreError
+from ollana.discovery import DiscoveryService, Message, OnMessage, Role, TargetSet
+from ollana.http.listener import Listener
+from ollana.identity import DeviceStore, SeenDevice, StoreError, TLSManager, load_identity
 from ollana.identity.pairhttp import PairingDesk
 from ollana.identity.recorder import SeenRecorder
-from ollana.modes.common import discovery_targets, nearby, trust
-from ollana.proxy.listener import Listener
+from ollana.metrics import Metrics
 
-__all__ = ["Mode"]
+__all__ = ["Mode", "discovery_targets", "nearby", "record_seen", "trust"]
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,11 @@ class Mode:
         try:
             if self.settings.admin_listen is not None:
                 # Entered first, so that it closes last and answers while the mode drains.
-                app = create_admin_app(self, self.metrics, pairing=self.pairing)  # type: ignore[arg-type]
+                app = create_admin_app(
+                    self,  # type: ignore[arg-type]
+                    self.metrics,
+                    pairing=self.pairing,
+                )
                 listener = AdminListener(app, self.settings.admin_listen)
                 self.admin = await self._stack.enter_async_context(listener)
             await self._stack.enter_async_context(self.tls)
@@ -124,3 +128,43 @@ class Mode:
         except StoreError:
             return {}
         return {device_id: entry.name for device_id, entry in allowed.items() if entry.name}
+
+
+def trust(settings: Settings) -> TLSManager:
+    """This device's identity and allow list, as the TLS layer uses them."""
+    identity = load_identity(settings.home)
+    return TLSManager(identity, DeviceStore(settings.home), open_mode=settings.open)
+
+
+def discovery_targets(settings: Settings) -> TargetSet:
+    """Where discovery datagrams go: interface broadcasts, 255.255.255.255, configured ones."""
+    return TargetSet.from_settings(settings.discovery_targets, settings.discovery_port)
+
+
+def record_seen(recorder: SeenRecorder, message: Message, address: str) -> None:
+    """Remember a device heard on the LAN, so `ollana device list` can offer it for pairing.
+
+    Checked here (a new certificate's signature costs about 0.1 ms); written in batches.
+    """
+    if not message.cert or not message.device:
+        return
+    try:
+        record = recorder.store.seen_record(
+            message.device, address, message.role, message.cert, name=message.name
+        )
+    except ValueError as exc:
+        log.debug("not recording device %s: %s", message.device[:12], exc)
+        return
+    if record is not None:
+        recorder.add(record)
+
+
+def nearby(tls: TLSManager) -> list[SeenDevice]:
+    """Devices heard on the LAN that are not allowed (yet), newest first."""
+    try:
+        seen = tls.store.seen()
+    except StoreError as exc:
+        log.warning("cannot read the devices seen nearby: %s", exc)
+        return []
+    devices = [d for d in seen.values() if not tls.is_allowed(d.device_id)]
+    return sorted(devices, key=lambda d: d.last_seen, reverse=True)

@@ -38,8 +38,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from ollana import __version__
-from ollana.cluster.pool import ServerSnapshot, ServerState
 from ollana.discovery import DiscoveryStats
+from ollana.ollama_api import ENDPOINTS, OTHER_ROUTE
 
 __all__ = [
     "DURATION_BUCKETS",
@@ -47,10 +47,8 @@ __all__ = [
     "MAX_LABEL_VALUES",
     "NO_SERVER",
     "OTHER",
-    "ROUTES",
     "TTFB_BUCKETS",
     "Metrics",
-    "route_label",
 ]
 
 log = logging.getLogger(__name__)
@@ -63,37 +61,28 @@ TTFB_BUCKETS: Final = (
 # A whole generation may stream for minutes after that.
 DURATION_BUCKETS: Final = (*TTFB_BUCKETS, 300.0, 600.0)
 MAX_LABEL_VALUES: Final = 256
-OTHER: Final = "other"
+OTHER: Final = OTHER_ROUTE
 NO_SERVER: Final = "none"  # answered without a single server: refused, merged lists, 503
-LOCAL_OLLAMA: Final = "ollama"  # server mode's one upstream
+LOCAL_OLLAMA: Final = "ollama"
+# The pool's server states, all reported (zeros too) so that a dashboard sees each series.
+SERVER_STATES: Final = ("healthy", "suspect", "down")  # server mode's one upstream
 
-# Ollama's API paths (and ollana's own), shown verbatim as route labels.
-ROUTES: Final = frozenset({
-    "/", "/api/version", "/api/tags", "/api/ps", "/api/show", "/api/generate", "/api/chat",
-    "/api/embed", "/api/embeddings", "/api/pull", "/api/push", "/api/create", "/api/copy",
-    "/api/delete", "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models",
-    "/v1/responses", "/ollana/v1/hello",
-})  # fmt: skip
-_BLOBS, _MODELS = "/api/blobs/", "/v1/models/"
-_BLOB_ROUTE, _MODEL_ROUTE = "/api/blobs/:digest", "/v1/models/:model"
-_ROUTE_VALUES: Final = ROUTES | {_BLOB_ROUTE, _MODEL_ROUTE, OTHER}
+_ROUTE_VALUES: Final = frozenset({e.route for e in ENDPOINTS} | {OTHER})
 
 
-def route_label(path: str) -> str:
-    """The route label of a request path: a known path verbatim, a pattern, or "other"."""
-    if path in ROUTES:
-        return path
-    if path.startswith(_BLOBS) and "/" not in path[len(_BLOBS) :]:
-        return _BLOB_ROUTE
-    if path.startswith(_MODELS) and len(path) > len(_MODELS):
-        return _MODEL_ROUTE
-    return OTHER
+class ServerView(Protocol):
+    """What `watch_pool` reads of one server."""
+
+    @property
+    def state(self) -> str:
+        """healthy, suspect or down."""
+        ...
 
 
 class PoolView(Protocol):
     """The client's Pool, as `watch_pool` and the status document read it."""
 
-    def snapshots(self) -> Sequence[ServerSnapshot]:
+    def snapshots(self) -> Sequence[ServerView]:
         """Frozen copies of every server."""
         ...
 
@@ -334,14 +323,14 @@ class Metrics:
         """Report ``ollana_pool_servers{state}`` from the pool at each scrape."""
 
         def collect() -> Iterable[Metric]:
-            counts = dict.fromkeys(ServerState, 0)
+            counts = dict.fromkeys(SERVER_STATES, 0)
             for snapshot in pool.snapshots():
-                counts[snapshot.state] += 1
+                counts[str(snapshot.state)] = counts.get(str(snapshot.state), 0) + 1
             family = GaugeMetricFamily(
                 "ollana_pool_servers", "Servers known to the pool, by state.", labels=("state",)
             )
             for state, count in counts.items():
-                family.add_metric((state.value,), count)
+                family.add_metric((state,), count)
             return (family,)
 
         return self.add_source(collect)
