@@ -68,8 +68,10 @@ async def test_an_unpaired_host_sees_the_servers_but_cannot_use_them(
     assert d_id in await nearby_ids(a.home)
     assert cluster.ids["b"] not in (await lab.pool(d))  # heard, never used
 
+    # No server is usable: lists too say so at once, naming each server and the fix.
     tags = await d.http("GET", 11434, "/api/tags", timeout=15)
-    assert (tags.status, tags.json()) == (200, {"models": []})
+    assert tags.status == 503, tags.body
+    assert "not paired: run `ollana pair`" in tags.json()["error"]
     refused = await d.http("POST", 11434, "/api/generate", GENERATE, timeout=15)
     assert refused.status == 503, refused.body
     assert refused.json()["error"]
