@@ -159,6 +159,10 @@ class StatusSource(Protocol):
         """Devices heard on the network that are not allowed; called once per /status."""
         ...
 
+    def dismiss(self, device_id: str) -> bool:
+        """Forget a nearby device and stop listing it (file I/O: called off the event loop)."""
+        ...
+
     def device_names(self) -> Mapping[str, str]:
         """The names of allowed devices by ID (file I/O: called off the event loop)."""
         ...

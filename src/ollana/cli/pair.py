@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import click
 
+from ollana.admin.api import TOKEN_HEADER, page_token
 from ollana.config import ConfigError, HostPort, Settings, load_settings, parse_host_port
 from ollana.discovery import Announce, DiscoveryService, Message, TargetSet
 from ollana.identity import (
@@ -75,9 +76,11 @@ def pair(  # noqa: PLR0917 (click passes options by position)
 
 async def _host(settings: Settings, admin: str | None) -> None:
     address = _admin_address(settings, admin)
-    base = f"http://{HostPort(address.connect_host, address.port)}/pairing"
+    root = f"http://{HostPort(address.connect_host, address.port)}"
+    base = f"{root}/pairing"
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        opened = await _call(session, "POST", base, address)
+        token = await _token(session, root, address)
+        opened = await _call(session, "POST", base, address, token)
         code = str(opened["code"])
         shown = f"{code[: CODE_DIGITS // 2]} {code[CODE_DIGITS // 2 :]}"
         click.echo(f"Pairing code: {shown}  (valid for {opened['expires_in']:.0f} s, one device)")
@@ -112,11 +115,29 @@ def _admin_address(settings: Settings, given: str | None) -> HostPort:
     return settings.admin_listen
 
 
-async def _call(
-    session: aiohttp.ClientSession, method: str, url: str, address: HostPort
-) -> dict[str, Any]:
+async def _token(session: aiohttp.ClientSession, root: str, address: HostPort) -> str:
+    """The running process's token for state-changing calls, from its dashboard page."""
     try:
-        async with session.request(method, url, json={} if method == "POST" else None) as response:
+        async with session.get(root + "/") as response:
+            page = (await response.content.read(1 << 20)).decode("utf-8", "replace")
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise click.ClickException(
+            f"no running ollana answers at {address} ({exc or type(exc).__name__}):"
+            " start `ollana serve` on this machine first"
+        ) from None
+    token = page_token(page)
+    if token is None:
+        raise click.ClickException(f"what answers at {address} is not an ollana admin API")
+    return token
+
+
+async def _call(
+    session: aiohttp.ClientSession, method: str, url: str, address: HostPort, token: str = ""
+) -> dict[str, Any]:
+    headers = {TOKEN_HEADER: token} if token else {}
+    payload: dict[str, object] | None = {} if method == "POST" else None
+    try:
+        async with session.request(method, url, json=payload, headers=headers) as response:
             body = await response.read()
             status = response.status
     except (aiohttp.ClientError, TimeoutError) as exc:

@@ -276,6 +276,17 @@ class DeviceStore:
             self._recent.popitem(last=False)
         return taken
 
+    def forget_seen(self, device_id: str) -> bool:
+        """Drop a device from the devices seen nearby; False if it was not there."""
+        device_id = normalize_device_id(device_id)
+        with self._locked():
+            seen = self.seen()
+            if seen.pop(device_id, None) is None:
+                return False
+            self._write(self.seen_path, render_seen(seen.values()))
+        self._recent.pop(device_id, None)
+        return True
+
     # --- watching -----------------------------------------------------------------------
 
     def signature(self) -> tuple[_Signature, _Signature]:
@@ -369,13 +380,7 @@ def _stat(path: Path) -> _Signature:
 
 
 def _same_place(a: SeenDevice, b: SeenDevice) -> bool:
-    return (a.address, a.role, a.cert_der, a.name, a.via) == (
-        b.address,
-        b.role,
-        b.cert_der,
-        b.name,
-        b.via,
-    )
+    return replace(a, last_seen=b.last_seen) == b
 
 
 def _check_text(value: str, what: str, limit: int) -> str:

@@ -23,6 +23,8 @@ __all__ = ["Mode", "discovery_targets", "nearby", "record_seen", "trust"]
 
 log = logging.getLogger(__name__)
 
+MAX_DISMISSED = 1024
+
 
 class Mode:
     """One running mode: `async with` starts its parts, exit stops them in stages.
@@ -43,6 +45,7 @@ class Mode:
         self.name = settings.name
         self.seen = SeenRecorder(self.tls.store)
         self.pairing: PairingDesk | None = None  # server mode opens pairing windows
+        self._dismissed: dict[str, None] = {}  # nearby devices the dashboard was told to hide
         self.metrics = Metrics()
         self.admin: AdminListener | None = None
         self.discovery: DiscoveryService | None = None
@@ -118,8 +121,19 @@ class Mode:
         return self.listener.port
 
     def nearby(self) -> list[SeenDevice]:
-        """Devices heard on the LAN that are not allowed here."""
-        return nearby(self.tls)
+        """Devices heard on the LAN that are not allowed here (and not dismissed)."""
+        return [d for d in nearby(self.tls) if d.device_id not in self._dismissed]
+
+    def dismiss(self, device_id: str) -> bool:
+        """Forget a nearby device and hide it for this run (file I/O); False if unknown."""
+        try:
+            forgotten = self.tls.store.forget_seen(device_id)
+        except (StoreError, ValueError):
+            return False
+        self._dismissed[device_id] = None
+        while len(self._dismissed) > MAX_DISMISSED:
+            del self._dismissed[next(iter(self._dismissed))]
+        return forgotten
 
     def device_names(self) -> dict[str, str]:
         """The names of allowed devices by ID (reads the allow list)."""
