@@ -28,6 +28,13 @@ WHEN = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
 LAPTOP, PHONE = "ab" * 32, "cd" * 32
 
 
+def button(action: str, device: str) -> str:
+    """The JS expression of one action button of the nearby table."""
+    return (
+        f"document.querySelector('#nearby button[data-action={action}][data-device=\"{device}\"]')"
+    )
+
+
 @pytest.fixture
 def source() -> FakeSource:
     seen = (
@@ -60,10 +67,7 @@ async def test_the_dashboard_pairs_with_one_nearby_device_and_dismisses_another(
         )
         assert names == ["laptop", "phone"]
 
-        await page.evaluate(
-            f"document.querySelector('#nearby button[data-action=pair][data-device=\"{LAPTOP}\"]')"
-            ".click()"
-        )
+        await page.evaluate(button("pair", LAPTOP) + ".click()")
         await page.wait_for("!document.getElementById('pairing-section').hidden")
         assert desk.window is not None
         shown = await page.evaluate("document.getElementById('pairing-code').textContent")
@@ -71,10 +75,7 @@ async def test_the_dashboard_pairs_with_one_nearby_device_and_dismisses_another(
         how = await page.evaluate("document.getElementById('pairing-how').textContent")
         assert how == f"On laptop ({LAPTOP[:8]}), run: ollana pair {desk.window.code}"
 
-        await page.evaluate(
-            f"document.querySelector('#nearby button[data-action=dismiss][data-device=\"{PHONE}\"]')"
-            ".click()"
-        )
+        await page.evaluate(button("dismiss", PHONE) + ".click()")
         await page.wait_for("document.querySelectorAll('#nearby tr').length === 1")
         assert source.dismissed == {PHONE}
         assert page.errors == [] and page.network_errors == []
