@@ -289,3 +289,12 @@ async def test_watch_reports_each_change(store: DeviceStore) -> None:
         watcher.cancel()
         with pytest.raises(asyncio.CancelledError):
             await watcher
+
+
+def test_forget_seen_drops_one_device(store: DeviceStore) -> None:
+    kept, dropped = make_cert(), make_cert()
+    for device_id, der in (kept, dropped):
+        store.record_seen(device_id, "192.0.2.1:1", "client", der)
+    assert store.forget_seen(dropped[0])
+    assert not store.forget_seen(dropped[0])
+    assert set(store.seen()) == {kept[0]}
