@@ -197,3 +197,16 @@ async def test_a_cors_preflight_carries_no_framework_banner(chain: Chain) -> Non
         assert response.status in (200, 204)
         assert "Server" not in response.headers
         assert "X-Ollana-Version" in response.headers
+
+
+async def test_an_ollama_that_is_down_is_named_with_its_port(tmp_path: Path) -> None:
+    down = refused_address()
+    async with (
+        running_chain(tmp_path, server={"ollama": f"http://{down}"}) as chain,
+        aiohttp.ClientSession() as session,
+        session.post(f"{chain.url}/api/show", json={"model": "llama3.2"}) as response,
+    ):
+        status, error = response.status, (await response.json())["error"]
+    assert status == 503
+    assert f"cannot connect to Ollama at {down}" in error, error
+    assert "busy" not in error

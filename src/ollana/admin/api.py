@@ -1,4 +1,5 @@
-"""The admin HTTP API: /healthz, /status, /metrics, /pairing and the dashboard page at /.
+"""The admin HTTP API: /healthz, /status, /metrics, /usage, /pairing and the dashboard page
+at /.
 
 Loopback by default. No CORS headers are sent, so other origins cannot read it from a
 browser; the Host header is checked as on the local endpoint, so that a web page cannot
@@ -26,12 +27,14 @@ from typing import Final
 from aiohttp import web
 
 from ollana.admin.status import StatusSource, status_document
+from ollana.admin.usage import BY, DEFAULT_SINCE, parse_since, usage_document
 from ollana.config import HostPort
 from ollana.http.guard import check_host
 from ollana.http.listener import ListenError
 from ollana.identity.pairhttp import PairingDesk
 from ollana.lifecycle import Service
 from ollana.metrics import Metrics
+from ollana.usage import UsageStoreError
 
 __all__ = ["DASHBOARD", "TOKEN_HEADER", "AdminListener", "create_admin_app", "page_token"]
 
@@ -100,6 +103,25 @@ def create_admin_app(
     async def metrics_text(request: web.Request) -> web.Response:
         return web.Response(body=metrics.render(), headers={"Content-Type": metrics.content_type})
 
+    async def usage(request: web.Request) -> web.Response:
+        by = request.query.get("by", "device")
+        try:
+            since = parse_since(request.query.get("since", DEFAULT_SINCE))
+            if by not in BY:
+                raise ValueError(f"by {by!r}: expected one of {', '.join(BY)}")
+        except ValueError as exc:
+            return _json(400, {"error": str(exc)})
+        try:
+            document = await asyncio.to_thread(
+                usage_document,
+                source.settings.home,
+                since,
+                by,  # type: ignore[arg-type]
+            )
+        except UsageStoreError as exc:
+            return _json(503, {"error": str(exc)})
+        return _json(200, document)
+
     async def dashboard(request: web.Request) -> web.Response:
         return web.Response(text=page, content_type="text/html", headers=page_headers)
 
@@ -152,6 +174,7 @@ def create_admin_app(
     app.router.add_get("/pairing", pairing_state)
     app.router.add_post("/pairing", pairing_open)
     app.router.add_post("/nearby/dismiss", dismiss)
+    app.router.add_get("/usage", usage)
     return app
 
 

@@ -12,7 +12,9 @@ import aiohttp
 import click
 
 from ollana.admin.api import TOKEN_HEADER, page_token
-from ollana.config import ConfigError, HostPort, Settings, load_settings, parse_host_port
+from ollana.cli import options
+from ollana.cli.options import home_options
+from ollana.config import HostPort, Settings, parse_host_port
 from ollana.discovery import Announce, DiscoveryService, Message, TargetSet
 from ollana.identity import (
     DeviceStore,
@@ -39,17 +41,12 @@ OTHERS_WAIT = 0.25  # after the first offer: time for any other window's answer 
               help="With CODE: the server offering the window (no discovery needed).")  # fmt: skip
 @click.option("--admin", "admin", metavar="HOST:PORT",
               help="Without CODE: the running server's admin API (admin_listen).")  # fmt: skip
-@click.option("--home", type=click.Path(file_okay=False), help="Where the identity lives.")
+@home_options
 @click.option("--name", help="This device's name for people (default: the name setting).")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=FIND_TIMEOUT,
               show_default=True, help="With CODE: seconds to look for the server.")  # fmt: skip
-def pair(  # noqa: PLR0917 (click passes options by position)
-    code: str | None,
-    server: str | None,
-    admin: str | None,
-    home: str | None,
-    name: str | None,
-    timeout: float,
+def pair(
+    code: str | None, server: str | None, admin: str | None, name: str | None, timeout: float
 ) -> None:
     """Pair two devices with a short code, no IDs typed.
 
@@ -57,18 +54,15 @@ def pair(  # noqa: PLR0917 (click passes options by position)
     (2 minutes, one device) and shows a code; on the other machine, `ollana pair CODE`
     finds that server on the LAN (or at --server) and both allow each other.
     """
-    try:
-        settings = load_settings({"home": home, "name": name})
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    chosen = options.settings({"name": name})
     if code is None:
-        asyncio.run(_host(settings, admin))
+        asyncio.run(_host(chosen, admin))
     else:
         try:
             typed = normalize_code(code)
         except PairingError as exc:
             raise click.ClickException(str(exc)) from None
-        _guest(settings, typed, server, timeout)
+        _guest(chosen, typed, server, timeout)
 
 
 # --- the host: the running server opens the window -------------------------------------

@@ -449,7 +449,8 @@ class Pool(Service):
                 "/api/version", self._timings.probe_timeout
             )
             if status != 200:
-                raise ValueError(f"answered {status}")
+                error = body.get("error") if isinstance(body, dict) else None
+                raise ValueError(f"answered {status}" + (f": {error}" if error else ""))
         except FETCH_ERRORS as exc:
             if self._try_alternate(server):
                 return

@@ -260,10 +260,18 @@ class DiscoveryService(Service):
         self._wake.set()
 
     def update_announce(
-        self, *, models: str | None = None, ollama: str | None = None, pairing: bool | None = None
+        self,
+        *,
+        models: str | None = None,
+        ollama: str | None = None,
+        queue: int | None = None,
+        pairing: bool | None = None,
     ) -> None:
-        """Server: change what announces carry (models digest, Ollama version, pairing
-        window open); announce now."""
+        """Server: change what announces carry (models digest, Ollama version, whether a
+        pairing window is open); announce now.
+
+        A new queue length alone waits for the next announce: it changes too often.
+        """
         if not isinstance(self._hello, Announce):
             return
         hello = self._hello
@@ -271,11 +279,17 @@ class DiscoveryService(Service):
             hello,
             models=hello.models if models is None else models,
             ollama=hello.ollama if ollama is None else ollama,
+            queue=hello.queue if queue is None else queue,
             pairing=hello.pairing if pairing is None else pairing,
         )
         if updated != hello:
             self._hello = updated
-            self._wake.set()
+            if (updated.models, updated.ollama, updated.pairing) != (
+                hello.models,
+                hello.ollama,
+                hello.pairing,
+            ):
+                self._wake.set()
 
     def query(self) -> None:
         """Client: send a query to every target now."""
