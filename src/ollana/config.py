@@ -8,7 +8,9 @@ import logging
 import math
 import os
 import re
+import socket
 import tomllib
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,6 +155,7 @@ class Settings:
     read_only: bool = False
     allow_management: bool = False
     priority: int = 0
+    name: str = field(default_factory=lambda: default_name())  # noqa: PLW0108 (defined below)
     retry_buffer: int = 16 * 1024 * 1024
     wait_for_server: float = 5.0
     grace: float = 30.0
@@ -183,6 +186,26 @@ class Settings:
     def refuses_management(self) -> bool:
         """Whether management calls (pull, create, delete, …) are refused in server mode."""
         return self.read_only or (self.open and not self.allow_management)
+
+
+MAX_NAME_BYTES = 64
+
+
+def default_name() -> str:
+    """This device's name for people: the host name, cut to what an announce carries."""
+    text = "".join(c for c in socket.gethostname() if unicodedata.category(c)[0] != "C")
+    while len(text.encode("utf-8")) > MAX_NAME_BYTES:
+        text = text[:-1]
+    return text
+
+
+def _name(raw: object) -> str:
+    text = _text(raw)
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        raise ValueError(f"a name is at most {MAX_NAME_BYTES} bytes of UTF-8")
+    if any(unicodedata.category(c)[0] == "C" for c in text):
+        raise ValueError("a name may not hold control or format characters")
+    return text
 
 
 def default_home(env: Mapping[str, str] = os.environ) -> Path:
@@ -440,6 +463,7 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "read_only": _bool,
     "allow_management": _bool,
     "priority": _int,
+    "name": _name,
     "retry_buffer": _size,
     "wait_for_server": _seconds,
     "grace": _seconds,

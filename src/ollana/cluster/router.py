@@ -18,7 +18,7 @@ from ollana.cluster.models import Route
 from ollana.cluster.pool import Pool, Server, ServerState
 from ollana.http import UpstreamError, open_upstream
 from ollana.http.client import Response
-from ollana.identity.ids import DeviceIdError, parse_device_id
+from ollana.identity.ids import MIN_PIN_LENGTH, DeviceIdError, parse_device_id
 from ollana.ollama_api import BLOBS_PATH
 
 __all__ = ["AFFINITY_ENTRIES", "NoServerError", "Router", "order"]
@@ -244,7 +244,7 @@ def order(servers: list[Server], route: Route, sticky: str | None = None) -> lis
     if route.pin:
         host = route.pin.strip().lower()
         try:
-            prefix: str | None = parse_device_id(route.pin)
+            prefix: str | None = parse_device_id(route.pin, min_digits=MIN_PIN_LENGTH)
         except DeviceIdError:
             prefix = None  # not an ID: a host, or host:port
         servers = [s for s in servers if _matches(s, prefix, host)]

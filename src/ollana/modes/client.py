@@ -18,6 +18,7 @@ from ollana.http.client import ConnectionPool
 from ollana.http.guard import LocalGuard
 from ollana.http.listener import Listener
 from ollana.identity import HelloError, introduce, short_device_id
+from ollana.identity.names import display_name
 from ollana.local_ollama import who_listens
 from ollana.modes.mode import Mode, record_seen
 from ollana.ollama_api import ROOT_ANSWER, ROOT_CONTENT_TYPE
@@ -148,7 +149,7 @@ class ClientMode(Mode):
     async def _hello(self, server: Server) -> None:
         """Introduce ourselves to a static server, so that it can learn our certificate."""
         try:
-            device_id = await introduce(self.tls, server.base_url)
+            device_id = await introduce(self.tls, server.base_url, name=self.name)
         except HelloError as exc:
             log.warning("static server %s: %s", server.address, exc)
             return
@@ -157,7 +158,7 @@ class ClientMode(Mode):
         if not self.tls.is_allowed(device_id):
             log.warning(
                 "static server %s is device %s, which is not allowed here: "
-                "run `ollana device allow %s` to use it",
+                "run `ollana pair` there, or `ollana device allow %s` here, to use it",
                 server.address,
                 short_device_id(device_id),
                 device_id[:16],
@@ -167,7 +168,7 @@ class ClientMode(Mode):
 
     def _heard(self, message: Message, source: tuple[str, int]) -> None:
         if isinstance(message, Query):
-            record_seen(self.tls, message.device, f"{source[0]}:0", message.role, message.cert)
+            record_seen(self.seen, message, f"{source[0]}:0")
             return
         if message.role != "server":
             return
@@ -178,17 +179,16 @@ class ClientMode(Mode):
             return
         assert isinstance(message, Announce)
         address = HostPort(source[0], message.port)
-        record_seen(self.tls, message.device, str(address), "server", message.cert)
+        record_seen(self.seen, message, str(address))
         if not self.tls.is_allowed(message.device):
             if message.device not in self.unpaired:
                 # A flood of made-up devices must not flood the log or the memory.
                 quiet = len(self.unpaired) >= UNPAIRED_LOGGED
                 log.log(
                     logging.DEBUG if quiet else logging.INFO,
-                    "server %s at %s is not paired: run `ollana device allow %s` to use it",
-                    short_device_id(message.device),
+                    "server %s at %s is not paired: run `ollana pair` there to use it",
+                    display_name(message.name, message.device),
                     address,
-                    message.device[:16],
                 )
             self.unpaired[message.device] = str(address)
             self.unpaired.move_to_end(message.device)
