@@ -16,9 +16,10 @@ from ollana.discovery import Announce, Goodbye, Message, Query
 from ollana.http.client import ConnectionPool
 from ollana.http.guard import LocalGuard
 from ollana.http.listener import Listener
-from ollana.identity import HelloError, introduce, short_device_id
+from ollana.identity import short_device_id
 from ollana.local_ollama import who_listens
 from ollana.modes.mode import Mode, record_seen
+from ollana.modes.static_servers import keep_introduced
 from ollana.proxy.client import ClientProxy
 
 __all__ = ["ClientMode"]
@@ -76,7 +77,8 @@ class ClientMode(Mode):
         )
         # Static ones only: discovery may have added servers already, and they know us.
         for server in [s for s in self.pool if s.static]:
-            self._spawn(self._hello(server), f"hello {server.address}")
+            introduced = keep_introduced(server, self.pool, self.tls, self.settings.timings)
+            self._spawn(introduced, f"hello {server.address}")
 
     # --- status -------------------------------------------------------------------------
 
@@ -104,24 +106,6 @@ class ClientMode(Mode):
         if self.aggregator.handles(request):
             return await self.aggregator.answer(request)
         return None
-
-    async def _hello(self, server: Server) -> None:
-        """Introduce ourselves to a static server, so that it can learn our certificate."""
-        try:
-            device_id = await introduce(self.tls, server.base_url)
-        except HelloError as exc:
-            log.warning("static server %s: %s", server.address, exc)
-            return
-        if self.pool.find(device_id) is None:
-            self.pool.identify(server, device_id)
-        if not self.tls.is_allowed(device_id):
-            log.warning(
-                "static server %s is device %s, which is not allowed here: "
-                "run `ollana device allow %s` to use it",
-                server.address,
-                short_device_id(device_id),
-                device_id[:16],
-            )
 
     # --- discovery ----------------------------------------------------------------------
 
