@@ -55,6 +55,7 @@ def ollama_pool(
         ssl_context=ssl.create_default_context() if https else None,
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
+        label=f"Ollama at {parsed.host}:{parsed.port}",
     )
     return pool, parsed.raw_path.rstrip("/")
 

@@ -18,6 +18,8 @@ __all__ = [
     "MODELS_PATH",
     "OTHER_ROUTE",
     "PS_PATH",
+    "ROOT_ANSWER",
+    "ROOT_CONTENT_TYPE",
     "TAGS_PATH",
     "V1_MODELS_PATH",
     "VERSION_PATH",
@@ -39,6 +41,9 @@ BLOBS_PATH: Final = "/api/blobs/"
 MODELS_PATH: Final = "/v1/models/"  # GET /v1/models/{model}
 HELLO_PATH: Final = "/ollana/v1/hello"  # ollana's own, on the server port
 OTHER_ROUTE: Final = "other"
+# What Ollama answers at GET / (gin's c.String: text/plain; charset=utf-8, no newline).
+ROOT_ANSWER: Final = b"Ollama is running"
+ROOT_CONTENT_TYPE: Final = "text/plain; charset=utf-8"
 
 # Where an endpoint's request names its model: a JSON body's `model` (or `name`, in older
 # calls), a copy's `source`, or the rest of the path.

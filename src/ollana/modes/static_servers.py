@@ -25,7 +25,7 @@ from typing import Final
 
 from ollana.cluster.pool import Pool, Server, ServerState
 from ollana.config import Timings
-from ollana.http import FETCH_ERRORS, ConnectionClosed, describe
+from ollana.http import FETCH_ERRORS, ConnectFailed, ConnectionClosed, describe
 from ollana.identity import HelloError, StoreError, TLSManager, introduce, short_device_id
 
 __all__ = ["RETRY_JITTER", "Attempt", "Trouble", "keep_introduced"]
@@ -86,7 +86,7 @@ class _Introducer:
             if attempt.trouble is None:
                 self._pool.trouble(self._server, None)
                 if self._logged is not None:
-                    log.info("static server %s is usable", self._server.address)
+                    log.info("static server %s takes this device now", self._server.address)
                     self._logged = None
                 return
             self._pool.trouble(self._server, attempt.problem)
@@ -100,12 +100,20 @@ class _Introducer:
             delay = min(delay * 2, cap)
 
     async def until_down(self) -> None:
-        """Return once the pool finds the server down (it stopped, or restarted)."""
-        server, pool = self._server, self._pool
-        # The probe that follows an introduction decides: give it its time first.
-        await self._wait(lambda: server.state is ServerState.HEALTHY, self._timings.probe_timeout)
-        while server.state is not ServerState.DOWN:
-            await pool.wait_changed(self._timings.probe_interval)
+        """Return once the server stops taking us: the pool finds it down, and it is not
+        only what is behind it (its Ollama) that is down."""
+        server, timings = self._server, self._timings
+        # The probe that follows an introduction comes first.
+        await self._wait(lambda: server.state is not ServerState.DOWN, timings.probe_timeout)
+        while True:
+            while server.state is not ServerState.DOWN:
+                await self._pool.wait_changed(timings.probe_interval)
+            if await self._refusal() is not None:
+                return
+            # It answers us: the pool's probes follow whatever is down behind it.
+            await self._wait(
+                lambda: server.state is not ServerState.DOWN, timings.hello_retry_refused
+            )
 
     async def _wait(self, done: Callable[[], bool], timeout: float) -> None:
         loop = asyncio.get_running_loop()
@@ -124,13 +132,11 @@ class _Introducer:
         self._previous = device_id
         if self._pool.find(device_id) is None:
             self._pool.identify(server, device_id)
-        assert server.upstream is not None
-        try:
-            timeout = self._timings.probe_timeout
-            status, _ = await server.upstream.fetch_json("/api/version", timeout)
-        except ConnectionClosed as exc:
-            if exc.answered:
-                return Attempt(Trouble.UNREACHABLE, f"not answering: {exc.why}", answered=True)
+        refusal = await self._refusal()
+        if refusal is None:
+            self._pool.probe_now(server)
+            return Attempt()
+        if isinstance(refusal, ConnectionClosed):
             ours = self._tls.identity.device_id
             return Attempt(
                 Trouble.REFUSES_US,
@@ -139,12 +145,25 @@ class _Introducer:
                 answered=True,
                 device_id=device_id,
             )
-        except FETCH_ERRORS as exc:
-            return Attempt(Trouble.UNREACHABLE, f"not answering: {describe(exc)}", answered=True)
-        if status != 200:
-            return Attempt(Trouble.UNREACHABLE, f"answered {status}", answered=True)
-        self._pool.probe_now(server)
-        return Attempt()
+        return Attempt(Trouble.UNREACHABLE, f"not answering: {describe(refusal)}", answered=True)
+
+    async def _refusal(self) -> Exception | None:
+        """Why the server takes no request of ours, or None if it answers one (any answer:
+        an error status says its Ollama is down, not that it refuses us).
+
+        A connection closed before any answer, right after the handshake, is how a server
+        refuses a certificate it does not trust (TLS 1.3 tells the client after the fact).
+        """
+        assert self._server.upstream is not None
+        try:
+            await self._server.upstream.fetch_json("/api/version", self._timings.probe_timeout)
+        except (ConnectFailed, TimeoutError) as exc:
+            return exc
+        except ConnectionClosed as exc:
+            return None if exc.answered else exc
+        except FETCH_ERRORS:
+            return None  # an answer that is not Ollama's: it takes us, something else is wrong
+        return None
 
     async def _not_allowed(self, device_id: str) -> Attempt:
         previous = self._previous or await self._allowed_seen_here(device_id)

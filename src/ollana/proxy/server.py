@@ -14,6 +14,7 @@ from ollana.config import Limits
 from ollana.http import (
     VERSION_HEADER,
     UpstreamError,
+    continue_if_expected,
     error_response,
     open_upstream,
     relay,
@@ -64,7 +65,10 @@ class ServerProxy:
             if answered is not None:
                 self._finished(request, answered.status, NO_SERVER, started)
                 return answered
-        body = request.content if request.body_exists else None
+        body = None
+        if request.body_exists:
+            await continue_if_expected(request)
+            body = request.content
         if metrics is not None:
             metrics.request_started(LOCAL_OLLAMA)
         status = 599
@@ -82,7 +86,7 @@ class ServerProxy:
                 # that a client tries another server with the copy of the body it kept. (A
                 # timeout may mean Ollama is still at it: that one is not retried.)
                 status = 503 if exc.reason in _ANSWERED_NOTHING else exc.status
-                return error_response(status, f"ollama: {exc}", self._tag)
+                return error_response(status, str(exc), self._tag)
             status = upstream.status
             if metrics is not None:
                 metrics.upstream_ttfb(LOCAL_OLLAMA, time.perf_counter() - started)
