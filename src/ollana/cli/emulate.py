@@ -67,19 +67,30 @@ async def _serve(config: EmulatorConfig, address: HostPort) -> None:
     help="Pace answers at N tokens a second (default: as fast as possible).",
 )
 @click.option(
+    "--parallel",
+    type=click.IntRange(min=0),
+    default=0,
+    metavar="N",
+    help="Run N generations at once, the rest in turn, as OLLAMA_NUM_PARALLEL (0: no limit).",
+)
+@click.option(
     "--log-level",
     type=LOG_LEVEL_CHOICE,
     default="info",
     show_default=True,
 )
 def emulate(
-    listen: HostPort, models: tuple[str, ...], tokens_per_second: float | None, log_level: str
+    listen: HostPort,
+    models: tuple[str, ...],
+    tokens_per_second: float | None,
+    parallel: int,
+    log_level: str,
 ) -> None:
     """Run an Ollama-API server with a deterministic model (tests, benchmarks, demo)."""
     setup_logging(log_level.lower())
     try:
         config = EmulatorConfig(
-            models=models or DEFAULT_MODELS, tokens_per_second=tokens_per_second
+            models=models or DEFAULT_MODELS, tokens_per_second=tokens_per_second, parallel=parallel
         )
         ModelStore(config.models)  # a bad name is a usage error, not a crash once running
     except ValueError as exc:

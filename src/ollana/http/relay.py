@@ -6,7 +6,7 @@ import asyncio
 import errno
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -149,8 +149,12 @@ async def relay(
     request: web.BaseRequest,
     upstream: Response,
     extra_headers: Mapping[str, str] | None = None,
+    on_chunk: Callable[[bytes], None] | None = None,
 ) -> web.StreamResponse:
-    """Stream an upstream response to the client chunk by chunk; a broken stream ends cleanly."""
+    """Stream an upstream response to the client chunk by chunk; a broken stream ends cleanly.
+
+    `on_chunk` sees every body chunk as it passes (a usage meter): it must be quick.
+    """
     headers = request_headers(upstream.headers, extra_headers)
     headers.setdefault(hdrs.SERVER, "")  # none upstream: none from us either (HeldStream)
     response = HeldStream(status=upstream.status, reason=upstream.reason, headers=headers)
@@ -168,6 +172,8 @@ async def relay(
             except _READ_ERRORS as exc:
                 raise _Broken(exc) from exc
             while not content.at_eof():
+                if on_chunk is not None:
+                    on_chunk(chunk)
                 # (An empty write sends a held head: the client learns the answer started.)
                 await write(chunk)
                 try:
@@ -177,6 +183,8 @@ async def relay(
         except _Broken as broken:
             await _end_broken(response, upstream, broken)
             return response
+        if on_chunk is not None:
+            on_chunk(chunk)
         # The last bytes, the chunked-encoding end marker and a head still held leave together.
         await response.write_eof(chunk)
     finally:
