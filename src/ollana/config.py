@@ -136,6 +136,13 @@ class Timings:
     probe_timeout: float = 1.0
     forget_after: float = 15.0
     models_refresh: float = 30.0
+    # Saying hello again to a static server that is not usable: the first retry, then
+    # doubling up to the cap for an address where nothing answers (a booting server is
+    # found within about a second), or up to the longer one while it answers but will
+    # not take us (an allow list must change first).
+    hello_retry_first: float = 0.1
+    hello_retry_max: float = 1.0
+    hello_retry_refused: float = 3.0
 
 
 @dataclass(frozen=True, slots=True)

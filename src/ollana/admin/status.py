@@ -36,7 +36,9 @@ Each of ``servers`` (sorted by address)::
       "models": ["llama3.2:latest"],     # installed (/api/tags)
       "loaded": ["llama3.2:latest"],     # in memory (/api/ps)
       "last_seen_seconds_ago": 0.4 | null,  # last discovery datagram heard from it
-      "requests": 12, "failures": 0      # since it joined the pool
+      "requests": 12, "failures": 0,     # since it joined the pool
+      "problem": null | "why it cannot be used"  # e.g. a static server not answering,
+                                         # refusing our certificate, or another device now
     }
 
 Each of ``nearby``::
@@ -280,6 +282,7 @@ def _server(s: ServerSnapshot, names: Mapping[str, str]) -> dict[str, object]:
         "last_seen_seconds_ago": s.last_seen_ago,
         "requests": s.requests,
         "failures": s.failures,
+        "problem": s.problem,
     }
 
 

@@ -116,6 +116,9 @@ def _print(doc: Mapping[str, Any], console: Console) -> None:
     if doc.get("mode") == "client" or servers:
         console.print()
         console.print(_servers_table(servers) if servers else Text("No server is known yet."))
+        for s in servers:
+            if s.get("problem"):
+                console.print(_text(f"{s.get('address', '?')}: {s['problem']}"), style="yellow")
         if any(s.get("models") for s in servers):
             console.print()
             console.print(_models_table(servers))

@@ -66,7 +66,15 @@ MAX_HELLO_SOURCES: Final = 1024
 
 
 class HelloError(Exception):
-    """A hello could not be made or understood; the message says why."""
+    """A hello could not be made or understood; the message says why.
+
+    `answered` says whether the peer answered at all (a refusal, a reply that does not add
+    up) rather than being unreachable.
+    """
+
+    def __init__(self, message: str, *, answered: bool = False) -> None:
+        super().__init__(message)
+        self.answered = answered
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,10 +212,15 @@ async def introduce(
     except FETCH_ERRORS as exc:
         raise HelloError(f"{url}: hello failed: {describe(exc)}") from None
     if status != 200:
-        raise HelloError(f"{url}: hello refused ({status}): {_error_text(body)}")
-    device_id, der, _, peer_name = parse_hello(body)
+        raise HelloError(f"{url}: hello refused ({status}): {_error_text(body)}", answered=True)
+    try:
+        device_id, der, _, peer_name = parse_hello(body)
+    except HelloError as exc:
+        raise HelloError(f"{url}: {exc}", answered=True) from None
     if not presented or presented[-1] != device_id:
-        raise HelloError(f"{url}: the reply names another certificate than the TLS handshake")
+        raise HelloError(
+            f"{url}: the reply names another certificate than the TLS handshake", answered=True
+        )
     address = str(HostPort(target.host or "", target.port or 0))
     try:
         # The server's certificate was presented in the handshake it signed: discovery's rank.

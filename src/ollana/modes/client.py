@@ -17,10 +17,11 @@ from ollana.http import bare_response
 from ollana.http.client import ConnectionPool
 from ollana.http.guard import LocalGuard
 from ollana.http.listener import Listener
-from ollana.identity import HelloError, introduce, short_device_id
+from ollana.identity import short_device_id
 from ollana.identity.names import display_name
 from ollana.local_ollama import who_listens
 from ollana.modes.mode import Mode, record_seen
+from ollana.modes.static_servers import keep_introduced
 from ollana.ollama_api import ROOT_ANSWER, ROOT_CONTENT_TYPE
 from ollana.proxy.client import ClientProxy
 from ollana.usage import USAGE_FILE, UsageStore
@@ -91,7 +92,10 @@ class ClientMode(Mode):
         )
         # Static ones only: discovery may have added servers already, and they know us.
         for server in [s for s in self.pool if s.static]:
-            self._spawn(self._hello(server), f"hello {server.address}")
+            introduced = keep_introduced(
+                server, self.pool, self.tls, self.settings.timings, self.name
+            )
+            self._spawn(introduced, f"hello {server.address}")
 
     # --- status -------------------------------------------------------------------------
 
@@ -145,24 +149,6 @@ class ClientMode(Mode):
             f"no ollana server answered discovery (UDP {port}) on this LAN: start `ollana serve`"
             " next to an Ollama, or name one with --server HOST:11435"
         )
-
-    async def _hello(self, server: Server) -> None:
-        """Introduce ourselves to a static server, so that it can learn our certificate."""
-        try:
-            device_id = await introduce(self.tls, server.base_url, name=self.name)
-        except HelloError as exc:
-            log.warning("static server %s: %s", server.address, exc)
-            return
-        if self.pool.find(device_id) is None:
-            self.pool.identify(server, device_id)
-        if not self.tls.is_allowed(device_id):
-            log.warning(
-                "static server %s is device %s, which is not allowed here: "
-                "run `ollana pair` there, or `ollana device allow %s` here, to use it",
-                server.address,
-                short_device_id(device_id),
-                device_id[:16],
-            )
 
     # --- discovery ----------------------------------------------------------------------
 
