@@ -21,7 +21,7 @@ from ollana.discovery import (
 from ollana.identity import HELLO_PATH, MAX_HELLO_BODY, PeerRejected, handle_hello
 from ollana.modes.base import Mode
 from ollana.modes.common import record_seen
-from ollana.ollama_api import changes_models
+from ollana.ollama_api import allowed_read_only
 from ollana.proxy.forward import error_response, json_response
 from ollana.proxy.listener import Listener
 from ollana.proxy.server import ServerProxy
@@ -113,10 +113,13 @@ class ServerMode(Mode):
                 "this device is not allowed here: on the server run `ollana device allow "
                 "<ID>` with the ID `ollana device show` prints on this device",
             )
-        if self._management_refused and changes_models(request.method, request.path):
+        if self._management_refused and not allowed_read_only(request.method, request.path):
+            # An allow list: only what apps need to use models; new endpoints are refused.
             self.refused += 1
             self.metrics.refused("read-only")
-            return error_response(403, "model management is disabled on this ollana server")
+            return error_response(
+                403, "this ollana server is read-only: only model use is allowed here"
+            )
         return None
 
     # --- discovery and the local Ollama ------------------------------------------------
