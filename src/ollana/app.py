@@ -12,9 +12,16 @@ from typing import Literal
 import aiohttp
 
 from ollana.cluster.models import model_names
-from ollana.config import Settings
+from ollana.config import HostPort, Settings
 
-__all__ = ["ModeDecision", "OllamaInfo", "OllamaWatch", "detect_mode", "probe_ollama"]
+__all__ = [
+    "ModeDecision",
+    "OllamaInfo",
+    "OllamaWatch",
+    "detect_mode",
+    "probe_ollama",
+    "who_listens",
+]
 
 log = logging.getLogger(__name__)
 
@@ -119,3 +126,13 @@ class OllamaWatch:
         except (TimeoutError, aiohttp.ClientError, ValueError):
             return self.models
         return tuple(sorted(model_names(body)))
+
+
+async def who_listens(address: HostPort) -> str:
+    """Best effort: ' by Ollama 0.5.7' or ' by another ollana' for an address in use."""
+    info = await probe_ollama(f"http://{HostPort(address.connect_host, address.port)}")
+    if info.is_ollana:
+        return " by another ollana"
+    if info.reachable and info.version:
+        return f" by Ollama {info.version}"
+    return " by another program"

@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 
 from ollana.config import Limits
-from ollana.proxy.limits import (
+from ollana.http.limits import (
     BAD_REQUEST,
     BODY_TIMEOUT,
     CONNECTIONS,
@@ -286,7 +286,7 @@ async def test_each_refusal_is_counted_told_and_logged_once_at_debug(
     assert s.told == [BAD_REQUEST, TOO_MANY_HEADERS]
     assert s.server.refusals == {BAD_REQUEST: 1, TOO_MANY_HEADERS: 1}
     assert set(s.told) <= REASONS
-    ours = [r for r in caplog.records if r.name == "ollana.proxy.limits"]
+    ours = [r for r in caplog.records if r.name == "ollana.http.limits"]
     assert [r.levelno for r in ours] == [logging.DEBUG, logging.DEBUG]
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 

@@ -23,8 +23,8 @@ from ollana.admin import AdminListener, Metrics, create_admin_app, status_docume
 from ollana.cli import main
 from ollana.cluster.pool import ServerSnapshot, ServerState
 from ollana.config import HostPort, Settings
+from ollana.http.listener import ListenError
 from ollana.identity import SeenDevice
-from ollana.proxy.listener import ListenError
 from tests.support.admin_fakes import (
     DEVICE,
     FakeDiscovery,

@@ -20,7 +20,7 @@ import pytest
 from tests.integration.test_shutdown import (
     COMMON,
     WAIT,
-    Upstream,
+    ConnectionPool,
     assert_refused,
     completed,
     held_request,
@@ -275,7 +275,7 @@ async def test_default_paths_are_in_the_user_state_dir(daemons: Daemons, tmp_pat
 
 
 @contextlib.asynccontextmanager
-async def server_for_daemon(tmp: Path, upstream: Upstream) -> AsyncIterator[tuple[Path, int]]:
+async def server_for_daemon(tmp: Path, upstream: ConnectionPool) -> AsyncIterator[tuple[Path, int]]:
     """A paired server in front of `upstream`; yields the client's home and the server port."""
     homes = pair(tmp)
     async with await OllanaProcess.start(
@@ -287,7 +287,7 @@ async def server_for_daemon(tmp: Path, upstream: Upstream) -> AsyncIterator[tupl
 
 @pytest.mark.parametrize("signals", [1, 2], ids=["drains", "second-signal"])
 async def test_daemon_stops_in_stages_too(daemons: Daemons, tmp_path: Path, signals: int) -> None:
-    async with Upstream() as upstream, server_for_daemon(tmp_path, upstream) as (home, port):
+    async with ConnectionPool() as upstream, server_for_daemon(tmp_path, upstream) as (home, port):
         daemons.home = home
         started = await daemons.start(
             "--mode", "client", "--server", f"127.0.0.1:{port}", "--wait-for-server", "20",

@@ -36,7 +36,7 @@ HOLD_AT = 4  # the stream stops there until the test releases it
 COMMON = ("--no-discovery", "--admin-listen", "off", "--listen", "127.0.0.1:0")
 
 
-class Upstream:
+class ConnectionPool:
     """A stand-in Ollama: GET /api/version, and POST /api/generate streaming NDJSON.
 
     options.num_predict tokens are streamed; at options.hold_after the stream waits for
@@ -49,7 +49,7 @@ class Upstream:
         self.url = ""
         self._runner: web.AppRunner | None = None
 
-    async def __aenter__(self) -> Upstream:
+    async def __aenter__(self) -> ConnectionPool:
         app = web.Application()
         app.router.add_get("/api/version", self._version)
         app.router.add_post("/api/generate", self._generate)
@@ -101,8 +101,8 @@ def pair(tmp: Path) -> Homes:
 
 
 @pytest.fixture
-async def upstream() -> AsyncIterator[Upstream]:
-    async with Upstream() as up:
+async def upstream() -> AsyncIterator[ConnectionPool]:
+    async with ConnectionPool() as up:
         yield up
 
 
@@ -110,7 +110,7 @@ async def upstream() -> AsyncIterator[Upstream]:
 class Chain:
     """test → client → server → upstream, all running."""
 
-    upstream: Upstream
+    upstream: ConnectionPool
     server: OllanaProcess
     client: OllanaProcess
 
@@ -121,7 +121,11 @@ class Chain:
 
 @contextlib.asynccontextmanager
 async def chain(
-    tmp: Path, upstream: Upstream, *, server: tuple[str, ...] = (), client: tuple[str, ...] = ()
+    tmp: Path,
+    upstream: ConnectionPool,
+    *,
+    server: tuple[str, ...] = (),
+    client: tuple[str, ...] = (),
 ) -> AsyncIterator[Chain]:
     """Start a paired server (in front of `upstream`) and a client that uses it."""
     homes = pair(tmp)
@@ -205,7 +209,7 @@ async def held_stream(c: Chain) -> AsyncIterator[aiohttp.ClientResponse]:
     ids=["server-SIGTERM", "client-SIGTERM", "client-SIGINT"],
 )
 async def test_stream_in_flight_completes_and_new_connections_are_refused(
-    tmp_path: Path, upstream: Upstream, stopped: str, signum: int
+    tmp_path: Path, upstream: ConnectionPool, stopped: str, signum: int
 ) -> None:
     # Ample for the rest of the stream (a tenth of a second), short enough to fail fast.
     grace = ("--grace", "10")
@@ -223,7 +227,7 @@ async def test_stream_in_flight_completes_and_new_connections_are_refused(
         await wait_for_line(proc.log, "stopped after")
 
 
-async def test_second_signal_exits_at_once(tmp_path: Path, upstream: Upstream) -> None:
+async def test_second_signal_exits_at_once(tmp_path: Path, upstream: ConnectionPool) -> None:
     # A grace period far longer than WAIT: only the second signal can end the process in time.
     async with chain(tmp_path, upstream, client=("--grace", "600")) as c:
         async with held_stream(c) as response:
@@ -237,7 +241,7 @@ async def test_second_signal_exits_at_once(tmp_path: Path, upstream: Upstream) -
 
 @pytest.mark.parametrize("stopped", ["server", "client"])
 async def test_grace_period_over_cancels_the_rest_and_exits_zero(
-    tmp_path: Path, upstream: Upstream, stopped: str
+    tmp_path: Path, upstream: ConnectionPool, stopped: str
 ) -> None:
     grace = ("--grace", "0.5")
     flags = {"server": grace} if stopped == "server" else {"client": grace}

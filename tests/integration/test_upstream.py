@@ -18,7 +18,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from ollana.emulator.app import serving
-from ollana.proxy.upstream import Response, Upstream
+from ollana.http.client import ConnectionPool, Response
 from tests.integration.upstream_fixtures import RawConn, answer, answer_all, raw_server
 from tests.support.waiting import until
 
@@ -60,16 +60,16 @@ async def download(request: web.Request) -> web.StreamResponse:
 
 
 @pytest.fixture
-async def backend() -> AsyncIterator[Upstream]:
+async def backend() -> AsyncIterator[ConnectionPool]:
     app = web.Application()
     app.router.add_route("*", "/echo", echo)
     app.router.add_get("/download", download)
-    async with serving(app, "127.0.0.1", 0) as port, Upstream("127.0.0.1", port) as upstream:
+    async with serving(app, "127.0.0.1", 0) as port, ConnectionPool("127.0.0.1", port) as upstream:
         yield upstream
 
 
 async def fetch_json(
-    upstream: Upstream, method: str = "GET", body: bytes | None = None
+    upstream: ConnectionPool, method: str = "GET", body: bytes | None = None
 ) -> dict[str, object]:
     async with await upstream.request(method, "/echo", CIMultiDict(), body) as response:
         assert response.status == 200
@@ -79,7 +79,7 @@ async def fetch_json(
 # --- keep-alive -----------------------------------------------------------------------------
 
 
-async def test_sequential_requests_share_one_connection(backend: Upstream) -> None:
+async def test_sequential_requests_share_one_connection(backend: ConnectionPool) -> None:
     ports = {(await fetch_json(backend))["port"] for _ in range(5)}
     assert len(ports) == 1
     assert backend.idle == 1
@@ -96,7 +96,7 @@ async def test_concurrent_requests_each_get_a_connection_then_stay_idle() -> Non
 
     app = web.Application()
     app.router.add_get("/held", held)
-    async with serving(app, "127.0.0.1", 0) as port, Upstream("127.0.0.1", port) as upstream:
+    async with serving(app, "127.0.0.1", 0) as port, ConnectionPool("127.0.0.1", port) as upstream:
 
         async def one() -> bytes:
             async with await upstream.request("GET", "/held", CIMultiDict(), None) as response:
@@ -113,7 +113,7 @@ async def test_concurrent_requests_each_get_a_connection_then_stay_idle() -> Non
 async def test_an_idle_connection_closes_after_the_keepalive_timeout() -> None:
     async with (
         raw_server(answer_all) as server,
-        Upstream("127.0.0.1", server.port, keepalive_timeout=0.05) as upstream,
+        ConnectionPool("127.0.0.1", server.port, keepalive_timeout=0.05) as upstream,
     ):
         async with await upstream.request("GET", "/", CIMultiDict(), None) as response:
             assert await response.content.read() == b"ok"
@@ -148,7 +148,7 @@ async def test_a_body_is_read_whole_whatever_its_framing(framing: str) -> None:
             if not kept:
                 return  # the body ends with the connection
 
-    async with raw_server(script) as server, Upstream("127.0.0.1", server.port) as upstream:
+    async with raw_server(script) as server, ConnectionPool("127.0.0.1", server.port) as upstream:
         for _ in range(2):
             async with await upstream.request("GET", "/", CIMultiDict(), None) as response:
                 assert (response.status, await response.content.read()) == (200, b"hello")
@@ -156,7 +156,9 @@ async def test_a_body_is_read_whole_whatever_its_framing(framing: str) -> None:
         assert upstream.idle == (1 if kept else 0)
 
 
-async def test_head_answers_have_no_body_and_the_connection_goes_on(backend: Upstream) -> None:
+async def test_head_answers_have_no_body_and_the_connection_goes_on(
+    backend: ConnectionPool,
+) -> None:
     async with await backend.request("HEAD", "/echo", CIMultiDict(), None) as response:
         assert response.status == 200
         assert int(response.headers["Content-Length"]) > 0
@@ -179,7 +181,7 @@ async def test_bodiless_and_interim_answers() -> None:
             conn.send(reply)
         await conn.until_closed()
 
-    async with raw_server(script) as server, Upstream("127.0.0.1", server.port) as upstream:
+    async with raw_server(script) as server, ConnectionPool("127.0.0.1", server.port) as upstream:
         seen = []
         for _ in replies:
             async with await upstream.request("GET", "/", CIMultiDict(), None) as response:
@@ -193,7 +195,7 @@ async def test_headers_come_back_as_sent() -> None:
         await conn.read_request()
         conn.send(answer(extra="X-Odd-Case: a\r\nSet-Cookie: 1\r\nSet-Cookie: 2\r\n", body=b"{}"))
 
-    async with raw_server(script) as server, Upstream("127.0.0.1", server.port) as upstream:
+    async with raw_server(script) as server, ConnectionPool("127.0.0.1", server.port) as upstream:
         response = await upstream.request("GET", "/", CIMultiDict(), None)
         response.release()
         assert response.headers.getall("Set-Cookie") == ["1", "2"]
@@ -209,7 +211,10 @@ async def test_the_request_goes_out_exactly_as_given() -> None:
     headers = CIMultiDict([("x-lower", "1"), ("X-Upper", "2"), ("x-lower", "3")])
     posted = headers.copy()
     posted["Content-Length"] = "999"  # framing is derived from the body, never passed on
-    async with raw_server(answer_all) as server, Upstream("127.0.0.1", server.port) as upstream:
+    async with (
+        raw_server(answer_all) as server,
+        ConnectionPool("127.0.0.1", server.port) as upstream,
+    ):
         for method, sent, body in (
             ("POST", posted, b"hello"),
             ("GET", headers, None),
@@ -226,14 +231,17 @@ async def test_the_request_goes_out_exactly_as_given() -> None:
 
 
 async def test_a_header_with_a_line_break_is_refused_before_anything_is_sent() -> None:
-    async with raw_server(answer_all) as server, Upstream("127.0.0.1", server.port) as upstream:
+    async with (
+        raw_server(answer_all) as server,
+        ConnectionPool("127.0.0.1", server.port) as upstream,
+    ):
         for bad in ("a\r\nX-Smuggled: 1", "a\nb"):
             with pytest.raises(ValueError, match="line break"):
                 await upstream.request("GET", "/", CIMultiDict({"X-Bad": bad}), None)
         assert server.conns == []
 
 
-async def forward_body(upstream: Upstream, request: web.Request) -> web.Response:
+async def forward_body(upstream: ConnectionPool, request: web.Request) -> web.Response:
     """What a proxy does with a body it streams: hand the incoming stream on."""
     headers: CIMultiDict[str] = CIMultiDict()
     if request.content_length is not None:
@@ -243,7 +251,9 @@ async def forward_body(upstream: Upstream, request: web.Request) -> web.Response
 
 
 @pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "with-length"])
-async def test_a_streamed_request_body_arrives_whole(backend: Upstream, chunked: bool) -> None:
+async def test_a_streamed_request_body_arrives_whole(
+    backend: ConnectionPool, chunked: bool
+) -> None:
     data = bytes(range(256)) * (16 << 10)  # 4 MiB, in many reads
 
     async def proxy(request: web.Request) -> web.Response:
@@ -269,7 +279,7 @@ async def test_a_streamed_request_body_arrives_whole(backend: Upstream, chunked:
 # --- a large answer read slowly -------------------------------------------------------------
 
 
-async def test_a_large_download_read_slowly_stays_bounded(backend: Upstream) -> None:
+async def test_a_large_download_read_slowly_stays_bounded(backend: ConnectionPool) -> None:
     response: Response = await backend.request("GET", "/download", CIMultiDict(), None)
     async with response:
         content = response.content

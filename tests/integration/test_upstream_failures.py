@@ -18,9 +18,9 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from ollana.emulator.app import serving
+from ollana.http import UpstreamError, open_upstream
+from ollana.http.client import ConnectFailed, ConnectionClosed, ConnectionPool
 from ollana.identity import DeviceStore, TLSManager, load_identity
-from ollana.proxy.forward import UpstreamError, open_upstream
-from ollana.proxy.upstream import ConnectFailed, ConnectionClosed, Upstream
 from tests.integration.upstream_fixtures import (
     RawConn,
     Script,
@@ -34,7 +34,7 @@ from tests.support.waiting import until
 WAIT = 10.0
 
 
-async def get(upstream: Upstream, body: bytes | None = None) -> tuple[int, bytes]:
+async def get(upstream: ConnectionPool, body: bytes | None = None) -> tuple[int, bytes]:
     method = "GET" if body is None else "POST"
     async with await upstream.request(method, "/", CIMultiDict(), body) as response:
         return response.status, await response.content.read()
@@ -57,7 +57,7 @@ async def closes_its_first_connection_when_reused(conn: RawConn) -> None:
 async def test_a_stale_pooled_connection_is_retried_on_a_new_one(body: bytes | None) -> None:
     async with (
         raw_server(closes_its_first_connection_when_reused) as server,
-        Upstream("127.0.0.1", server.port) as upstream,
+        ConnectionPool("127.0.0.1", server.port) as upstream,
     ):
         assert await get(upstream, body) == (200, b"first")
         assert await get(upstream, body) == (200, b"first")  # the new connection's first
@@ -78,7 +78,7 @@ async def test_a_stale_connection_with_a_streamed_body_is_not_retried() -> None:
     app.router.add_post("/", forward)
     async with (
         raw_server(closes_its_first_connection_when_reused) as server,
-        Upstream("127.0.0.1", server.port) as upstream,
+        ConnectionPool("127.0.0.1", server.port) as upstream,
         serving(app, "127.0.0.1", 0) as port,
         aiohttp.ClientSession() as http,
     ):
@@ -106,7 +106,7 @@ async def test_a_body_cut_short_is_an_error_to_its_reader(how: str) -> None:
         if how == "reset":
             conn.reset()
 
-    async with raw_server(script) as server, Upstream("127.0.0.1", server.port) as upstream:
+    async with raw_server(script) as server, ConnectionPool("127.0.0.1", server.port) as upstream:
         async with await upstream.request("GET", "/", CIMultiDict(), None) as response:
             assert (response.status, await response.content.readany()) == (200, b"partial")
             first_read.set()
@@ -120,7 +120,7 @@ async def test_reset_before_the_answer_is_a_retryable_reset() -> None:
         await conn.read_request()
         conn.reset()
 
-    async with raw_server(script) as server, Upstream("127.0.0.1", server.port) as upstream:
+    async with raw_server(script) as server, ConnectionPool("127.0.0.1", server.port) as upstream:
         with pytest.raises(UpstreamError) as caught:
             await open_upstream(upstream, "POST", "/", CIMultiDict(), b"body")
     assert (caught.value.status, caught.value.reason, caught.value.retryable) == (
@@ -135,7 +135,7 @@ async def test_an_answer_that_is_not_http_is_a_plain_error() -> None:
         await conn.read_request()
         conn.send(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
 
-    async with raw_server(script) as server, Upstream("127.0.0.1", server.port) as upstream:
+    async with raw_server(script) as server, ConnectionPool("127.0.0.1", server.port) as upstream:
         with pytest.raises(UpstreamError) as caught:
             await open_upstream(upstream, "GET", "/", CIMultiDict(), None)
     assert (caught.value.status, caught.value.reason, caught.value.retryable) == (
@@ -151,7 +151,7 @@ async def test_bytes_after_an_answer_keep_the_connection_out_of_the_pool() -> No
         conn.send(answer() + b"HTTP/1.1 200 OK\r\n")
         await conn.until_closed()
 
-    async with raw_server(script) as server, Upstream("127.0.0.1", server.port) as upstream:
+    async with raw_server(script) as server, ConnectionPool("127.0.0.1", server.port) as upstream:
         assert await get(upstream) == (200, b"ok")
         await asyncio.wait_for(server.conns[0].peer_closed.wait(), WAIT)
         assert upstream.idle == 0
@@ -162,7 +162,7 @@ async def test_a_busy_upstream_is_retryable_elsewhere_when_asked() -> None:
         while await conn.read_request() is not None:
             conn.send(answer(b"busy", status="503 Service Unavailable"))
 
-    async with raw_server(script) as server, Upstream("127.0.0.1", server.port) as upstream:
+    async with raw_server(script) as server, ConnectionPool("127.0.0.1", server.port) as upstream:
         with pytest.raises(UpstreamError) as caught:
             await open_upstream(upstream, "GET", "/", CIMultiDict(), None, retry_on_503=True)
         assert (caught.value.status, caught.value.reason, caught.value.retryable) == (
@@ -179,7 +179,7 @@ async def test_a_busy_upstream_is_retryable_elsewhere_when_asked() -> None:
 
 
 async def test_a_refused_connection_is_a_retryable_connect_error() -> None:
-    async with Upstream("127.0.0.1", free_port()) as upstream:
+    async with ConnectionPool("127.0.0.1", free_port()) as upstream:
         with pytest.raises(UpstreamError) as caught:
             await open_upstream(upstream, "GET", "/", CIMultiDict(), None)
     error = caught.value
@@ -189,7 +189,7 @@ async def test_a_refused_connection_is_a_retryable_connect_error() -> None:
 
 async def test_close_is_safe_twice_and_refuses_new_requests() -> None:
     async with raw_server(answer_all) as server:
-        upstream = Upstream("127.0.0.1", server.port)
+        upstream = ConnectionPool("127.0.0.1", server.port)
         held = await upstream.request("GET", "/", CIMultiDict(), None)
         assert await get(upstream) == (200, b"ok")  # on a second connection, then idle
         await upstream.close()
@@ -228,9 +228,9 @@ class Paired:
     client: TLSManager
     port: int
 
-    def upstream(self, expect: str) -> Upstream:
+    def upstream(self, expect: str) -> ConnectionPool:
         pin = self.client.device_pin(expect)
-        return Upstream(
+        return ConnectionPool(
             "127.0.0.1", self.port, ssl_context=self.client.client_context(), check=pin.check
         )
 
@@ -301,7 +301,7 @@ async def silent_mid_body(conn: RawConn) -> None:
 async def test_silence_before_the_answer_is_a_timeout_never_retried() -> None:
     async with (
         raw_server(silent) as server,
-        Upstream("127.0.0.1", server.port, read_timeout=0.1) as upstream,
+        ConnectionPool("127.0.0.1", server.port, read_timeout=0.1) as upstream,
     ):
         with pytest.raises(UpstreamError) as caught:
             await open_upstream(upstream, "POST", "/", CIMultiDict(), b"x")
@@ -316,7 +316,7 @@ async def test_silence_before_the_answer_is_a_timeout_never_retried() -> None:
 async def test_silence_inside_a_body_is_a_timeout_to_its_reader() -> None:
     async with (
         raw_server(silent_mid_body) as server,
-        Upstream("127.0.0.1", server.port, read_timeout=0.1) as upstream,
+        ConnectionPool("127.0.0.1", server.port, read_timeout=0.1) as upstream,
     ):
         async with await upstream.request("GET", "/", CIMultiDict(), None) as response:
             assert await response.content.readany() == b"hello"
@@ -330,13 +330,13 @@ async def test_silence_inside_a_body_is_a_timeout_to_its_reader() -> None:
 async def test_a_cancelled_caller_closes_the_connection(script: Script) -> None:
     answered = asyncio.Event()
 
-    async def call(upstream: Upstream) -> None:
+    async def call(upstream: ConnectionPool) -> None:
         async with await upstream.request("GET", "/", CIMultiDict(), None) as response:
             answered.set()
             while await response.content.readany():
                 pass
 
-    async with raw_server(script) as server, Upstream("127.0.0.1", server.port) as upstream:
+    async with raw_server(script) as server, ConnectionPool("127.0.0.1", server.port) as upstream:
         task = asyncio.create_task(call(upstream))
         await until(lambda: server.requests, "the request at the server")
         if script is silent_mid_body:
@@ -349,7 +349,10 @@ async def test_a_cancelled_caller_closes_the_connection(script: Script) -> None:
 
 
 async def test_closing_a_response_ends_its_reader_with_an_error() -> None:
-    async with raw_server(silent_mid_body) as server, Upstream("127.0.0.1", server.port) as up:
+    async with (
+        raw_server(silent_mid_body) as server,
+        ConnectionPool("127.0.0.1", server.port) as up,
+    ):
         response = await up.request("GET", "/", CIMultiDict(), None)
         assert await response.content.readany() == b"hello"
         reading = asyncio.create_task(response.content.readany())

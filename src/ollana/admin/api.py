@@ -23,9 +23,9 @@ from aiohttp import web
 from ollana.admin.metrics import Metrics
 from ollana.admin.status import StatusSource, status_document
 from ollana.config import HostPort
+from ollana.http.listener import ListenError
 from ollana.lifecycle import Service
 from ollana.proxy.guard import check_host
-from ollana.proxy.listener import ListenError
 
 __all__ = ["DASHBOARD", "AdminListener", "create_admin_app"]
 

@@ -20,10 +20,10 @@ from ollana.daemon import (
     detach,
     redirect_output,
 )
+from ollana.http.listener import ListenError
 from ollana.identity import IdentityError, StoreError
 from ollana.logs import setup_logging
 from ollana.modes import ClientMode, ServerMode
-from ollana.proxy.listener import ListenError
 
 __all__ = ["serve"]
 

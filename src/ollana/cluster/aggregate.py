@@ -14,9 +14,8 @@ from aiohttp import web
 from ollana.cluster.models import Route, model_names, normalize_model
 from ollana.cluster.pool import Pool, Server
 from ollana.cluster.router import Router
-from ollana.proxy.client import PIN_HEADER
-from ollana.proxy.forward import json_response
-from ollana.proxy.upstream import FETCH_ERRORS
+from ollana.http import PIN_HEADER, json_response
+from ollana.http.client import FETCH_ERRORS
 
 __all__ = ["MERGED_LISTS", "Aggregator", "merge"]
 

@@ -14,8 +14,8 @@ from typing import Final
 
 from ollana.cluster.models import model_names
 from ollana.config import HostPort, Settings
+from ollana.http.client import FETCH_ERRORS, ConnectionPool, Response
 from ollana.lifecycle import Service
-from ollana.proxy.upstream import FETCH_ERRORS, Response, Upstream
 
 __all__ = ["EWMA_ALPHA", "Pool", "Server", "ServerSnapshot", "ServerState"]
 
@@ -25,7 +25,7 @@ EWMA_ALPHA: Final = 0.3
 PROBE_JITTER: Final = 0.05
 FAILURES_TO_EJECT: Final = 2
 
-UpstreamFactory = Callable[["Server"], Upstream]
+UpstreamFactory = Callable[["Server"], ConnectionPool]
 
 
 class ServerState(enum.StrEnum):
@@ -116,7 +116,7 @@ class Server:
         self.refreshed = -math.inf  # never: time.monotonic() may be small after a boot
         self.models_task: asyncio.Task[None] | None = None
         self.ollama_version: str | None = None
-        self.upstream: Upstream | None = None  # where requests are forwarded
+        self.upstream: ConnectionPool | None = None  # where requests are forwarded
         self.probe_task: asyncio.Task[None] | None = None
         # What is in flight here; ejecting the server ends them (a vanished server never
         # answers): waiting attempts go to the next server, streams end with their error.

@@ -15,10 +15,10 @@ from multidict import CIMultiDict
 
 from ollana.cluster.models import Route
 from ollana.cluster.pool import Pool, Server, ServerState
+from ollana.http import UpstreamError, open_upstream
+from ollana.http.client import Response
 from ollana.identity.ids import DeviceIdError, parse_device_id
 from ollana.ollama_api import BLOBS_PATH
-from ollana.proxy.forward import UpstreamError, open_upstream
-from ollana.proxy.upstream import Response
 
 __all__ = ["AFFINITY_ENTRIES", "NoServerError", "Router", "order"]
 

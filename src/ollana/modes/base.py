@@ -13,9 +13,9 @@ from typing import Any, Self
 from ollana.admin import AdminListener, Metrics, create_admin_app
 from ollana.config import Settings
 from ollana.discovery import DiscoveryService, OnMessage, Role
+from ollana.http.listener import Listener
 from ollana.identity import SeenDevice
 from ollana.modes.common import discovery_targets, nearby, trust
-from ollana.proxy.listener import Listener
 
 __all__ = ["Mode"]
 

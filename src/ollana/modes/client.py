@@ -8,18 +8,19 @@ from collections import OrderedDict
 
 from aiohttp import web
 
+from ollana.app import who_listens
 from ollana.cluster.aggregate import Aggregator
 from ollana.cluster.pool import Pool, Server
 from ollana.cluster.router import Router
 from ollana.config import HostPort, Settings
 from ollana.discovery import Announce, Goodbye, Message, Query
+from ollana.http.client import ConnectionPool
+from ollana.http.listener import Listener
 from ollana.identity import HelloError, introduce, short_device_id
 from ollana.modes.base import Mode
 from ollana.modes.common import record_seen
 from ollana.proxy.client import ClientProxy
 from ollana.proxy.guard import LocalGuard
-from ollana.proxy.listener import Listener
-from ollana.proxy.upstream import Upstream
 
 __all__ = ["ClientMode"]
 
@@ -61,6 +62,7 @@ class ClientMode(Mode):
             grace=settings.grace,
             name="client",
             on_refusal=self.metrics.refused,
+            who=who_listens,
         )
         # Servers seen but not allowed: device ID -> address, the most recent last.
         self.unpaired: OrderedDict[str, str] = OrderedDict()
@@ -88,9 +90,9 @@ class ClientMode(Mode):
 
     # --- parts --------------------------------------------------------------------------
 
-    def _upstream(self, server: Server) -> Upstream:
+    def _upstream(self, server: Server) -> ConnectionPool:
         limits = self.settings.limits
-        return Upstream(
+        return ConnectionPool(
             server.address.host,
             server.address.port,
             ssl_context=self.tls.client_context(),

@@ -8,7 +8,7 @@ import logging
 import aiohttp
 from aiohttp import web
 
-from ollana.app import OllamaWatch
+from ollana.app import OllamaWatch, who_listens
 from ollana.config import Settings
 from ollana.discovery import (
     Announce,
@@ -18,12 +18,12 @@ from ollana.discovery import (
     models_digest,
     safe_version,
 )
+from ollana.http import error_response, json_response
+from ollana.http.listener import Listener
 from ollana.identity import HELLO_PATH, MAX_HELLO_BODY, PeerRejected, handle_hello
 from ollana.modes.base import Mode
 from ollana.modes.common import record_seen
 from ollana.ollama_api import allowed_read_only
-from ollana.proxy.forward import error_response, json_response
-from ollana.proxy.listener import Listener
 from ollana.proxy.server import ServerProxy
 
 __all__ = ["ServerMode"]
@@ -50,6 +50,7 @@ class ServerMode(Mode):
             grace=settings.grace,
             name="server",
             on_refusal=self.metrics.refused,
+            who=who_listens,
         )
         self.ollama = OllamaWatch(
             settings.ollama,

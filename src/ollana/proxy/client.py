@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import hdrs, web
@@ -16,19 +16,18 @@ from ollana import __version__
 from ollana.admin.metrics import NO_SERVER
 from ollana.cluster.models import inspect_request
 from ollana.cluster.router import NoServerError, Router
+from ollana.http import PIN_HEADER, VERSION_HEADER, error_response, relay, request_headers
 from ollana.logs import access_log
 from ollana.ollama_api import route_label
-from ollana.proxy.forward import VERSION_HEADER, error_response, relay, request_headers
 from ollana.proxy.guard import LocalGuard
 
-__all__ = ["PIN_HEADER", "ClientProxy"]
+__all__ = ["ClientProxy"]
 
 if TYPE_CHECKING:
     from ollana.admin.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-PIN_HEADER: Final = "X-Ollana-Server"
 
 # A local handler answers some requests itself (guard refusals, merged lists); None passes on.
 LocalHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse | None]]

@@ -14,9 +14,7 @@ from yarl import URL
 from ollana import __version__
 from ollana.admin.metrics import LOCAL_OLLAMA, NO_SERVER, Metrics
 from ollana.config import Limits
-from ollana.logs import access_log
-from ollana.ollama_api import route_label
-from ollana.proxy.forward import (
+from ollana.http import (
     VERSION_HEADER,
     UpstreamError,
     error_response,
@@ -24,7 +22,9 @@ from ollana.proxy.forward import (
     relay,
     request_headers,
 )
-from ollana.proxy.upstream import Upstream
+from ollana.http.client import ConnectionPool
+from ollana.logs import access_log
+from ollana.ollama_api import route_label
 
 __all__ = ["ServerProxy"]
 
@@ -53,7 +53,7 @@ class ServerProxy:
         https = url.scheme == "https"
         self._metrics = metrics
         self._gate = gate
-        self.upstream = Upstream(
+        self.upstream = ConnectionPool(
             url.raw_host or "127.0.0.1",
             url.port or (443 if https else 80),
             # An https Ollama is verified as any web server is.

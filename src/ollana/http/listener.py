@@ -10,16 +10,18 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from ollana.app import probe_ollama
 from ollana.config import HostPort, Limits
+from ollana.http._aiohttp import stop_site
+from ollana.http.limits import LimitedServer, OnRefusal
 from ollana.lifecycle import Service
-from ollana.proxy.limits import LimitedServer, OnRefusal
 
-__all__ = ["ListenError", "Listener", "who_listens"]
+__all__ = ["ListenError", "Listener", "WhoListens"]
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+# Says who holds an address in use (" by Ollama 0.5.7"), for the error that names it.
+WhoListens = Callable[[HostPort], Awaitable[str]]
 
 
 class ListenError(OSError):
@@ -39,8 +41,10 @@ class Listener(Service):
         grace: float = 30.0,
         name: str = "http",
         on_refusal: OnRefusal | None = None,
+        who: WhoListens | None = None,
     ) -> None:
         self._address = address
+        self._who = who
         self._ssl = ssl_context
         self._grace = grace
         self._name = name
@@ -70,7 +74,7 @@ class Listener(Service):
             await self._runner.cleanup()
             self._closed = True
             if exc.errno == errno.EADDRINUSE:
-                who = await who_listens(self._address)
+                who = await self._who(self._address) if self._who is not None else ""
                 raise ListenError(exc.errno, f"{self._address} is already in use{who}") from None
             raise ListenError(
                 exc.errno, f"cannot listen on {self._address}: {exc.strerror}"
@@ -88,9 +92,7 @@ class Listener(Service):
 
     async def stop_accepting(self) -> None:
         """Close the listening socket; open connections go on."""
-        server = getattr(self._site, "_server", None)
-        if server is not None:
-            server.close()
+        stop_site(self._site)
 
     async def close(self) -> None:
         """Stop accepting, let in-flight requests finish up to the grace period, then cancel."""
@@ -111,13 +113,3 @@ class Listener(Service):
         except asyncio.CancelledError:
             cleanup.cancel()
             raise
-
-
-async def who_listens(address: HostPort) -> str:
-    """Best effort: ' by Ollama 0.5.7' or ' by another ollana' for an address in use."""
-    info = await probe_ollama(f"http://{HostPort(address.connect_host, address.port)}")
-    if info.is_ollana:
-        return " by another ollana"
-    if info.reachable and info.version:
-        return f" by Ollama {info.version}"
-    return " by another program"

@@ -7,8 +7,8 @@ from typing import Final
 from aiohttp import StreamReader, hdrs
 from multidict import CIMultiDict
 
-from ollana.proxy.upstream.connection import Connection
-from ollana.proxy.upstream.errors import RequestBodyError
+from ollana.http.client.connection import Connection
+from ollana.http.client.errors import RequestBodyError
 
 __all__ = ["SMALL_BODY", "Body", "body_framing", "encode_head", "send_stream"]
 

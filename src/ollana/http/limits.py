@@ -34,13 +34,11 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
-from aiohttp import http_exceptions, web
-from aiohttp.http_parser import RawRequestMessage
-from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
-from aiohttp.web_protocol import RequestHandler, _ErrInfo
+from aiohttp import StreamReader, http_exceptions, web
 
 from ollana.config import Limits
-from ollana.proxy.forward import error_response
+from ollana.http._aiohttp import RawRequestMessage, ServerProtocol, handler_kwargs
+from ollana.http.responses import error_response
 
 __all__ = [
     "BAD_REQUEST",
@@ -112,8 +110,9 @@ class LimitedServer(web.Server):
         self.on_refusal = on_refusal
         self.refusals: Counter[str] = Counter()
 
-    def __call__(self) -> RequestHandler:
-        return _LimitedHandler(self, loop=self._loop, **self._kwargs)
+    def __call__(self) -> ServerProtocol:
+        loop, kwargs = handler_kwargs(self)
+        return _LimitedHandler(self, loop=loop, **kwargs)
 
     def refused(self, reason: str, detail: str, peer: object) -> None:
         """Count a refusal, tell `on_refusal`, log it at debug level."""
@@ -126,7 +125,7 @@ class LimitedServer(web.Server):
                 log.exception("%s: the refusal callback failed", self.name)
 
 
-class _LimitedHandler(RequestHandler):
+class _LimitedHandler(ServerProtocol):
     """One connection: aiohttp's protocol plus the head deadline, head size and busy answer."""
 
     __slots__ = (
@@ -155,7 +154,7 @@ class _LimitedHandler(RequestHandler):
         cap = self._limited.limits.max_connections
         if cap > 0 and len(self._limited.connections) > cap:
             self._over = True
-            self._request_handler = self._busy
+            self.answer_with(self._busy)
             self._limited.refused(CONNECTIONS, f"more than {cap} connections", self._peer())
         # A new connection owes its first request head within the deadline too.
         self._arm_head_timer()
@@ -172,7 +171,7 @@ class _LimitedHandler(RequestHandler):
         super().pause_writing()
         timeout = self._limited.limits.send_timeout
         if timeout > 0 and self._send_timer is None:
-            self._send_timer = self._loop.call_later(timeout, self._send_expired)
+            self._send_timer = self.loop.call_later(timeout, self._send_expired)
 
     def resume_writing(self) -> None:
         if self._send_timer is not None:
@@ -194,21 +193,21 @@ class _LimitedHandler(RequestHandler):
         if self._refusing:
             return  # an answer is on its way and the connection closes after it
         if (
-            self._force_close or self._close or self._upgraded
-            or self._payload_parser is not None
+            self.closing
+            or self.reading_body
             or (self._body is not None and not self._body.is_eof())
-        ):  # fmt: skip
-            self._body_seen = self._loop.time()
+        ):
+            self._body_seen = self.loop.time()
             super().data_received(data)
             return
         # A request head, or its first bytes: time it and count it.
         if data and self._head_timer is None:
             self._arm_head_timer()
         self._head_bytes += len(data)
-        before = self._request_count
+        before = self.request_count
         super().data_received(data)
-        if self._request_count > before:
-            self._heads_arrived(self._request_count - before)
+        if self.request_count > before:
+            self._heads_arrived(self.request_count - before)
         elif self._head_bytes > self._max_head():
             self._refuse(431, HEADERS_TOO_LARGE, self._too_large())
 
@@ -217,7 +216,7 @@ class _LimitedHandler(RequestHandler):
     def _arm_head_timer(self) -> None:
         timeout = self._limited.limits.header_timeout
         if timeout > 0 and self._head_timer is None:
-            self._head_timer = self._loop.call_later(timeout, self._head_expired)
+            self._head_timer = self.loop.call_later(timeout, self._head_expired)
 
     def _cancel_head_timer(self) -> None:
         if self._head_timer is not None:
@@ -226,7 +225,7 @@ class _LimitedHandler(RequestHandler):
 
     def _head_expired(self) -> None:
         self._head_timer = None
-        if self._refusing or self._force_close or self.transport is None:
+        if self._refusing or self.closing or self.transport is None:
             return
         timeout = self._limited.limits.header_timeout
         if self._head_bytes == 0:
@@ -251,10 +250,11 @@ class _LimitedHandler(RequestHandler):
     def _heads_arrived(self, count: int) -> None:
         self._cancel_head_timer()
         self._head_bytes = 0
-        self._body_seen = self._loop.time()
+        self._body_seen = self.loop.time()
         cap = self._limited.limits.max_header_size
-        for index in range(len(self._messages) - count, len(self._messages)):
-            message, payload = self._messages[index]
+        queued = self.queued
+        for index in range(len(queued) - count, len(queued)):
+            message, payload = queued[index]
             self._body = payload
             if not isinstance(message, RawRequestMessage):
                 continue
@@ -263,12 +263,11 @@ class _LimitedHandler(RequestHandler):
                 self._refusing = True
                 self._limited.refused(HEADERS_TOO_LARGE, self._too_large(), self._peer())
                 exc = _Refused(431, HEADERS_TOO_LARGE, self._too_large())
-                refusal = _ErrInfo(status=431, exc=exc, message=exc.message)
                 # No body to wait for (aiohttp lingers to read one): its bytes are dropped.
-                self._messages[index] = (refusal, EMPTY_PAYLOAD)
+                queued[index] = self.refusal(431, exc, exc.message)
                 # Whatever was pipelined behind it goes unanswered: the connection closes.
-                while len(self._messages) > index + 1:
-                    self._messages.pop()
+                while len(queued) > index + 1:
+                    queued.pop()
                 return
         self._watch_body()
 
@@ -278,15 +277,15 @@ class _LimitedHandler(RequestHandler):
         timeout = self._limited.limits.body_timeout
         body = self._body
         if timeout > 0 and self._body_timer is None and body is not None and not body.is_eof():
-            self._body_timer = self._loop.call_at(self._body_seen + timeout, self._body_check)
+            self._body_timer = self.loop.call_at(self._body_seen + timeout, self._body_check)
 
     def _body_check(self) -> None:
         self._body_timer = None
         body = self._body
-        if body is None or body.is_eof() or self._force_close or self.transport is None:
+        if body is None or body.is_eof() or self.closing or self.transport is None:
             return
-        now = self._loop.time()
-        if self._reading_paused or self._buffer_paused:
+        now = self.loop.time()
+        if self.input_paused:
             self._body_seen = now  # ollana holds the client back: its silence is ours
         timeout = self._limited.limits.body_timeout
         if now - self._body_seen < timeout:
@@ -294,7 +293,7 @@ class _LimitedHandler(RequestHandler):
             return
         message = f"request body stalled for {timeout:g} s"
         self._limited.refused(BODY_TIMEOUT, message, self._peer())
-        request = self._current_request
+        request = self.current_request
         if request is not None and request.content is body and request.writer.output_size == 0:
             # Written straight out: the handler is still waiting for the body it will not get.
             self.transport.write(_raw_error(408, "Request Timeout", message))
@@ -307,12 +306,7 @@ class _LimitedHandler(RequestHandler):
         self._refusing = True
         self._cancel_head_timer()
         self._limited.refused(reason, message, self._peer())
-        exc = _Refused(status, reason, message)
-        self._messages.append((_ErrInfo(status=status, exc=exc, message=message), EMPTY_PAYLOAD))
-        self._request_count += 1
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self.enqueue(self.refusal(status, _Refused(status, reason, message), message))
 
     def handle_error(
         self,

@@ -1,6 +1,6 @@
 """A lean HTTP/1.1 client for forwarding: keep-alive connections to one origin each.
 
-    async with Upstream("127.0.0.1", 11434) as upstream:
+    async with ConnectionPool("127.0.0.1", 11434) as upstream:
         response = await upstream.request("GET", "/api/version", CIMultiDict(), None)
         try:
             body = await response.content.read()
@@ -12,23 +12,23 @@ and the body's framing), answers come back undecoded, bodies stream both ways wi
 backpressure.
 """
 
-from ollana.proxy.upstream.connection import Connection
-from ollana.proxy.upstream.errors import (
+from ollana.http.client.connection import Connection
+from ollana.http.client.connection_pool import (
+    CLOSE_WAIT,
+    FETCH_ERRORS,
+    KEEPALIVE_TIMEOUT,
+    Check,
+    ConnectionPool,
+)
+from ollana.http.client.errors import (
     ConnectFailed,
     ConnectionClosed,
     ProtocolError,
     RequestBodyError,
     describe,
 )
-from ollana.proxy.upstream.pool import (
-    CLOSE_WAIT,
-    FETCH_ERRORS,
-    KEEPALIVE_TIMEOUT,
-    Check,
-    Upstream,
-)
-from ollana.proxy.upstream.request import Body
-from ollana.proxy.upstream.response import Response
+from ollana.http.client.request import Body
+from ollana.http.client.response import Response
 
 __all__ = [
     "CLOSE_WAIT",
@@ -39,9 +39,9 @@ __all__ = [
     "ConnectFailed",
     "Connection",
     "ConnectionClosed",
+    "ConnectionPool",
     "ProtocolError",
     "RequestBodyError",
     "Response",
-    "Upstream",
     "describe",
 ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -11,42 +10,23 @@ from typing import Final
 
 import aiohttp
 from aiohttp import hdrs, web
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict
 
-from ollana.ollama_api import stream_error_chunk
-from ollana.proxy.upstream import (
+from ollana.http._aiohttp import HeldStream
+from ollana.http.client import (
     ConnectFailed,
     ConnectionClosed,
+    ConnectionPool,
     ProtocolError,
     Response,
-    Upstream,
     describe,
 )
+from ollana.http.headers import request_headers
+from ollana.ollama_api import stream_error_chunk
 
-__all__ = [
-    "HOP_BY_HOP",
-    "VERSION_HEADER",
-    "UpstreamError",
-    "error_response",
-    "json_response",
-    "open_upstream",
-    "relay",
-    "request_headers",
-]
+__all__ = ["UpstreamError", "open_upstream", "relay"]
 
 log = logging.getLogger(__name__)
-
-# RFC 9110 §7.6.1 plus the de-facto ones; Host and Content-Length are re-derived per hop.
-HOP_BY_HOP: Final = frozenset(
-    h.lower()
-    for h in (
-        "Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
-        "Proxy-Authorization", "TE", "Trailer", "Transfer-Encoding", "Upgrade", "Host",
-    )
-)  # fmt: skip
-
-# Both proxies tag their answers with it: how a client tells an ollana from an Ollama.
-VERSION_HEADER: Final = "X-Ollana-Version"
 
 # Out of file descriptors (per process, or system-wide): too many connections here.
 _OUT_OF_FILES: Final = frozenset({errno.EMFILE, errno.ENFILE})
@@ -68,67 +48,8 @@ class UpstreamError(Exception):
         return self.message
 
 
-class _Stream(web.StreamResponse):
-    """A streamed response that sends no Server header unless the upstream sent one.
-
-    Its head is held back until the first body bytes (or the end) are written, so that
-    a small answer leaves in one send rather than two.
-    """
-
-    _send_headers_immediately = False
-
-    async def _write_headers(self) -> None:
-        if self._headers.get(hdrs.SERVER) == "":
-            del self._headers[hdrs.SERVER]
-        await super()._write_headers()
-
-
-class _Whole(web.Response):
-    """A response of our own, headed as Ollama heads its answers (no Server header)."""
-
-    async def _write_headers(self) -> None:
-        self._headers.popall(hdrs.SERVER, None)
-        await super()._write_headers()
-
-
-def request_headers(
-    headers: CIMultiDictProxy[str], extra: Mapping[str, str] | None = None
-) -> CIMultiDict[str]:
-    """The headers to send upstream: the client's, less hop-by-hop and Connection-named ones."""
-    drop = HOP_BY_HOP
-    connection = headers.get(hdrs.CONNECTION)
-    if connection:
-        drop = drop | {t.strip().lower() for t in connection.split(",")}
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in headers.items():
-        if name.lower() not in drop:
-            out.add(name, value)
-    if extra:
-        out.update(extra)
-    return out
-
-
-def json_response(
-    status: int,
-    body: bytes,
-    content_type: str = "application/json; charset=utf-8",
-    headers: Mapping[str, str] | None = None,
-) -> web.Response:
-    """A JSON answer of our own, headed as Ollama heads its answers."""
-    response = _Whole(status=status, body=body, headers=headers)
-    response.headers[hdrs.CONTENT_TYPE] = content_type
-    return response
-
-
-def error_response(
-    status: int, message: str, headers: Mapping[str, str] | None = None
-) -> web.Response:
-    """An Ollama-style error: `{"error": "…"}` as application/json; charset=utf-8."""
-    return json_response(status, json.dumps({"error": message}).encode(), headers=headers)
-
-
 async def open_upstream(
-    upstream: Upstream,
+    upstream: ConnectionPool,
     method: str,
     target: str,
     headers: CIMultiDict[str],
@@ -212,9 +133,8 @@ async def relay(
 ) -> web.StreamResponse:
     """Stream an upstream response to the client chunk by chunk; a broken stream ends cleanly."""
     headers = request_headers(upstream.headers, extra_headers)
-    # An empty Server header marks "none upstream": aiohttp would otherwise add its own.
-    headers.setdefault(hdrs.SERVER, "")
-    response = _Stream(status=upstream.status, reason=upstream.reason, headers=headers)
+    headers.setdefault(hdrs.SERVER, "")  # none upstream: none from us either (HeldStream)
+    response = HeldStream(status=upstream.status, reason=upstream.reason, headers=headers)
     try:
         await response.prepare(request)
         if request.method == hdrs.METH_HEAD:

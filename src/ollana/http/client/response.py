@@ -11,7 +11,7 @@ from aiohttp import ClientPayloadError, StreamReader, hdrs
 from aiohttp.http import RawResponseMessage
 from multidict import CIMultiDictProxy
 
-from ollana.proxy.upstream.connection import Connection
+from ollana.http.client.connection import Connection
 
 __all__ = ["Response"]
 

@@ -1,4 +1,4 @@
-"""Upstream: keep-alive connections to one origin, and sending a request on one of them."""
+"""A pool of keep-alive connections to one origin, and sending a request on one of them."""
 
 from __future__ import annotations
 
@@ -12,23 +12,23 @@ from typing import Any, Final, Self
 from aiohttp import ClientPayloadError, StreamReader
 from multidict import CIMultiDict
 
-from ollana.proxy.upstream.connection import Connection
-from ollana.proxy.upstream.errors import (
+from ollana.http.client.connection import Connection
+from ollana.http.client.errors import (
     ConnectFailed,
     ConnectionClosed,
     ProtocolError,
     describe,
 )
-from ollana.proxy.upstream.request import (
+from ollana.http.client.request import (
     SMALL_BODY,
     Body,
     body_framing,
     encode_head,
     send_stream,
 )
-from ollana.proxy.upstream.response import Response
+from ollana.http.client.response import Response
 
-__all__ = ["CLOSE_WAIT", "FETCH_ERRORS", "KEEPALIVE_TIMEOUT", "Check", "Upstream"]
+__all__ = ["CLOSE_WAIT", "FETCH_ERRORS", "KEEPALIVE_TIMEOUT", "Check", "ConnectionPool"]
 
 KEEPALIVE_TIMEOUT: Final = 60.0  # an idle connection is closed after this long unused
 CLOSE_WAIT: Final = 1.0  # close() waits this long for idle connections to end cleanly
@@ -42,7 +42,7 @@ FETCH_ERRORS: Final = (
 Check = Callable[[asyncio.Transport], None]
 
 
-class Upstream:
+class ConnectionPool:
     """Connections to one origin: as many at once as requests, idle ones kept for reuse.
 
     `request()` takes the most recently used idle connection, or opens one. A pooled
@@ -75,7 +75,7 @@ class Upstream:
 
     def __repr__(self) -> str:
         scheme = "https" if self._ssl is not None else "http"
-        return f"<Upstream {scheme}://{self.authority} idle={len(self._idle)}>"
+        return f"<ConnectionPool {scheme}://{self.authority} idle={len(self._idle)}>"
 
     async def __aenter__(self) -> Self:
         return self

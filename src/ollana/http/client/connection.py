@@ -16,12 +16,10 @@ import asyncio
 from collections.abc import Callable
 from typing import Final
 
-from aiohttp import ClientPayloadError
-from aiohttp.base_protocol import BaseProtocol
-from aiohttp.http import HttpResponseParser, RawResponseMessage
-from aiohttp.streams import StreamReader
+from aiohttp import ClientPayloadError, StreamReader
 
-from ollana.proxy.upstream.errors import ConnectionClosed, ProtocolError, describe
+from ollana.http._aiohttp import ClientProtocol, HttpResponseParser, RawResponseMessage
+from ollana.http.client.errors import ConnectionClosed, ProtocolError, describe
 
 __all__ = ["MAX_FIELD", "MAX_LINE", "READ_LIMIT", "Answer", "Connection"]
 
@@ -33,7 +31,7 @@ Answer = tuple[RawResponseMessage, StreamReader]
 LostFn = Callable[["Connection"], None]
 
 
-class Connection(BaseProtocol):
+class Connection(ClientProtocol):
     """One connection: carries one exchange at a time and stays open between them."""
 
     __slots__ = (
@@ -88,7 +86,7 @@ class Connection(BaseProtocol):
     @property
     def reading_paused(self) -> bool:
         """Whether reading stopped because the answer's body is not being read."""
-        return self._reading_paused
+        return self.reading_is_paused
 
     def begin(self, *, bodiless: bool) -> asyncio.Future[Answer]:
         """Start an exchange; the future gets the answer's head (and its body stream)."""
@@ -96,7 +94,8 @@ class Connection(BaseProtocol):
             raise ConnectionClosed("closed the connection", answered=False, reset=False)
         # A parser per exchange, as aiohttp's client has: one answer's leftovers cannot
         # run into the next.
-        self._reader = self._parser = self._new_parser(with_body=not bodiless)
+        self._reader = self._new_parser(with_body=not bodiless)
+        self.use_parser(self._reader)
         self._payload = None
         self._answered = False
         self.keep_alive = False
@@ -120,8 +119,7 @@ class Connection(BaseProtocol):
 
     async def drain(self) -> None:
         """Wait while the socket's send buffer is full (ConnectionError if it closes)."""
-        if self._paused:
-            await self._drain_helper()
+        await self.drained()
 
     def sent(self) -> None:
         """The request's body has gone out whole: the upstream's silence counts from now."""
@@ -201,7 +199,7 @@ class Connection(BaseProtocol):
         """Resume after backpressure (the body's reader calls this on every read)."""
         # Only a paused connection has anything to resume: the parser holds bytes back
         # only while reading is paused.
-        if self._reading_paused:
+        if self.reading_is_paused:
             super().resume_reading(resume_parser)
 
     def data_received(self, data: bytes) -> None:
@@ -242,7 +240,8 @@ class Connection(BaseProtocol):
             reset = True
         self._fail_answer(ConnectionClosed(why, answered=self._answered, reset=reset))
         self._fail_payload(ClientPayloadError(f"response body not complete: {why}"))
-        self._reader = self._parser = None
+        self._reader = None
+        self.use_parser(None)
         super().connection_lost(exc)
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(None)
@@ -328,7 +327,7 @@ class Connection(BaseProtocol):
             return
         now = self._loop.time()
         if self.busy and self._waiting():
-            if self.sending or self._reading_paused or self._paused:
+            if self.sending or self.reading_is_paused or self.writing_is_paused:
                 # This side holds the exchange up (a body going out, a slow reader), not
                 # the upstream's silence.
                 self._last = now

@@ -1,0 +1,48 @@
+"""Header names ollana speaks, and the headers that travel from one hop to the next."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+from aiohttp import hdrs
+from multidict import CIMultiDict, CIMultiDictProxy
+
+__all__ = ["HOP_BY_HOP", "PIN_HEADER", "VERSION_HEADER", "is_ollana", "request_headers"]
+
+# RFC 9110 §7.6.1 plus the de-facto ones; Host and Content-Length are re-derived per hop.
+HOP_BY_HOP: Final = frozenset(
+    h.lower()
+    for h in (
+        "Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
+        "Proxy-Authorization", "TE", "Trailer", "Transfer-Encoding", "Upgrade", "Host",
+    )
+)  # fmt: skip
+
+# Both proxies tag their answers with it: how a client tells an ollana from an Ollama.
+VERSION_HEADER: Final = "X-Ollana-Version"
+# On a request, pins it to a server (device ID prefix or host); on an answer, who answered.
+PIN_HEADER: Final = "X-Ollana-Server"
+_OLLANA_PREFIX: Final = "x-ollana-"
+
+
+def is_ollana(headers: Mapping[str, str]) -> bool:
+    """Whether an answer carries ollana's headers (another ollana, not an Ollama)."""
+    return any(name.lower().startswith(_OLLANA_PREFIX) for name in headers)
+
+
+def request_headers(
+    headers: CIMultiDictProxy[str], extra: Mapping[str, str] | None = None
+) -> CIMultiDict[str]:
+    """The headers to send upstream: the client's, less hop-by-hop and Connection-named ones."""
+    drop = HOP_BY_HOP
+    connection = headers.get(hdrs.CONNECTION)
+    if connection:
+        drop = drop | {t.strip().lower() for t in connection.split(",")}
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        if name.lower() not in drop:
+            out.add(name, value)
+    if extra:
+        out.update(extra)
+    return out
