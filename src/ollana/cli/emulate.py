@@ -66,19 +66,30 @@ async def _serve(config: EmulatorConfig, address: HostPort) -> None:
     help="Pace answers at N tokens a second (default: as fast as possible).",
 )
 @click.option(
+    "--signed-out",
+    is_flag=True,
+    help="Act as an Ollama not signed in to ollama.com: cloud models and /api/me answer 401.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(list(LEVELS), case_sensitive=False),
     default="info",
     show_default=True,
 )
 def emulate(
-    listen: HostPort, models: tuple[str, ...], tokens_per_second: float | None, log_level: str
+    listen: HostPort,
+    models: tuple[str, ...],
+    tokens_per_second: float | None,
+    signed_out: bool,
+    log_level: str,
 ) -> None:
     """Run an Ollama-API server with a deterministic model (tests, benchmarks, demo)."""
     setup_logging(log_level.lower())
     try:
         config = EmulatorConfig(
-            models=models or DEFAULT_MODELS, tokens_per_second=tokens_per_second
+            models=models or DEFAULT_MODELS,
+            tokens_per_second=tokens_per_second,
+            signed_in=not signed_out,
         )
         ModelStore(config.models)  # a bad name is a usage error, not a crash once running
     except ValueError as exc:
