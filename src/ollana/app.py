@@ -11,8 +11,8 @@ from typing import Literal
 
 import aiohttp
 
-from ollana.cluster.models import model_names
 from ollana.config import HostPort, Settings
+from ollana.ollama_api import model_names
 
 __all__ = [
     "ModeDecision",

@@ -36,6 +36,8 @@ __all__ = [
     "changes_models",
     "endpoint",
     "is_cloud_model",
+    "model_names",
+    "normalize_model",
     "route_label",
     "stream_error_chunk",
 ]
@@ -127,6 +129,32 @@ ENDPOINTS: Final = (
        stream="anthropic"),
     _e(HELLO_PATH, "POST"),
 )  # fmt: skip
+
+
+_REGISTRY_PREFIXES: Final = ("registry.ollama.ai/library/", "registry.ollama.ai/")
+
+
+def normalize_model(name: str) -> str:
+    """The name Ollama stores a model under: default registry stripped, ':latest' implied."""
+    name = name.strip()
+    lowered = name.lower()
+    for prefix in _REGISTRY_PREFIXES:
+        if lowered.startswith(prefix):
+            name = name[len(prefix) :]
+            break
+    last = name.rsplit("/", 1)[-1]
+    if ":" not in last and "@" not in last:
+        name += ":latest"
+    return name
+
+
+def model_names(body: object) -> list[str]:
+    """Normalized model names from an /api/tags or /api/ps answer; [] for anything else."""
+    models = body.get("models") if isinstance(body, dict) else None
+    if not isinstance(models, list):
+        return []
+    names = (m.get("name") or m.get("model") for m in models if isinstance(m, dict))
+    return [normalize_model(n) for n in names if isinstance(n, str)]
 
 
 def _first_by_path() -> dict[str, Endpoint]:

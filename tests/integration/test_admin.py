@@ -19,12 +19,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from click.testing import CliRunner, Result
 from prometheus_client.parser import text_string_to_metric_families
 
-from ollana.admin import AdminListener, Metrics, create_admin_app, status_document
+from ollana.admin import AdminListener, create_admin_app, status_document
 from ollana.cli import main
 from ollana.cluster.pool import ServerSnapshot, ServerState
 from ollana.config import HostPort, Settings
 from ollana.http.listener import ListenError
 from ollana.identity import SeenDevice
+from ollana.metrics import Metrics
 from tests.support.admin_fakes import (
     DEVICE,
     FakeDiscovery,

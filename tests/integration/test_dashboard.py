@@ -22,9 +22,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from ollana.admin import AdminListener, Metrics, create_admin_app
+from ollana.admin import AdminListener, create_admin_app
 from ollana.cluster.pool import ServerState
 from ollana.config import HostPort
+from ollana.metrics import Metrics
 from tests.integration.test_status_live import address, admin_of, chat, cluster
 from tests.support.admin_fakes import FakePool, FakeSource, FakeWatch, snapshot
 

@@ -19,8 +19,8 @@ import aiohttp
 import ollama
 import pytest
 
-from ollana.cluster.models import normalize_model
 from ollana.modes import ClientMode, ServerMode
+from ollana.ollama_api import normalize_model
 from tests.integration.cluster_fixtures import (
     PIN,
     Cluster,

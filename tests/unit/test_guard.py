@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ollana.proxy.guard import (
+from ollana.http.guard import (
     ALLOW_HEADERS,
     DEFAULT_ORIGINS,
     LocalGuard,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ollana.proxy.guard import VERDICT_CACHE_KEY_LENGTH, VERDICT_CACHE_SIZE, LocalGuard
+from ollana.http.guard import VERDICT_CACHE_KEY_LENGTH, VERDICT_CACHE_SIZE, LocalGuard
 
 HOSTNAME = "workstation"
 METHODS = st.sampled_from(["GET", "POST", "OPTIONS", "options", "DELETE", "HEAD"])

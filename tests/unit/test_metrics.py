@@ -10,9 +10,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from ollana.admin.metrics import MAX_LABEL_VALUES, NO_SERVER, OTHER, Metrics
 from ollana.admin.status import totals
 from ollana.cluster.pool import ServerSnapshot, ServerState
+from ollana.metrics import MAX_LABEL_VALUES, NO_SERVER, OTHER, Metrics
 from ollana.ollama_api import route_label
 from tests.support.admin_fakes import FakeDiscovery, FakePool, snapshot
 
@@ -158,7 +158,7 @@ def test_a_broken_source_does_not_break_the_scrape(caplog: pytest.LogCaptureFixt
 
     metrics.watch_pool(Broken())
     metrics.refused("host")
-    with caplog.at_level(logging.ERROR, logger="ollana.admin.metrics"):
+    with caplog.at_level(logging.ERROR, logger="ollana.metrics"):
         text = metrics.render().decode()
     assert 'ollana_refusals_total{reason="host"} 1.0' in text
     assert "ollana_pool_servers" not in text

@@ -6,10 +6,11 @@ import json
 
 import pytest
 
-from ollana.cluster.models import Route, inspect_request, normalize_model
+from ollana.cluster.models import Route, inspect_request
 from ollana.cluster.pool import Server, ServerState
 from ollana.cluster.router import order
 from ollana.config import HostPort
+from ollana.ollama_api import normalize_model
 
 CAP = 1024 * 1024
 

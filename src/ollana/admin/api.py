@@ -20,12 +20,12 @@ from typing import Final
 
 from aiohttp import web
 
-from ollana.admin.metrics import Metrics
 from ollana.admin.status import StatusSource, status_document
 from ollana.config import HostPort
+from ollana.http.guard import check_host
 from ollana.http.listener import ListenError
 from ollana.lifecycle import Service
-from ollana.proxy.guard import check_host
+from ollana.metrics import Metrics
 
 __all__ = ["DASHBOARD", "AdminListener", "create_admin_app"]
 

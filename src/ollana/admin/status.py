@@ -69,10 +69,10 @@ from collections.abc import Mapping, Sequence
 from typing import Final, Protocol
 
 from ollana import __version__
-from ollana.admin.metrics import Metrics, PoolView
 from ollana.cluster.pool import ServerSnapshot
 from ollana.config import HostPort, Settings
 from ollana.identity import SeenDevice
+from ollana.metrics import Metrics
 
 __all__ = [
     "SCHEMA_VERSION", "OllamaView", "StatusSource", "status_document", "totals",
@@ -106,6 +106,14 @@ class OllamaView(Protocol):
     @property
     def since(self) -> float:
         """time.monotonic() of the last change of `up`."""
+        ...
+
+
+class PoolView(Protocol):
+    """The client's pool, as the status document reads it."""
+
+    def snapshots(self) -> Sequence[ServerSnapshot]:
+        """Frozen copies of every server."""
         ...
 
 

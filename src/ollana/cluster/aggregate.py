@@ -11,11 +11,12 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from ollana.cluster.models import Route, model_names, normalize_model
+from ollana.cluster.models import Route
 from ollana.cluster.pool import Pool, Server
 from ollana.cluster.router import Router
 from ollana.http import PIN_HEADER, json_response
 from ollana.http.client import FETCH_ERRORS
+from ollana.ollama_api import PS_PATH, TAGS_PATH, V1_MODELS_PATH, model_names, normalize_model
 
 __all__ = ["MERGED_LISTS", "Aggregator", "merge"]
 
@@ -31,9 +32,9 @@ class _List:
 
 
 MERGED_LISTS: Final[Mapping[str, _List]] = {
-    "/api/tags": _List("models", "name", "application/json; charset=utf-8"),
-    "/api/ps": _List("models", "name", "application/json; charset=utf-8"),
-    "/v1/models": _List("data", "id", "application/json", (("object", "list"),)),
+    TAGS_PATH: _List("models", "name", "application/json; charset=utf-8"),
+    PS_PATH: _List("models", "name", "application/json; charset=utf-8"),
+    V1_MODELS_PATH: _List("data", "id", "application/json", (("object", "list"),)),
 }
 
 
@@ -91,8 +92,8 @@ class Aggregator:
             log.info("list from %s failed: %r", server.label, exc)
             return None
         names = frozenset(model_names(answer))
-        if path_qs.startswith("/api/tags"):
-            server.models, server.models_known = names, True
-        elif path_qs.startswith("/api/ps"):
-            server.loaded = names
+        if path_qs.startswith(TAGS_PATH):
+            self._pool.learned(server, installed=names)
+        elif path_qs.startswith(PS_PATH):
+            self._pool.learned(server, loaded=names)
         return answer

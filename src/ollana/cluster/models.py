@@ -7,40 +7,14 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ollana.ollama_api import BLOBS_PATH, endpoint
+from ollana.ollama_api import BLOBS_PATH, endpoint, normalize_model
+
+_AFFINITY_PROMPT_CHARS: Final = 512
 
 __all__ = [
     "Route",
     "inspect_request",
-    "model_names",
-    "normalize_model",
 ]
-
-_REGISTRY_PREFIXES: Final = ("registry.ollama.ai/library/", "registry.ollama.ai/")
-_AFFINITY_PROMPT_CHARS: Final = 512
-
-
-def normalize_model(name: str) -> str:
-    """The name Ollama stores a model under: default registry stripped, ':latest' implied."""
-    name = name.strip()
-    lowered = name.lower()
-    for prefix in _REGISTRY_PREFIXES:
-        if lowered.startswith(prefix):
-            name = name[len(prefix) :]
-            break
-    last = name.rsplit("/", 1)[-1]
-    if ":" not in last and "@" not in last:
-        name += ":latest"
-    return name
-
-
-def model_names(body: object) -> list[str]:
-    """Normalized model names from an /api/tags or /api/ps answer; [] for anything else."""
-    models = body.get("models") if isinstance(body, dict) else None
-    if not isinstance(models, list):
-        return []
-    names = (m.get("name") or m.get("model") for m in models if isinstance(m, dict))
-    return [normalize_model(n) for n in names if isinstance(n, str)]
 
 
 @dataclass(frozen=True, slots=True)

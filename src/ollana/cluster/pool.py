@@ -12,10 +12,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
-from ollana.cluster.models import model_names
+from ollana.cluster.models import Route
 from ollana.config import HostPort, Settings
 from ollana.http.client import FETCH_ERRORS, ConnectionPool, Response
 from ollana.lifecycle import Service
+from ollana.ollama_api import model_names
 
 __all__ = ["EWMA_ALPHA", "Pool", "Server", "ServerSnapshot", "ServerState"]
 
@@ -226,11 +227,66 @@ class Pool(Service):
         self._servers[server.key] = server
         self._notify()
 
-    def heard(self, server: Server) -> None:
-        """Discovery heard from this server: it is alive, so a down one is probed at once."""
+    def heard(self, server: Server, models_digest: str = "") -> None:
+        """Discovery heard from this server: it is alive, so a down one is probed at once.
+
+        A new digest of its model lists has them fetched again.
+        """
         server.last_seen = time.monotonic()
         if server.state is ServerState.DOWN:
             self._restart_probe(server)
+        if models_digest and models_digest != server.models_digest:
+            server.models_digest = models_digest
+            self.refresh_models_soon(server)
+
+    # --- what passes through ----------------------------------------------------------------
+
+    def began(self, server: Server) -> None:
+        """A request was sent to this server."""
+        server.inflight += 1
+        server.requests += 1
+
+    def ended(self, server: Server) -> None:
+        """A request sent to this server ended (answered, failed or abandoned)."""
+        server.inflight -= 1
+
+    def learned(
+        self,
+        server: Server,
+        *,
+        installed: frozenset[str] | None = None,
+        loaded: frozenset[str] | None = None,
+    ) -> None:
+        """A model list of this server was read (by anyone): keep it and wake who waits."""
+        if installed is not None:
+            server.models, server.models_known = installed, True
+        if loaded is not None:
+            server.loaded = loaded
+        self._notify()
+
+    def used(self, server: Server, route: Route) -> None:
+        """A request naming a model succeeded here: what it tells of the server's models.
+
+        Known at once, so that the next request (`ollama cp a b && ollama run b`) finds it;
+        the refresh corrects the guess (a pull whose stream ended in an error).
+        """
+        model = route.model
+        if model is None:
+            return
+        if route.mutating:
+            if route.path == "/api/delete":
+                server.models = server.models - {model}
+                server.loaded = server.loaded - {model}
+            elif route.target is not None:
+                server.models = server.models | {route.target}
+            self.refresh_models_soon(server)
+        elif model not in server.loaded:
+            # Ollama loads a model on first use; the slow refresh corrects this guess.
+            server.loaded = server.loaded | {model}
+            server.models = server.models | {model}
+        else:
+            return
+        self._notify()
 
     def remove(self, server: Server, reason: str) -> None:
         """Forget a discovered server at once (goodbye); static ones are only marked down."""
@@ -410,9 +466,8 @@ class Pool(Service):
             return
         if installed != server.models or not server.models_known:
             log.info("server %s has %d models", server.label, len(installed))
-        server.models, server.loaded, server.models_known = installed, loaded, True
         server.refreshed, server.models_failed = started, False
-        self._notify()
+        self.learned(server, installed=installed, loaded=loaded)
 
     def refresh_models_soon(self, server: Server) -> None:
         """Refresh a server's models in the background (after a change went through it)."""

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Final
 import aiohttp
 from multidict import CIMultiDict
 
+from ollana.cluster.exchange import Exchange
 from ollana.cluster.models import Route
 from ollana.cluster.pool import Pool, Server, ServerState
 from ollana.http import UpstreamError, open_upstream
@@ -23,7 +24,7 @@ from ollana.ollama_api import BLOBS_PATH
 __all__ = ["AFFINITY_ENTRIES", "NoServerError", "Router", "order"]
 
 if TYPE_CHECKING:
-    from ollana.admin.metrics import Metrics
+    from ollana.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +84,10 @@ class Router:
         headers: CIMultiDict[str],
         body: bytes | aiohttp.StreamReader | None,
         route: Route,
-    ) -> tuple[Server, Response]:
+    ) -> Exchange:
         """Send the request to the best server; on a failure before any response byte, the next.
 
-        The returned server has its in-flight count raised; `done()` lowers it.
+        The returned exchange holds the server and its answer; `Exchange.finish()` ends it.
         """
         deadline = time.monotonic() + self._wait
         await self._await_model_lists(route, deadline)
@@ -109,9 +110,7 @@ class Router:
                 if route.path.startswith(BLOBS_PATH):
                     # Taken now, not once it answered: uploads sent side by side follow it.
                     self._last_blob = server.key
-                server.inflight += 1
-                server.requests += 1
-                metrics.request_started(server.label)
+                exchange = Exchange(self._pool, metrics, server, route)
                 started = time.perf_counter()
                 try:
                     attempt = open_upstream(
@@ -126,9 +125,8 @@ class Router:
                     replayable = not isinstance(body, aiohttp.StreamReader)
                     response = await _unless_ejected(server, attempt, replayable)
                 except UpstreamError as exc:
-                    server.inflight -= 1
+                    exchange.failed()
                     tried[server.label] = str(exc)
-                    metrics.attempt_failed(server.label)
                     if exc.status != 503:
                         self._pool.passive_failure(server, str(exc))
                     log.info("%s %s via %s failed: %s", method, route.path, server.label, exc)
@@ -137,14 +135,14 @@ class Router:
                     metrics.retry(exc.reason)
                     continue
                 except BaseException:
-                    server.inflight -= 1
-                    metrics.attempt_failed(server.label)
+                    exchange.failed()
                     raise
                 metrics.upstream_ttfb(server.label, time.perf_counter() - started)
                 if tried:
                     metrics.failover()
                 self._remember(route, server)
-                return server, response
+                exchange.answered(response)
+                return exchange
         pin = f" matching {route.pin!r}" if route.pin else ""
         if not tried:
             raise NoServerError(f"no ollana server{pin} is available")
@@ -175,25 +173,6 @@ class Router:
             self._conversations.remember(route.conversation, server.key)
         for digest in route.blobs:
             self._blobs.remember(digest, server.key)
-
-    def done(self, server: Server, route: Route, status: int) -> None:
-        """A request that `open()` returned has finished: learn from it."""
-        server.inflight -= 1
-        if status >= 400 or route.model is None:
-            return
-        if route.mutating:
-            # Known at once, so that the next request (`ollama cp a b && ollama run b`) finds
-            # it; the refresh corrects the guess (a pull whose stream ended in an error).
-            if route.path == "/api/delete":
-                server.models = server.models - {route.model}
-                server.loaded = server.loaded - {route.model}
-            elif route.target is not None:
-                server.models = server.models | {route.target}
-            self._pool.refresh_models_soon(server)
-        elif route.model not in server.loaded:
-            # Ollama loads a model on first use; the slow refresh corrects this guess.
-            server.loaded = server.loaded | {route.model}
-            server.models = server.models | {route.model}
 
 
 async def _unless_ejected(

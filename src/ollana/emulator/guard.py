@@ -10,7 +10,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from multidict import CIMultiDict
 
-from ollana.proxy.guard import DEFAULT_ORIGINS, cors_headers
+from ollana.http.guard import DEFAULT_ORIGINS, cors_headers
 
 __all__ = ["Guard", "host_allowed"]
 

@@ -10,11 +10,12 @@ from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any, Self
 
-from ollana.admin import AdminListener, Metrics, create_admin_app
+from ollana.admin import AdminListener, create_admin_app
 from ollana.config import Settings
 from ollana.discovery import DiscoveryService, OnMessage, Role
 from ollana.http.listener import Listener
 from ollana.identity import SeenDevice
+from ollana.metrics import Metrics
 from ollana.modes.common import discovery_targets, nearby, trust
 
 __all__ = ["Mode"]

@@ -15,12 +15,12 @@ from ollana.cluster.router import Router
 from ollana.config import HostPort, Settings
 from ollana.discovery import Announce, Goodbye, Message, Query
 from ollana.http.client import ConnectionPool
+from ollana.http.guard import LocalGuard
 from ollana.http.listener import Listener
 from ollana.identity import HelloError, introduce, short_device_id
 from ollana.modes.base import Mode
 from ollana.modes.common import record_seen
 from ollana.proxy.client import ClientProxy
-from ollana.proxy.guard import LocalGuard
 
 __all__ = ["ClientMode"]
 
@@ -158,10 +158,7 @@ class ClientMode(Mode):
             return
         self.unpaired.pop(message.device, None)
         server = self.pool.add(address, device_id=message.device, priority=message.priority)
-        self.pool.heard(server)
-        if message.models and message.models != server.models_digest:
-            server.models_digest = message.models
-            self.pool.refresh_models_soon(server)
+        self.pool.heard(server, message.models)
 
     def _revoked(self, device_ids: frozenset[str]) -> None:
         for device_id in device_ids:

@@ -13,18 +13,18 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
 from ollana import __version__
-from ollana.admin.metrics import NO_SERVER
 from ollana.cluster.models import inspect_request
 from ollana.cluster.router import NoServerError, Router
 from ollana.http import PIN_HEADER, VERSION_HEADER, error_response, relay, request_headers
+from ollana.http.guard import LocalGuard
 from ollana.logs import access_log
+from ollana.metrics import NO_SERVER
 from ollana.ollama_api import route_label
-from ollana.proxy.guard import LocalGuard
 
 __all__ = ["ClientProxy"]
 
 if TYPE_CHECKING:
-    from ollana.admin.metrics import Metrics
+    from ollana.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -112,25 +112,24 @@ class ClientProxy:
         # The guard above is the authority on origins; the server's Ollama knows only its own.
         headers.popall(hdrs.ORIGIN, None)
         try:
-            server, upstream = await self._router.open(
+            exchange = await self._router.open(
                 request.method, request.raw_path, headers, body, route
             )
         except NoServerError as exc:
             self._finished(request, exc.status, NO_SERVER, started)
             return error_response(exc.status, str(exc), extra)
+        upstream = exchange.response
+        assert upstream is not None
         status = upstream.status
-        extra[PIN_HEADER] = server.label
-        # A server ejected mid-stream (vanished) ends the stream now, with its error object.
-        server.streams.add(upstream)
+        label = extra[PIN_HEADER] = exchange.server.label
         try:
             return await relay(request, upstream, extra)
         except BaseException:
             status = 599  # the app went away, or the stream broke
             raise
         finally:
-            server.streams.discard(upstream)
-            self._router.done(server, route, status)
-            self._finished(request, status, server.label, started)
+            exchange.finish(status)
+            self._finished(request, status, label, started)
 
     def _finished(self, request: web.BaseRequest, status: int, server: str, started: float) -> None:
         seconds = time.perf_counter() - started

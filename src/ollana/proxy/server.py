@@ -12,7 +12,6 @@ from aiohttp import web
 from yarl import URL
 
 from ollana import __version__
-from ollana.admin.metrics import LOCAL_OLLAMA, NO_SERVER, Metrics
 from ollana.config import Limits
 from ollana.http import (
     VERSION_HEADER,
@@ -24,6 +23,7 @@ from ollana.http import (
 )
 from ollana.http.client import ConnectionPool
 from ollana.logs import access_log
+from ollana.metrics import LOCAL_OLLAMA, NO_SERVER, Metrics
 from ollana.ollama_api import route_label
 
 __all__ = ["ServerProxy"]

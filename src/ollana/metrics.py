@@ -38,7 +38,6 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from ollana import __version__
-from ollana.cluster.pool import ServerSnapshot, ServerState
 from ollana.discovery import DiscoveryStats
 from ollana.ollama_api import ENDPOINTS, OTHER_ROUTE
 
@@ -64,15 +63,26 @@ DURATION_BUCKETS: Final = (*TTFB_BUCKETS, 300.0, 600.0)
 MAX_LABEL_VALUES: Final = 256
 OTHER: Final = OTHER_ROUTE
 NO_SERVER: Final = "none"  # answered without a single server: refused, merged lists, 503
-LOCAL_OLLAMA: Final = "ollama"  # server mode's one upstream
+LOCAL_OLLAMA: Final = "ollama"
+# The pool's server states, all reported (zeros too) so that a dashboard sees each series.
+SERVER_STATES: Final = ("healthy", "suspect", "down")  # server mode's one upstream
 
 _ROUTE_VALUES: Final = frozenset({e.route for e in ENDPOINTS} | {OTHER})
+
+
+class ServerView(Protocol):
+    """What `watch_pool` reads of one server."""
+
+    @property
+    def state(self) -> str:
+        """healthy, suspect or down."""
+        ...
 
 
 class PoolView(Protocol):
     """The client's Pool, as `watch_pool` and the status document read it."""
 
-    def snapshots(self) -> Sequence[ServerSnapshot]:
+    def snapshots(self) -> Sequence[ServerView]:
         """Frozen copies of every server."""
         ...
 
@@ -313,14 +323,14 @@ class Metrics:
         """Report ``ollana_pool_servers{state}`` from the pool at each scrape."""
 
         def collect() -> Iterable[Metric]:
-            counts = dict.fromkeys(ServerState, 0)
+            counts = dict.fromkeys(SERVER_STATES, 0)
             for snapshot in pool.snapshots():
-                counts[snapshot.state] += 1
+                counts[str(snapshot.state)] = counts.get(str(snapshot.state), 0) + 1
             family = GaugeMetricFamily(
                 "ollana_pool_servers", "Servers known to the pool, by state.", labels=("state",)
             )
             for state, count in counts.items():
-                family.add_metric((state.value,), count)
+                family.add_metric((state,), count)
             return (family,)
 
         return self.add_source(collect)
