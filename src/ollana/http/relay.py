@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -55,7 +55,7 @@ async def open_upstream(
     headers: CIMultiDict[str],
     body: bytes | aiohttp.StreamReader | None,
     *,
-    retry_on_503: bool = False,
+    retry_statuses: Collection[int] = (),
 ) -> Response:
     """Send a request upstream and return once its response head has arrived.
 
@@ -95,11 +95,17 @@ async def open_upstream(
         raise UpstreamError(504, f"{host} did not answer in time", False, "timeout") from exc
     except ProtocolError as exc:
         raise UpstreamError(502, f"{host}: {exc}", False) from exc
-    if retry_on_503 and response.status == 503:
-        # Ollama's queue is full: another server may take it.
+    status = response.status
+    if status in retry_statuses:
+        # Ollama's queue is full (503), its cloud rate limit was hit (429) or it is not signed
+        # in to run a cloud model (401): another server may take it.
         response.release()
-        raise UpstreamError(503, f"{host} is busy (503)", True, "busy")
+        reason = _STATUS_REASONS.get(status, "busy")
+        raise UpstreamError(status, f"{host} answered {status} ({reason})", True, reason)
     return response
+
+
+_STATUS_REASONS: Final = {503: "busy", 429: "rate-limited", 401: "signin"}
 
 
 def _why(exc: BaseException) -> str:
@@ -117,10 +123,13 @@ class _Broken(Exception):
         self.why = "idle timeout" if isinstance(exc, TimeoutError) else _why(exc)
 
 
-async def _end_broken(response: web.StreamResponse, upstream: Response, why: str) -> None:
+async def _end_broken(
+    response: web.StreamResponse, upstream: Response, why: str, path: str
+) -> None:
     log.info("upstream %s broke mid-response: %s", upstream.host, why)
     if upstream.content_type in _STREAM_TYPES:
-        await response.write(stream_error_chunk(upstream.content_type, f"upstream failed: {why}"))
+        message = f"upstream failed: {why}"
+        await response.write(stream_error_chunk(upstream.content_type, message, path))
         await response.write_eof()
     # A body of known length cannot carry an error: closing the connection says it.
     response.force_close()
@@ -130,8 +139,12 @@ async def relay(
     request: web.BaseRequest,
     upstream: Response,
     extra_headers: Mapping[str, str] | None = None,
+    observe: Callable[[bytes], object] | None = None,
 ) -> web.StreamResponse:
-    """Stream an upstream response to the client chunk by chunk; a broken stream ends cleanly."""
+    """Stream an upstream response to the client chunk by chunk; a broken stream ends cleanly.
+
+    `observe`, if given, sees the first bytes of the body as they pass (once).
+    """
     headers = request_headers(upstream.headers, extra_headers)
     headers.setdefault(hdrs.SERVER, "")  # none upstream: none from us either (HeldStream)
     response = HeldStream(status=upstream.status, reason=upstream.reason, headers=headers)
@@ -149,6 +162,9 @@ async def relay(
             except _READ_ERRORS as exc:
                 raise _Broken(exc) from exc
             while not content.at_eof():
+                if observe is not None and chunk:
+                    observe(chunk)
+                    observe = None
                 # (An empty write sends a held head: the client learns the answer started.)
                 await write(chunk)
                 try:
@@ -156,8 +172,10 @@ async def relay(
                 except _READ_ERRORS as exc:
                     raise _Broken(exc) from exc
         except _Broken as broken:
-            await _end_broken(response, upstream, broken.why)
+            await _end_broken(response, upstream, broken.why, request.path)
             return response
+        if observe is not None and chunk:
+            observe(chunk)
         # The last bytes, the chunked-encoding end marker and a head still held leave together.
         await response.write_eof(chunk)
     finally:

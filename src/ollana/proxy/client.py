@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -19,7 +20,7 @@ from ollana.http import PIN_HEADER, VERSION_HEADER, error_response, relay, reque
 from ollana.http.guard import LocalGuard
 from ollana.logs import access_log
 from ollana.metrics import NO_SERVER
-from ollana.ollama_api import route_label
+from ollana.ollama_api import RESPONSES_PATH, route_label
 
 __all__ = ["ClientProxy"]
 
@@ -106,6 +107,8 @@ class ClientProxy:
             body if isinstance(body, bytes) else None,
             request.headers.get(PIN_HEADER),
             self._route_body_cap,
+            content_type=request.headers.get(hdrs.CONTENT_TYPE),
+            content_encoding=request.headers.get(hdrs.CONTENT_ENCODING),
         )
         headers = request_headers(request.headers, None)
         headers.popall(PIN_HEADER, None)
@@ -122,8 +125,16 @@ class ClientProxy:
         assert upstream is not None
         status = upstream.status
         label = extra[PIN_HEADER] = exchange.server.label
+        observe = None
+        if route.path == RESPONSES_PATH and status == 200:
+            # previous_response_id is known only where the response was made.
+            observe = functools.partial(self._router.learn_response, server=exchange.server)
         try:
-            return await relay(request, upstream, extra)
+            if route.unload and isinstance(body, bytes):
+                await self._router.unload_elsewhere(
+                    request.method, request.raw_path, headers, body, exchange
+                )
+            return await relay(request, upstream, extra, observe)
         except BaseException:
             status = 599  # the app went away, or the stream broke
             raise
