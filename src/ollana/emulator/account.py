@@ -14,6 +14,7 @@ from typing import Final
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from ollana.emulator.encoding import body_bytes
 from ollana.emulator.responses import json_body, native_error
 from ollana.ollama_api import SIGNIN_URL, endpoint, is_cloud_model
 
@@ -73,7 +74,7 @@ class Account:
         if self.signed_in or found is None or found.model != "body":
             return await handler(request)
         try:
-            body = json.loads(await request.read() or b"null")
+            body = json.loads(await body_bytes(request) or b"null")
         except ValueError:
             return await handler(request)
         model = body.get("model") or body.get("name") if isinstance(body, dict) else None

@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ollana.emulator.encoding import body_bytes
 from ollana.emulator.generation import Timing, run_stream, run_whole
 from ollana.emulator.gojson import dumps, go_quote
 from ollana.emulator.model import answer, chat_key, count_tokens
@@ -91,7 +92,7 @@ class AnthropicApi:
         """POST /v1/messages."""
         timing = Timing()
         try:
-            body = json.loads(await request.read() or b'"EOF"')
+            body = json.loads(await body_bytes(request) or b'"EOF"')
         except ValueError:
             return anthropic_error(400, "invalid character in request body", from_handler=False)
         if not isinstance(body, dict):

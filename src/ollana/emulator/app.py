@@ -12,6 +12,7 @@ from aiohttp import web
 from ollana.emulator.account import Account
 from ollana.emulator.anthropic import AnthropicApi
 from ollana.emulator.catalogue import DEFAULT_MODELS
+from ollana.emulator.encoding import zstd_bodies
 from ollana.emulator.guard import Guard
 from ollana.emulator.manage import ManageApi
 from ollana.emulator.native import NativeApi
@@ -166,7 +167,8 @@ def create_app(config: EmulatorConfig) -> web.Application:
     guard = Guard(config.origins)
     account = Account(config.signed_in)
     app = web.Application(
-        client_max_size=MAX_BODY, middlewares=[guard.middleware, account.cloud_guard]
+        client_max_size=MAX_BODY,
+        middlewares=[guard.middleware, zstd_bodies, account.cloud_guard],
     )
     app[STATS_KEY] = stats
     app[STORE_KEY] = store

@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ollana.emulator.encoding import body_bytes
 from ollana.emulator.generation import Timing, run_stream, run_whole
 from ollana.emulator.gojson import dumps
 from ollana.emulator.model import Answer, answer, chat_key, count_tokens
@@ -98,7 +99,7 @@ class ResponsesApi:
         """POST /v1/responses."""
         timing = Timing()
         try:
-            body = json.loads(await request.read() or b"null")
+            body = json.loads(await body_bytes(request) or b"null")
         except ValueError:
             body = None
         if not isinstance(body, dict):
