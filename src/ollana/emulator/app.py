@@ -198,6 +198,7 @@ async def serving(app: web.Application, host: str, port: int) -> AsyncIterator[i
     runner = web.AppRunner(
         app,
         handler_cancellation=True,  # a client that leaves cancels its generation at once
+        auto_decompress=False,  # Ollama undoes zstd itself, on some routes only
         access_log=None,
         shutdown_timeout=SHUTDOWN_GRACE,
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 import zstandard
 from aiohttp import web
@@ -15,7 +15,12 @@ __all__ = ["MAX_DECOMPRESSED", "body_bytes", "zstd_bodies"]
 
 MAX_DECOMPRESSED: Final = 20 << 20  # Ollama's maxDecompressedBodySize
 _WINDOW_MAX: Final = 8 << 20  # zstd.WithDecoderMaxMemory(8 MiB)
-_DECODED: Final = "ollana.emulator.decoded_body"
+# A typed key where aiohttp has them (3.12+, which warns of plain ones); a string before.
+_DECODED: Final[Any] = (
+    web.RequestKey("ollana.emulator.decoded_body", bytes)
+    if hasattr(web, "RequestKey")
+    else "ollana.emulator.decoded_body"
+)
 
 
 async def body_bytes(request: web.Request) -> bytes:
