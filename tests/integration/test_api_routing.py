@@ -21,6 +21,7 @@ import pytest
 import zstandard
 from aiohttp import web
 
+from ollana.cluster.rawlist import raw_items
 from ollana.emulator import EmulatorConfig
 from ollana.modes import ClientMode, ServerMode
 from tests.integration.cluster_fixtures import (
@@ -285,3 +286,26 @@ async def test_a_broken_stream_ends_with_its_own_error_event(lan_root: Cluster, 
         assert error["message"] and error["code"]
         assert not any("response.completed" in b for b in blocks)
     assert sum("event: error" in b for b in blocks) == 1
+
+
+# --- merged lists -------------------------------------------------------------------------------
+
+
+async def test_the_merged_tags_keep_each_servers_entries_byte_for_byte(lan_root: Cluster) -> None:
+    ollamas = {
+        "a": await emulator(lan_root, EmulatorConfig(models=("llama3.2", CLOUD))),
+        "b": await emulator(lan_root, EmulatorConfig(models=("nomic-embed-text",))),
+    }
+    lan = await start(lan_root, ollamas)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(lan.url + "/api/tags") as r:
+            merged = await r.read()
+        for url in ollamas.values():
+            async with http.get(url + "/api/tags") as r:
+                own = raw_items((await r.read()).decode(), "models")
+            assert own, url
+            for entry in own:
+                assert entry.encode() in merged, entry
+    names = {m["name"]: m for m in json.loads(merged)["models"]}
+    assert names[CLOUD]["remote_host"] == "https://ollama.com:443"
+    assert names["nomic-embed-text:latest"]["capabilities"] == ["embedding"]
