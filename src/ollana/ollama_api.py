@@ -23,6 +23,8 @@ __all__ = [
     "OTHER_ROUTE",
     "PS_PATH",
     "RESPONSES_PATH",
+    "ROOT_ANSWER",
+    "ROOT_CONTENT_TYPE",
     "SIGNIN_URL",
     "TAGS_PATH",
     "TRANSCRIPTIONS_PATH",
@@ -58,6 +60,9 @@ OTHER_ROUTE: Final = "other"
 CLOUD_SUFFIX: Final = ":cloud"  # a model run on ollama.com through the local Ollama
 # Where an Ollama that is not signed in sends its user (name and key follow).
 SIGNIN_URL: Final = "https://ollama.com/connect?name={name}&key={key}"
+# What Ollama answers at GET / (gin's c.String: text/plain; charset=utf-8, no newline).
+ROOT_ANSWER: Final = b"Ollama is running"
+ROOT_CONTENT_TYPE: Final = "text/plain; charset=utf-8"
 
 # Where an endpoint's request names its model: a JSON body's `model` (or `name`, in older
 # calls), a copy's `source`, the rest of the path, or a multipart form's `model` field.

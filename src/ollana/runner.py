@@ -19,10 +19,10 @@ from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 from ollana import lifecycle
-from ollana.app import detect_mode
 from ollana.config import Settings
 from ollana.logs import reopen_logs
 from ollana.modes import ClientMode, ServerMode
+from ollana.modes.detect import detect_mode
 
 __all__ = ["SHUTDOWN_MARGIN", "STOP_SIGNALS", "run", "serve"]
 

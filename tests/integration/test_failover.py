@@ -293,11 +293,15 @@ def check_one_error_at_the_end(kind: str, events: list[Any]) -> None:
     assert events[-1] is errors[0], "the error object is not the last thing sent"
     assert len(events) > 1
     if kind == "ndjson":
-        assert isinstance(errors[0]["error"], str)
+        message = errors[0]["error"]
         assert not any(e.get("done") for e in events)
     else:
-        assert isinstance(errors[0]["error"]["message"], str)
+        message = errors[0]["error"]["message"]
         assert not any(c.get("finish_reason") for e in events for c in e.get("choices", []))
+    # What happened, where, on one line: not a parser's wording.
+    assert isinstance(message, str)
+    assert message.startswith(("server ", "Ollama at ")) and "mid-answer" in message, message
+    assert "\n" not in message
 
 
 @pytest.mark.parametrize("kind", sorted(STREAMS))

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,21 +22,23 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from multidict import CIMultiDict
 
+from ollana.http import ConnectFailed, ConnectionClosed, ConnectionPool, Response
 from ollana.identity import (
     HELLO_PATH,
     DeviceStore,
+    HelloError,
     Identity,
     PeerNotAllowed,
     PeerRejected,
-    PinnedConnector,
     TLSManager,
     device_id_of,
     handle_hello,
     introduce,
     load_identity,
 )
-from ollana.identity.tls import client_context
+from ollana.identity.tls import DevicePin, client_context
 
 WATCH = 0.02  # seconds between polls of the device files in these tests
 WAIT = 10.0  # upper bound for events that should come at once
@@ -128,14 +132,41 @@ async def make_device(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[D
         await device.tls.close()
 
 
+@asynccontextmanager
+async def pinned(
+    client: Device, server: Device, *, expect: str | None = None, host: str = "127.0.0.1"
+) -> AsyncIterator[ConnectionPool]:
+    """Connections from `client` to `server` as client mode makes them: pinned, mutual TLS."""
+    pin = client.tls.device_pin(expect)
+    pool = ConnectionPool(
+        host, server.port, ssl_context=client.tls.client_context(), check=pin.check
+    )
+    async with pool:
+        yield pool
+
+
+async def get(pool: ConnectionPool, path: str) -> Response:
+    """GET `path`; a refused pin raises its PeerNotAllowed."""
+    try:
+        return await pool.request("GET", path, CIMultiDict(), None)
+    except ConnectFailed as exc:
+        if isinstance(exc.__cause__, PeerNotAllowed):
+            raise exc.__cause__ from None
+        raise
+
+
 async def fetch(
     client: Device, server: Device, *, expect: str | None = None, host: str = "127.0.0.1"
 ) -> tuple[int, dict[str, object]]:
     async with (
-        aiohttp.ClientSession(connector=client.tls.connector(expect=expect)) as session,
-        session.get(f"https://{host}:{server.port}/api/version") as response,
+        pinned(client, server, expect=expect, host=host) as pool,
+        await get(pool, "/api/version") as response,
     ):
-        return response.status, await response.json()
+        return response.status, json.loads(await response.content.read())
+
+
+# A handshake refused by either side, or a connection ended by the refusal.
+REFUSED = (ConnectFailed, ConnectionClosed, PeerNotAllowed, aiohttp.ClientError)
 
 
 async def test_paired_devices_talk_both_ways(make_device: Callable[..., Awaitable[Device]]) -> None:
@@ -162,14 +193,14 @@ async def test_allowed_on_the_client_only(make_device: Callable[..., Awaitable[D
     server, client = await make_device("server"), await make_device("client", serve=False)
     client.allow(server)
     server.learn(client)  # known, but not allowed: knowing grants nothing
-    with pytest.raises(aiohttp.ClientError):
+    with pytest.raises(REFUSED):
         await fetch(client, server, expect=server.id)
     assert server.reached == []
 
 
 async def test_neither_side_allows(make_device: Callable[..., Awaitable[Device]]) -> None:
     server, client = await make_device("server"), await make_device("client", serve=False)
-    with pytest.raises(aiohttp.ClientError):
+    with pytest.raises(REFUSED):
         await fetch(client, server)
     assert server.reached == []
 
@@ -179,7 +210,7 @@ async def test_allow_takes_effect_without_restart(
 ) -> None:
     server, client = await make_device("server"), await make_device("client", serve=False)
     client.allow(server)
-    with pytest.raises(aiohttp.ClientError):
+    with pytest.raises(REFUSED):
         await fetch(client, server)
     server.allow(client)
     assert await fetch(client, server) == (200, {"peer": client.id})
@@ -240,12 +271,13 @@ def _load_key(identity: Identity) -> ec.EllipticCurvePrivateKey:
 async def _fetch_with_cert(server: Device, cert: Path, key: Path) -> int:
     ctx = client_context(None)
     ctx.load_cert_chain(cert, key)
-    connector = PinnedConnector(ctx, accepts=lambda _: True)
-    async with (
-        aiohttp.ClientSession(connector=connector) as session,
-        session.get(f"{server.url}/api/version") as response,
-    ):
+    pool = ConnectionPool("127.0.0.1", server.port, ssl_context=ctx, check=_anyone)
+    async with pool, await get(pool, "/api/version") as response:
+        await response.content.read()
         return response.status
+
+
+_anyone = DevicePin(lambda _: True, None).check
 
 
 async def test_certificate_signed_by_an_allowed_device_is_rejected(
@@ -256,7 +288,7 @@ async def test_certificate_signed_by_an_allowed_device_is_rejected(
     issuer = x509.load_der_x509_certificate(allowed.identity.cert_der).subject
     cert, key = _forge(_load_key(allowed.identity), issuer, tmp_path / "forged")
     # Our certificates are not CAs, so the handshake itself refuses the forged one.
-    with pytest.raises(aiohttp.ClientError):
+    with pytest.raises(REFUSED):
         await _fetch_with_cert(server, cert, key)
     assert server.reached == []
 
@@ -285,8 +317,8 @@ async def test_revoked_while_streaming(make_device: Callable[..., Awaitable[Devi
     client.allow(server)
     revoked: asyncio.Queue[frozenset[str]] = asyncio.Queue()
     server.tls.on_revoked(revoked.put_nowait)
-    async with aiohttp.ClientSession(connector=client.tls.connector(expect=server.id)) as session:
-        async with session.get(f"{server.url}/stream") as response:
+    async with pinned(client, server, expect=server.id) as pool:
+        async with await get(pool, "/stream") as response:
             assert await response.content.readline() == b"tick\n"
             # Disabled by the command line, seen by the running server's watcher.
             server.store.disable(client.id[:8])
@@ -298,8 +330,9 @@ async def test_revoked_while_streaming(make_device: Callable[..., Awaitable[Devi
 
             with pytest.raises(aiohttp.ClientError):
                 await asyncio.wait_for(drain(), WAIT)
-        with pytest.raises(aiohttp.ClientError):
-            await session.get(f"{server.url}/api/version")
+        with pytest.raises(REFUSED):
+            async with await get(pool, "/api/version") as again:
+                await again.content.read()
     assert server.reached == [client.id]
 
 
@@ -311,14 +344,15 @@ async def test_client_drops_pooled_connections_of_a_disabled_server(
     client.allow(server)
     revoked: asyncio.Queue[frozenset[str]] = asyncio.Queue()
     client.tls.on_revoked(revoked.put_nowait)
-    async with aiohttp.ClientSession(connector=client.tls.connector()) as session:
-        async with session.get(f"{server.url}/api/version") as response:
+    async with pinned(client, server) as pool:
+        async with await get(pool, "/api/version") as response:
             assert response.status == 200
-            await response.read()
+            await response.content.read()
+        assert pool.idle == 1
         client.store.disable(server.id)
         assert await asyncio.wait_for(revoked.get(), WAIT) == frozenset({server.id})
         with pytest.raises(PeerNotAllowed):
-            await session.get(f"{server.url}/api/version")
+            await get(pool, "/api/version")
     assert server.reached == [client.id]
 
 
@@ -363,14 +397,11 @@ async def test_hello_introduces_a_static_peer_and_grants_nothing(
     assert await introduce(client.tls, server.url) == server.id
     assert client.store.seen()[server.id].role == "server"
     assert server.store.seen()[client.id].role == "client"
-    with pytest.raises(aiohttp.ClientError):
+    with pytest.raises(REFUSED):
         await fetch(client, server)
     # Without a certificate, anything but hello is refused.
-    connector = client.tls.connector_for_hello(lambda *_: None)
-    async with (
-        aiohttp.ClientSession(connector=connector) as session,
-        session.get(f"{server.url}/api/tags") as response,
-    ):
+    anonymous = client.tls.hello_pool("127.0.0.1", server.port, WAIT, lambda *_: None)
+    async with anonymous, await get(anonymous, "/api/tags") as response:
         assert response.status == 403
     # Both sides allow by prefix, as a user would after reading `ollana device list`.
     server.store.allow(client.id[:10])
@@ -381,19 +412,17 @@ async def test_hello_introduces_a_static_peer_and_grants_nothing(
     assert server.reached == [client.id]
 
 
-async def test_plain_http_is_refused_by_the_pinned_connector(
-    make_device: Callable[..., Awaitable[Device]],
-) -> None:
+async def test_hello_is_over_https_only(make_device: Callable[..., Awaitable[Device]]) -> None:
     client = await make_device("client", serve=False)
-    async with aiohttp.ClientSession(connector=client.tls.connector()) as session:
-        with pytest.raises(aiohttp.ClientConnectionError, match="https only"):
-            await session.get("http://127.0.0.1:9/api/version")
+    with pytest.raises(HelloError, match="https only"):
+        await introduce(client.tls, "http://127.0.0.1:9")
 
 
 async def test_tls_below_1_3_is_refused(make_device: Callable[..., Awaitable[Device]]) -> None:
     server = await make_device("server")
     ctx = client_context(None)
     ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-    async with aiohttp.ClientSession(connector=PinnedConnector(ctx, accepts=bool)) as session:
-        with pytest.raises(aiohttp.ClientError):
-            await session.get(f"{server.url}/api/version")
+    pool = ConnectionPool("127.0.0.1", server.port, ssl_context=ctx, check=_anyone)
+    async with pool:
+        with pytest.raises(ConnectFailed):  # the server ends the handshake: nothing is sent
+            await get(pool, "/api/version")

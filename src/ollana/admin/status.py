@@ -86,7 +86,7 @@ _COUNTED: Final = (
 
 
 class OllamaView(Protocol):
-    """Server mode's watch on its local Ollama (app.OllamaWatch)."""
+    """Server mode's watch on its local Ollama (local_ollama.OllamaWatch)."""
 
     @property
     def url(self) -> str:

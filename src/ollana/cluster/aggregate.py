@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -15,7 +16,7 @@ from ollana.cluster.models import Route
 from ollana.cluster.pool import Pool, Server
 from ollana.cluster.rawlist import raw_items
 from ollana.cluster.router import Router
-from ollana.http import PIN_HEADER, json_response
+from ollana.http import PIN_HEADER, error_response, json_response
 from ollana.http.client import FETCH_ERRORS
 from ollana.ollama_api import PS_PATH, TAGS_PATH, V1_MODELS_PATH, model_names, normalize_model
 
@@ -30,12 +31,16 @@ class _List:
     id_field: str  # what makes two entries the same model
     content_type: str
     skeleton: tuple[tuple[str, str], ...] = ()  # other top-level fields, as Ollama sends them
+    end: bytes = b""  # gin's c.JSON ends with none; json.Encoder (the /v1 answers) with "\n"
+    null_when_empty: bool = False
 
 
 MERGED_LISTS: Final[Mapping[str, _List]] = {
     TAGS_PATH: _List("models", "name", "application/json; charset=utf-8"),
     PS_PATH: _List("models", "name", "application/json; charset=utf-8"),
-    V1_MODELS_PATH: _List("data", "id", "application/json", (("object", "list"),)),
+    V1_MODELS_PATH: _List(
+        "data", "id", "application/json", (("object", "list"),), end=b"\n", null_when_empty=True
+    ),
 }
 
 
@@ -78,7 +83,9 @@ def merge(kind: _List, answers: list[Listed | None]) -> bytes:
                 seen.add(name)
                 merged.append(raw)
     head = "".join(f"{json.dumps(k)}:{json.dumps(v)}," for k, v in kind.skeleton)
-    return f'{{{head}"{kind.key}":[{",".join(merged)}]}}'.encode()
+    # As Ollama writes a list it built from nothing: null where its Go slice was nil.
+    array = "null" if kind.null_when_empty and not merged else f"[{','.join(merged)}]"
+    return f'{{{head}"{kind.key}":{array}}}'.encode() + kind.end
 
 
 class Aggregator:
@@ -101,9 +108,18 @@ class Aggregator:
     async def answer(self, request: web.BaseRequest) -> web.Response:
         """The merged list, in Ollama's schema; an empty one when no server is healthy."""
         kind = MERGED_LISTS[request.path]
-        servers = self._router.candidates(Route(request.path))
-        if not servers and await self._pool.wait_changed(self._wait):
-            servers = self._router.candidates(Route(request.path))
+        route = Route(request.path)
+        deadline = time.monotonic() + self._wait
+        servers = self._router.candidates(route)
+        while not servers and self._pool.expecting():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not await self._pool.wait_changed(remaining):
+                break
+            servers = self._router.candidates(route)
+        if not servers:
+            # An empty list would say "no models"; the truth is that no server is reachable.
+            why = f"no Ollama server is reachable through ollana: {self._router.why_none()}"
+            return error_response(503, why)
         answers = await asyncio.gather(*(self._fetch(kind, s, request.raw_path) for s in servers))
         return json_response(200, merge(kind, answers), kind.content_type)
 

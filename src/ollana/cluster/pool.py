@@ -14,7 +14,7 @@ from typing import Final
 
 from ollana.cluster.models import Route
 from ollana.config import HostPort, Settings
-from ollana.http.client import FETCH_ERRORS, ConnectionPool, Response
+from ollana.http.client import FETCH_ERRORS, ConnectionPool, Response, describe
 from ollana.lifecycle import Service
 from ollana.ollama_api import model_names
 
@@ -66,6 +66,7 @@ class Server:
         "attempts",
         "base_url",
         "device_id",
+        "down_reason",
         "failures",
         "inflight",
         "label",
@@ -103,6 +104,7 @@ class Server:
         self.label = device_id[:12] if device_id else str(address)
         self.state = ServerState.SUSPECT
         self.failures = 0
+        self.down_reason = ""  # why it was last marked down, for the errors apps see
         self.total_failures = 0
         self.inflight = 0
         self.requests = 0
@@ -168,9 +170,11 @@ class Pool(Service):
         self._changed = asyncio.Event()
         self._closed = False
         self._background: set[asyncio.Task[None]] = set()
+        self._started = time.monotonic()
 
     async def start(self) -> None:
         """Add the static servers (`--server`) and start probing them."""
+        self._started = time.monotonic()
         for static in self._settings.servers:
             self.add(static.address, static=True, priority=static.priority)
 
@@ -355,6 +359,30 @@ class Pool(Service):
         """Servers that may take requests now."""
         return [s for s in self._servers.values() if s.routable]
 
+    def expecting(self) -> bool:
+        """Whether a usable server may be about to appear, so that a request should wait.
+
+        In the first `wait_for_server` seconds after start (discovery's first answers, the
+        first probes), and while a server has been heard of but not probed yet.
+        """
+        if time.monotonic() - self._started < self._settings.wait_for_server:
+            return True
+        return any(s.last_ok is None and s.failures == 0 for s in self._servers.values())
+
+    def unusable(self) -> list[str]:
+        """Why each known server cannot take requests now, one phrase each."""
+        now = time.monotonic()
+        reasons = []
+        for server in self._servers.values():
+            if server.routable:
+                continue
+            since = now - (server.last_ok or self._started)
+            why = server.down_reason or "not answering"
+            reasons.append(
+                f"server {server.label} at {server.address} is down ({why}) for {since:.0f} s"
+            )
+        return reasons
+
     def passive_failure(self, server: Server, reason: str) -> None:
         """A connect error or reset on a real request: eject at once."""
         if self._try_alternate(server):
@@ -382,6 +410,8 @@ class Pool(Service):
             return
         level = logging.INFO if state is not ServerState.SUSPECT else logging.DEBUG
         log.log(level, "server %s is %s (%s)", server.label, state, reason)
+        if state is ServerState.DOWN:
+            server.down_reason = reason
         server.state = state
         self._notify()
 
@@ -423,20 +453,21 @@ class Pool(Service):
                 "/api/version", self._timings.probe_timeout
             )
             if status != 200:
-                raise ValueError(f"answered {status}")
+                error = body.get("error") if isinstance(body, dict) else None
+                raise ValueError(f"answered {status}" + (f": {error}" if error else ""))
         except FETCH_ERRORS as exc:
             if self._try_alternate(server):
                 return
             server.failures += 1
             if server.failures >= FAILURES_TO_EJECT:
-                self._set_state(server, ServerState.DOWN, f"probe failed: {exc!r}")
+                self._set_state(server, ServerState.DOWN, f"probe failed: {describe(exc)}")
                 # Only silence ends what is in flight on it: an error answer or a refused
                 # connection (a server draining its requests refuses new ones) says it is
                 # there, and its streams may still be going.
                 if isinstance(exc, TimeoutError):
                     self._abandon(server)
             elif server.state is ServerState.HEALTHY:
-                self._set_state(server, ServerState.SUSPECT, f"probe failed: {exc!r}")
+                self._set_state(server, ServerState.SUSPECT, f"probe failed: {describe(exc)}")
             return
         elapsed = time.perf_counter() - started
         server.latency = (

@@ -8,7 +8,7 @@ import math
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
@@ -57,10 +57,21 @@ class _Recent(OrderedDict[str, str]):
 class Router:
     """Orders candidate servers and opens each request on the first one that takes it."""
 
-    def __init__(self, pool: Pool, wait_for_server: float, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        wait_for_server: float,
+        metrics: Metrics,
+        *,
+        explain: Callable[[], list[str]] | None = None,
+        nobody: Callable[[], str] = lambda: "no server has been heard of",
+    ) -> None:
         self._pool = pool
         self._metrics = metrics
         self._wait = wait_for_server
+        # More reasons no server is usable (unpaired ones), and what to say when none is known.
+        self._explain = explain
+        self._nobody = nobody
         self._conversations = _Recent()
         self._blobs = _Recent()
         self._responses = _Recent()  # Responses API answer IDs -> the server that made them
@@ -141,6 +152,10 @@ class Router:
         """
         deadline = time.monotonic() + self._wait
         await self._await_model_lists(route, deadline)
+        missing = self.unreachable_holder(route)
+        if missing is not None:
+            # Not Ollama's 404 "try pulling it": that would send the user to download it again.
+            raise NoServerError(missing)
         tried: dict[str, str] = {}  # server label -> why it did not take the request
         # By identity: a server heard again at a new address is a new entry, worth a try.
         attempted: list[Server] = []
@@ -150,7 +165,9 @@ class Router:
                 remaining = deadline - time.monotonic()
                 # One that answered 503 is still routable: waiting would not change its mind.
                 busy = any(t.routable for t in attempted)
-                if busy or remaining <= 0 or not await self._pool.wait_changed(remaining):
+                if busy or remaining <= 0 or not self._pool.expecting():
+                    break
+                if not await self._pool.wait_changed(remaining):
                     break
                 continue
             metrics = self._metrics
@@ -195,9 +212,29 @@ class Router:
                 return exchange
         pin = f" matching {route.pin!r}" if route.pin else ""
         if not tried:
-            raise NoServerError(f"no ollana server{pin} is available")
+            raise NoServerError(
+                f"no Ollama server{pin} is reachable through ollana: {self.why_none()}"
+            )
         what = "; ".join(f"{label}: {why}" for label, why in tried.items())
-        raise NoServerError(f"no ollana server{pin} could take the request ({what})")
+        raise NoServerError(f"no Ollama server{pin} could take the request ({what})")
+
+    def why_none(self) -> str:
+        """Why no server can take requests: each known one and its trouble, or what was asked."""
+        reasons = self._pool.unusable() + (self._explain() if self._explain else [])
+        return "; ".join(reasons) if reasons else self._nobody()
+
+    def unreachable_holder(self, route: Route) -> str | None:
+        """An error for a model that only servers that are down have, or None."""
+        model = route.model
+        if model is None or route.pin or route.mutating:
+            return None
+        if any(model in s.models for s in self._pool.healthy()):
+            return None
+        holders = [s for s in self._pool if not s.routable and model in s.models]
+        if not holders:
+            return None
+        names = ", ".join(f"server {s.label} at {s.address}" for s in holders)
+        return f"model {model!r} is on {names}, which is unreachable now ({self.why_none()})"
 
     async def _await_model_lists(self, route: Route, deadline: float) -> None:
         """Wait while a model no known list has may be on a server whose list is on its way.
@@ -215,7 +252,9 @@ class Router:
             ):
                 return
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not await self._pool.wait_changed(remaining):
+            if remaining <= 0 or not self._pool.expecting():
+                return
+            if not await self._pool.wait_changed(remaining):
                 return
 
     def _remember(self, route: Route, server: Server) -> None:

@@ -23,13 +23,14 @@ from ollana.http.headers import (
     HOP_BY_HOP,
     PIN_HEADER,
     VERSION_HEADER,
+    continue_if_expected,
     is_ollana,
     request_headers,
 )
 from ollana.http.limits import LimitedServer, OnRefusal
 from ollana.http.listener import Listener, ListenError, WhoListens
 from ollana.http.relay import UpstreamError, open_upstream, relay
-from ollana.http.responses import error_response, json_response
+from ollana.http.responses import bare_response, error_response, json_response
 
 __all__ = [
     "FETCH_ERRORS",
@@ -49,6 +50,8 @@ __all__ = [
     "Response",
     "UpstreamError",
     "WhoListens",
+    "bare_response",
+    "continue_if_expected",
     "describe",
     "error_response",
     "is_ollana",

@@ -5,10 +5,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
-from aiohttp import hdrs
+from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-__all__ = ["HOP_BY_HOP", "PIN_HEADER", "VERSION_HEADER", "is_ollana", "request_headers"]
+__all__ = [
+    "HOP_BY_HOP",
+    "PIN_HEADER",
+    "VERSION_HEADER",
+    "continue_if_expected",
+    "is_ollana",
+    "request_headers",
+]
 
 # RFC 9110 §7.6.1 plus the de-facto ones; Host and Content-Length are re-derived per hop.
 HOP_BY_HOP: Final = frozenset(
@@ -16,6 +23,9 @@ HOP_BY_HOP: Final = frozenset(
     for h in (
         "Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
         "Proxy-Authorization", "TE", "Trailer", "Transfer-Encoding", "Upgrade", "Host",
+        # Each listener answers it itself (`continue_if_expected`); the next hop is sent the
+        # body without waiting.
+        "Expect",
     )
 )  # fmt: skip
 
@@ -29,6 +39,19 @@ _OLLANA_PREFIX: Final = "x-ollana-"
 def is_ollana(headers: Mapping[str, str]) -> bool:
     """Whether an answer carries ollana's headers (another ollana, not an Ollama)."""
     return any(name.lower().startswith(_OLLANA_PREFIX) for name in headers)
+
+
+_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+async def continue_if_expected(request: web.BaseRequest) -> None:
+    """Tell a client that sent `Expect: 100-continue` to send its body (curl waits 1 s else).
+
+    Called once the request may proceed; one that may not gets its final status instead.
+    """
+    expect = request.headers.get(hdrs.EXPECT)
+    if expect is not None and expect.lower() == "100-continue" and request.version >= (1, 1):
+        await request.writer.write(_CONTINUE)
 
 
 def request_headers(

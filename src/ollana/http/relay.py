@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import json
 import logging
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -69,7 +71,7 @@ async def open_upstream(
         # without a task pumping the stream.
         body = body.read_nowait()
         untouched = False
-    host = upstream.host
+    host = upstream.label
     try:
         response = await upstream.request(method, target, headers, body)
     except ConnectFailed as exc:
@@ -97,22 +99,35 @@ async def open_upstream(
         raise UpstreamError(502, f"{host}: {exc}", False) from exc
     status = response.status
     if status in retry_statuses:
-        # Ollama's queue is full (503), its cloud rate limit was hit (429) or it is not signed
-        # in to run a cloud model (401): another server may take it.
-        response.release()
+        # Ollama's queue is full or it is down (503), its cloud rate limit was hit (429), or
+        # it is not signed in to run a cloud model (401): another server may take it.
+        why = await _error_text(response)
         reason = _STATUS_REASONS.get(status, "busy")
-        raise UpstreamError(status, f"{host} answered {status} ({reason})", True, reason)
+        raise UpstreamError(status, f"{host} answered {status}: {why}", True, reason)
     return response
 
 
 _STATUS_REASONS: Final = {503: "busy", 429: "rate-limited", 401: "signin"}
 
 
-def _why(exc: BaseException) -> str:
-    return describe(exc.__cause__ or exc)
+async def _error_text(response: Response) -> str:
+    """The `error` of a small JSON error answer, on one line; the answer is released."""
+    try:
+        async with asyncio.timeout(_ERROR_READ_TIMEOUT), response:
+            body = await response.content.read(_ERROR_READ_LIMIT)
+        error = json.loads(body).get("error")
+    except (*_READ_ERRORS, ValueError, AttributeError):
+        return response.reason or "unavailable"
+    return " ".join(str(error).split()) if error else (response.reason or "unavailable")
 
 
 _READ_ERRORS: Final = (TimeoutError, aiohttp.ClientError)
+_ERROR_READ_TIMEOUT: Final = 1.0  # an error answer is small and comes whole
+_ERROR_READ_LIMIT: Final = 4096
+
+
+def _why(exc: BaseException) -> str:
+    return describe(exc.__cause__ or exc)
 
 
 class _Broken(Exception):
@@ -120,15 +135,18 @@ class _Broken(Exception):
 
     def __init__(self, exc: BaseException) -> None:
         super().__init__()
-        self.why = "idle timeout" if isinstance(exc, TimeoutError) else _why(exc)
+        self.silent = isinstance(exc, TimeoutError)
+        self.why = _why(exc)
 
 
 async def _end_broken(
-    response: web.StreamResponse, upstream: Response, why: str, path: str
+    response: web.StreamResponse, upstream: Response, broken: _Broken, path: str
 ) -> None:
-    log.info("upstream %s broke mid-response: %s", upstream.host, why)
+    log.info("upstream %s broke mid-response: %s", upstream.host, " ".join(broken.why.split()))
+    # What the app shows its user: what happened, on one line (not the parser's wording).
+    done = "went silent" if broken.silent else "closed the connection"
+    message = f"{upstream.host} {done} mid-answer"
     if upstream.content_type in _STREAM_TYPES:
-        message = f"upstream failed: {why}"
         await response.write(stream_error_chunk(upstream.content_type, message, path))
         await response.write_eof()
     # A body of known length cannot carry an error: closing the connection says it.
@@ -172,7 +190,7 @@ async def relay(
                 except _READ_ERRORS as exc:
                     raise _Broken(exc) from exc
         except _Broken as broken:
-            await _end_broken(response, upstream, broken.why, request.path)
+            await _end_broken(response, upstream, broken, request.path)
             return response
         if observe is not None and chunk:
             observe(chunk)

@@ -9,7 +9,7 @@ from aiohttp import hdrs, web
 
 from ollana.http._aiohttp import BareResponse
 
-__all__ = ["error_response", "json_response"]
+__all__ = ["bare_response", "error_response", "json_response"]
 
 
 def json_response(
@@ -19,8 +19,21 @@ def json_response(
     headers: Mapping[str, str] | None = None,
 ) -> web.Response:
     """A JSON answer of our own, headed as Ollama heads its answers (no Server header)."""
+    return bare_response(status, body, content_type, headers)
+
+
+def bare_response(
+    status: int,
+    body: bytes = b"",
+    content_type: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    """An answer of our own with exactly these bytes and no Server header, as Ollama's."""
     response = BareResponse(status=status, body=body, headers=headers)
-    response.headers[hdrs.CONTENT_TYPE] = content_type
+    if content_type is not None:
+        response.headers[hdrs.CONTENT_TYPE] = content_type
+    elif not body:
+        response.headers.popall(hdrs.CONTENT_TYPE, None)
     return response
 
 

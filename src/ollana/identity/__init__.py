@@ -3,7 +3,7 @@
 - certs: this device's key and self-signed certificate (load_identity)
 - ids: device IDs (SHA-256 of the certificate DER), shown grouped, typed as prefixes
 - store: allowed devices (devices.toml) and devices seen nearby (seen.toml)
-- tls / trust: SSL contexts, the pinned client connector, TLSManager (hot reload,
+- tls / trust: SSL contexts, the device pin checked after each handshake, TLSManager (hot reload,
   per-request peer checks, revocation)
 - hello: POST /ollana/v1/hello, for peers that discovery does not introduce
 """
@@ -32,7 +32,7 @@ from ollana.identity.ids import (
     short_device_id,
 )
 from ollana.identity.store import AllowResult, DeviceStore, StoreError, TrustSnapshot
-from ollana.identity.tls import DevicePin, PeerNotAllowed, PinnedConnector, peer_device_id
+from ollana.identity.tls import DevicePin, PeerNotAllowed, peer_device_id
 from ollana.identity.trust import Peer, PeerRejected, TLSManager
 
 __all__ = [
@@ -51,7 +51,6 @@ __all__ = [
     "Peer",
     "PeerNotAllowed",
     "PeerRejected",
-    "PinnedConnector",
     "SeenDevice",
     "StoreError",
     "TLSManager",

@@ -14,6 +14,7 @@ The server side is a pure function the server proxy mounts; the client side is
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -21,10 +22,11 @@ import logging
 from dataclasses import dataclass
 from typing import Final
 
-import aiohttp
+from multidict import CIMultiDict
 from yarl import URL
 
 from ollana.config import HostPort
+from ollana.http import FETCH_ERRORS, describe
 from ollana.identity.certs import Identity
 from ollana.identity.devicefile import cert_der_from
 from ollana.identity.ids import DeviceIdError, device_id_of, normalize_device_id
@@ -134,23 +136,21 @@ async def introduce(tls: TLSManager, url: str, *, timeout: float = HELLO_TIMEOUT
     TLS handshake presented, or HelloError is raised.
     """
     presented: list[str] = []
-    connector = tls.connector_for_hello(lambda device_id, _: presented.append(device_id))
     target = URL(url)
+    if target.scheme != "https" or not target.host:
+        raise HelloError(f"{url}: ollana peers are reached over https only")
+    pool = tls.hello_pool(
+        target.host, target.port or 443, timeout, lambda device_id, _: presented.append(device_id)
+    )
+    headers = CIMultiDict({"Content-Type": "application/json"})
     try:
-        async with (
-            aiohttp.ClientSession(
-                connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)
-            ) as session,
-            session.post(
-                target.with_path(HELLO_PATH),
-                data=hello_body(tls.identity),
-                headers={"Content-Type": "application/json"},
-            ) as response,
-        ):
-            body = await response.content.read(MAX_HELLO_BODY + 1)
+        async with asyncio.timeout(timeout), pool:
+            response = await pool.request("POST", HELLO_PATH, headers, hello_body(tls.identity))
+            async with response:
+                body = await response.content.read(MAX_HELLO_BODY + 1)
             status = response.status
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise HelloError(f"{url}: hello failed: {exc or type(exc).__name__}") from None
+    except FETCH_ERRORS as exc:
+        raise HelloError(f"{url}: hello failed: {describe(exc)}") from None
     if status != 200:
         raise HelloError(f"{url}: hello refused ({status}): {_error_text(body)}")
     device_id, der, _ = parse_hello(body)

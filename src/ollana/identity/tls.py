@@ -8,7 +8,8 @@ In open mode no client certificate is requested at all (CERT_NONE): Python's ssl
 cannot request a certificate and accept any, so open-mode clients are anonymous.
 
 Client side: our certificate for client auth, no chain or hostname checks; instead the
-server certificate's SHA-256 (its device ID) is checked after every handshake.
+server certificate's SHA-256 (its device ID) is checked after every handshake (DevicePin,
+run by the upstream connection pool).
 
 Session tickets are off: a resumed session skips certificate verification, and every
 new connection must prove itself against the current allow list.
@@ -19,19 +20,15 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Callable, Iterable
-from typing import Any
-
-import aiohttp
-from aiohttp import ClientRequest
 
 from ollana.identity.certs import Identity
 from ollana.identity.ids import device_id_of, format_device_id, short_device_id
 
 __all__ = [
     "TLS_MINIMUM",
+    "ConnectedFn",
     "DevicePin",
     "PeerNotAllowed",
-    "PinnedConnector",
     "client_context",
     "peer_device_id",
     "server_context",
@@ -83,11 +80,13 @@ def peer_device_id(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str | No
     return device_id_of(der) if der else None
 
 
-class PeerNotAllowed(aiohttp.ServerFingerprintMismatch):
+class PeerNotAllowed(Exception):
     """The server's certificate is not the expected device, or not an allowed one."""
 
     def __init__(self, device_id: str, expected: str | None, host: str, port: int) -> None:
-        super().__init__(bytes.fromhex(expected or ""), bytes.fromhex(device_id), host, port)
+        super().__init__(device_id, expected, host, port)
+        self.host = host
+        self.port = port
         self.device_id = device_id
         self.expected_device_id = expected
 
@@ -129,48 +128,3 @@ class DevicePin:
             raise PeerNotAllowed(device_id, self._expect, str(host), int(port))
         if self._on_connected is not None:
             self._on_connected(device_id, transport)
-
-
-class _DevicePin(aiohttp.Fingerprint):
-    """aiohttp calls check() after each TLS handshake; we compare device IDs there."""
-
-    def __init__(self, pin: DevicePin) -> None:
-        super().__init__(bytes(32))
-        self._pin = pin
-
-    def check(self, transport: asyncio.Transport) -> None:
-        self._pin.check(transport)
-
-
-class PinnedConnector(aiohttp.TCPConnector):
-    """A TCPConnector for ollana peers: always TLS with `ssl_context`, server pinned.
-
-    After each handshake the server's device ID must equal `expect` (when given: servers
-    found by discovery announce their ID) and be accepted by `accepts` (the allow list,
-    or anything in open mode); otherwise the connection is closed and the request fails
-    with PeerNotAllowed, a ServerFingerprintMismatch (so a ClientConnectionError).
-    """
-
-    def __init__(
-        self,
-        ssl_context: ssl.SSLContext,
-        *,
-        accepts: AcceptFn,
-        expect: str | None = None,
-        on_connected: ConnectedFn | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(ssl=ssl_context, **kwargs)
-        self._pinned_context = ssl_context
-        self._pin = _DevicePin(DevicePin(accepts, expect, on_connected))
-
-    def _get_ssl_context(self, req: ClientRequest) -> ssl.SSLContext | None:
-        if not req.is_ssl():
-            # A plain-HTTP URL here would bypass every check: refuse it outright.
-            raise aiohttp.ClientConnectionError(
-                f"{req.url.host}:{req.url.port}: ollana peers are reached over https only"
-            )
-        return self._pinned_context
-
-    def _get_fingerprint(self, req: ClientRequest) -> aiohttp.Fingerprint | None:
-        return self._pin

@@ -10,7 +10,7 @@ listeners are told.
 
 Handshake checks alone are not enough (a trust store also accepts a certificate that
 an allowed certificate signed, if that one is a CA), so `admit` checks the peer's exact
-fingerprint per request on the server, and PinnedConnector does on the client.
+fingerprint per request on the server, and DevicePin does after each handshake on the client.
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ollana.http import ConnectionPool
 from ollana.identity.certs import Identity
 from ollana.identity.ids import format_device_id, short_device_id
 from ollana.identity.store import WATCH_INTERVAL, DeviceStore, StoreError, TrustSnapshot
 from ollana.identity.tls import (
+    ConnectedFn,
     DevicePin,
-    PinnedConnector,
     client_context,
     peer_device_id,
     server_context,
@@ -131,30 +132,22 @@ class TLSManager(Service):
         return self._base
 
     def client_context(self) -> ssl.SSLContext:
-        """Our certificate for client auth; pair it with PinnedConnector (see connector())."""
+        """Our certificate for client auth; pair it with `device_pin()`'s check."""
         return self._client
-
-    def connector(self, *, expect: str | None = None, **kwargs: Any) -> PinnedConnector:
-        """A connector to one server: `expect` its announced device ID when known."""
-        return PinnedConnector(
-            self._client,
-            accepts=self.is_allowed,
-            expect=expect,
-            on_connected=self._track,
-            **kwargs,
-        )
 
     def device_pin(self, expect: str | None = None) -> DevicePin:
         """The handshake check for connections to one server (`expect` its announced ID)."""
         return DevicePin(self.is_allowed, expect, self._track)
 
-    def connector_for_hello(
-        self, on_connected: Callable[[str, asyncio.Transport], None]
-    ) -> PinnedConnector:
-        """A one-shot connector without client certificate that accepts any server."""
-        return PinnedConnector(
-            self._hello, accepts=lambda _: True, on_connected=on_connected, force_close=True
-        )
+    def hello_pool(
+        self, host: str, port: int, timeout: float, on_connected: ConnectedFn
+    ) -> ConnectionPool:
+        """A connection pool for hello: no client certificate, any server (it is asked who)."""
+        pin = DevicePin(lambda _: True, None, on_connected)
+        return ConnectionPool(
+            host, port, ssl_context=self._hello, check=pin.check, connect_timeout=timeout,
+            read_timeout=timeout, keepalive_timeout=0,
+        )  # fmt: skip
 
     def admit(self, transport: asyncio.Transport | None) -> Peer:
         """Check the peer of a server-side connection; cheap enough for every request.

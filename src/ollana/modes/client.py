@@ -8,18 +8,19 @@ from collections import OrderedDict
 
 from aiohttp import web
 
-from ollana.app import who_listens
 from ollana.cluster.aggregate import Aggregator
 from ollana.cluster.pool import Pool, Server
 from ollana.cluster.router import Router
 from ollana.config import HostPort, Settings
 from ollana.discovery import Announce, Goodbye, Message, Query
+from ollana.http import bare_response
 from ollana.http.client import ConnectionPool
 from ollana.http.guard import LocalGuard
 from ollana.http.listener import Listener
 from ollana.identity import HelloError, introduce, short_device_id
-from ollana.modes.base import Mode
-from ollana.modes.common import record_seen
+from ollana.local_ollama import who_listens
+from ollana.modes.mode import Mode, record_seen
+from ollana.ollama_api import ROOT_ANSWER, ROOT_CONTENT_TYPE
 from ollana.proxy.client import ClientProxy
 
 __all__ = ["ClientMode"]
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 UNPAIRED_KEPT = 256
 UNPAIRED_LOGGED = 16
+UNPAIRED_EXPLAINED = 3  # unpaired servers named in an error an app shows
 
 
 class ClientMode(Mode):
@@ -39,7 +41,13 @@ class ClientMode(Mode):
         super().__init__(settings)
         self.ollama = None  # client mode fronts no Ollama of its own
         self.pool = Pool(settings, self._upstream, scheme="https")
-        self.router = Router(self.pool, settings.wait_for_server, self.metrics)
+        self.router = Router(
+            self.pool,
+            settings.wait_for_server,
+            self.metrics,
+            explain=self._unpaired_reasons,
+            nobody=self._nobody,
+        )
         self.aggregator = Aggregator(
             self.pool, self.router, settings.wait_for_server, settings.limits.connect_timeout
         )
@@ -99,12 +107,38 @@ class ClientMode(Mode):
             check=self.tls.device_pin(server.device_id).check,
             connect_timeout=limits.connect_timeout,
             read_timeout=limits.stream_idle_timeout,
+            label=f"server {server.label} at {server.address}"
+            if server.device_id
+            else f"server {server.address}",
         )
 
     async def _local(self, request: web.BaseRequest) -> web.StreamResponse | None:
         if self.aggregator.handles(request):
             return await self.aggregator.answer(request)
+        if request.path == "/" and request.method in ("GET", "HEAD"):
+            # Ollama's own liveness answer, at once: it says this endpoint is there, whether or
+            # not a server is (tools that check "/" would otherwise decide Ollama is down).
+            return bare_response(200, ROOT_ANSWER, ROOT_CONTENT_TYPE)
         return None
+
+    def _unpaired_reasons(self) -> list[str]:
+        return [
+            f"server {short_device_id(device)} at {address} is not paired: run `ollana pair`"
+            f" on it and `ollana pair CODE` here, or `ollana device allow {device[:16]}`"
+            for device, address in reversed(self.unpaired.items())
+        ][:UNPAIRED_EXPLAINED]
+
+    def _nobody(self) -> str:
+        static = ", ".join(str(s.address) for s in self.settings.servers)
+        if static:
+            return f"none of the configured servers ({static}) has answered"
+        if not self.settings.discovery:
+            return "discovery is off and no --server is configured"
+        port = self.settings.discovery_port
+        return (
+            f"no ollana server answered discovery (UDP {port}) on this LAN: start `ollana serve`"
+            " next to an Ollama, or name one with --server HOST:11435"
+        )
 
     async def _hello(self, server: Server) -> None:
         """Introduce ourselves to a static server, so that it can learn our certificate."""

@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import aiohttp
 from aiohttp import web
 
-from ollana.app import OllamaWatch, who_listens
 from ollana.config import Settings
 from ollana.discovery import (
     Announce,
@@ -21,8 +19,8 @@ from ollana.discovery import (
 from ollana.http import error_response, json_response
 from ollana.http.listener import Listener
 from ollana.identity import HELLO_PATH, MAX_HELLO_BODY, PeerRejected, handle_hello
-from ollana.modes.base import Mode
-from ollana.modes.common import record_seen
+from ollana.local_ollama import OllamaWatch, who_listens
+from ollana.modes.mode import Mode, record_seen
 from ollana.ollama_api import allowed_read_only
 from ollana.proxy.server import ServerProxy
 
@@ -139,8 +137,4 @@ class ServerMode(Mode):
         self.discovery.set_available(watch.up)
 
     async def _watch(self) -> None:
-        session = aiohttp.ClientSession()
-        try:
-            await self.ollama.run(session)
-        finally:
-            await asyncio.shield(session.close())
+        await self.ollama.run()

@@ -16,7 +16,15 @@ from multidict import CIMultiDict
 from ollana import __version__
 from ollana.cluster.models import inspect_request
 from ollana.cluster.router import NoServerError, Router
-from ollana.http import PIN_HEADER, VERSION_HEADER, error_response, relay, request_headers
+from ollana.http import (
+    PIN_HEADER,
+    VERSION_HEADER,
+    bare_response,
+    continue_if_expected,
+    error_response,
+    relay,
+    request_headers,
+)
 from ollana.http.guard import LocalGuard
 from ollana.logs import access_log
 from ollana.metrics import NO_SERVER
@@ -78,7 +86,9 @@ class ClientProxy:
                     self._metrics.refused("guard")
                 return error_response(403, decision.error or "forbidden", self._tag)
             if decision.status is not None:
-                return web.Response(status=decision.status, headers=CIMultiDict(decision.headers))
+                headers = CIMultiDict(decision.headers)
+                headers.extend(self._tag)
+                return bare_response(decision.status, headers=headers)
             extra.extend(decision.headers)
         if self._local is not None:
             answered = await self._local(request)
@@ -92,6 +102,7 @@ class ClientProxy:
     ) -> web.StreamResponse:
         body: bytes | aiohttp.StreamReader | None = None
         if request.body_exists:
+            await continue_if_expected(request)
             length = request.content_length
             if length is not None and length <= self._retry_buffer:
                 # Kept whole so that it can be sent again to another server.

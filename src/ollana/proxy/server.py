@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 import logging
-import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 
 from aiohttp import web
-from yarl import URL
 
 from ollana import __version__
 from ollana.config import Limits
 from ollana.http import (
     VERSION_HEADER,
     UpstreamError,
+    continue_if_expected,
     error_response,
     open_upstream,
     relay,
     request_headers,
 )
-from ollana.http.client import ConnectionPool
+from ollana.local_ollama import ollama_pool
 from ollana.logs import access_log
 from ollana.metrics import LOCAL_OLLAMA, NO_SERVER, Metrics
 from ollana.ollama_api import route_label
@@ -48,16 +47,10 @@ class ServerProxy:
         gate: Gate | None = None,
         metrics: Metrics | None = None,
     ) -> None:
-        url = URL(ollama_url)
-        self._prefix = url.raw_path.rstrip("/")  # an OLLAMA_HOST path prefixes every target
-        https = url.scheme == "https"
         self._metrics = metrics
         self._gate = gate
-        self.upstream = ConnectionPool(
-            url.raw_host or "127.0.0.1",
-            url.port or (443 if https else 80),
-            # An https Ollama is verified as any web server is.
-            ssl_context=ssl.create_default_context() if https else None,
+        self.upstream, self._prefix = ollama_pool(
+            ollama_url,
             connect_timeout=limits.connect_timeout,
             read_timeout=limits.stream_idle_timeout,
         )
@@ -72,7 +65,10 @@ class ServerProxy:
             if answered is not None:
                 self._finished(request, answered.status, NO_SERVER, started)
                 return answered
-        body = request.content if request.body_exists else None
+        body = None
+        if request.body_exists:
+            await continue_if_expected(request)
+            body = request.content
         if metrics is not None:
             metrics.request_started(LOCAL_OLLAMA)
         status = 599
@@ -90,7 +86,7 @@ class ServerProxy:
                 # that a client tries another server with the copy of the body it kept. (A
                 # timeout may mean Ollama is still at it: that one is not retried.)
                 status = 503 if exc.reason in _ANSWERED_NOTHING else exc.status
-                return error_response(status, f"ollama: {exc}", self._tag)
+                return error_response(status, str(exc), self._tag)
             status = upstream.status
             if metrics is not None:
                 metrics.upstream_ttfb(LOCAL_OLLAMA, time.perf_counter() - started)

@@ -61,10 +61,13 @@ class ConnectionPool:
         connect_timeout: float = 5.0,
         read_timeout: float = 300.0,
         keepalive_timeout: float = KEEPALIVE_TIMEOUT,
+        label: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        # How errors name this origin ("server 3f2a9c01 at 10.0.0.5:11435"): host and port.
+        self.label = label or self.authority
         self._ssl = ssl_context
         self._check = check
         self._connect_timeout = connect_timeout
@@ -216,7 +219,7 @@ class ConnectionPool:
             conn.abort()
             raise
         return Response(
-            conn, message, payload, host=self.host, give_back=self._give_back, pump=pump
+            conn, message, payload, host=self.label, give_back=self._give_back, pump=pump
         )
 
     def _give_back(self, conn: Connection, pump: asyncio.Task[None] | None) -> None:

@@ -1,4 +1,4 @@
-"""What both modes share: identity and trust, metrics, the admin API, staged close."""
+"""What both modes share: identity and trust, discovery, metrics, the admin API, staged close."""
 
 from __future__ import annotations
 
@@ -12,13 +12,12 @@ from typing import Any, Self
 
 from ollana.admin import AdminListener, create_admin_app
 from ollana.config import Settings
-from ollana.discovery import DiscoveryService, OnMessage, Role
+from ollana.discovery import DiscoveryService, OnMessage, Role, TargetSet
 from ollana.http.listener import Listener
-from ollana.identity import SeenDevice
+from ollana.identity import DeviceStore, SeenDevice, StoreError, TLSManager, load_identity
 from ollana.metrics import Metrics
-from ollana.modes.common import discovery_targets, nearby, trust
 
-__all__ = ["Mode"]
+__all__ = ["Mode", "discovery_targets", "nearby", "record_seen", "trust"]
 
 log = logging.getLogger(__name__)
 
@@ -110,3 +109,42 @@ class Mode:
     def nearby(self) -> list[SeenDevice]:
         """Devices heard on the LAN that are not allowed here."""
         return nearby(self.tls)
+
+
+def trust(settings: Settings) -> TLSManager:
+    """This device's identity and allow list, as the TLS layer uses them."""
+    identity = load_identity(settings.home)
+    return TLSManager(identity, DeviceStore(settings.home), open_mode=settings.open)
+
+
+def discovery_targets(settings: Settings) -> TargetSet:
+    """Where discovery datagrams go: interface broadcasts, 255.255.255.255, configured ones."""
+    return TargetSet.from_settings(settings.discovery_targets, settings.discovery_port)
+
+
+def record_seen(tls: TLSManager, device: str, address: str, role: str, cert: bytes | None) -> None:
+    """Remember a device heard on the LAN, so `ollana device list` can offer it for pairing.
+
+    The store writes a file (rarely: unchanged devices at most once a minute), so off the loop.
+    """
+    if not cert or not device:
+        return
+
+    def record() -> None:
+        try:
+            tls.store.record_seen(device, address, role, cert)
+        except (ValueError, StoreError) as exc:
+            log.debug("not recording device %s: %s", device[:12], exc)
+
+    asyncio.get_running_loop().run_in_executor(None, record)
+
+
+def nearby(tls: TLSManager) -> list[SeenDevice]:
+    """Devices heard on the LAN that are not allowed (yet), newest first."""
+    try:
+        seen = tls.store.seen()
+    except StoreError as exc:
+        log.warning("cannot read the devices seen nearby: %s", exc)
+        return []
+    devices = [d for d in seen.values() if not tls.is_allowed(d.device_id)]
+    return sorted(devices, key=lambda d: d.last_seen, reverse=True)
