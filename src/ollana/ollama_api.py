@@ -15,7 +15,6 @@ from typing import Final, Literal
 __all__ = [
     "ANTHROPIC_MESSAGES_PATH",
     "BLOBS_PATH",
-    "CLOUD_SUFFIX",
     "ENDPOINTS",
     "EXPERIMENTAL_PATH",
     "HELLO_PATH",
@@ -57,7 +56,6 @@ RESPONSES_PATH: Final = "/v1/responses"
 TRANSCRIPTIONS_PATH: Final = "/v1/audio/transcriptions"
 HELLO_PATH: Final = "/ollana/v1/hello"  # ollana's own, on the server port
 OTHER_ROUTE: Final = "other"
-CLOUD_SUFFIX: Final = ":cloud"  # a model run on ollama.com through the local Ollama
 # Where an Ollama that is not signed in sends its user (name and key follow).
 SIGNIN_URL: Final = "https://ollama.com/connect?name={name}&key={key}"
 # What Ollama answers at GET / (gin's c.String: text/plain; charset=utf-8, no newline).

@@ -33,6 +33,7 @@ AFFINITY_ENTRIES: Final = 4096
 # Answered statuses another server may not give: Ollama's full queue, a cloud model's rate
 # limit, a cloud model on an Ollama not signed in to ollama.com (its only 401 on a model).
 RETRY_STATUSES: Final = frozenset({503, 429, 401})
+RESPONSE_ID_WITHIN: Final = 4096  # a Responses answer names its id in its first event
 _RESPONSE_ID: Final = re.compile(rb'"id"\s*:\s*"(resp[_-][^"\\]{1,120})"')
 
 
@@ -86,11 +87,22 @@ class Router:
             servers.sort(key=lambda s: s.key != made)
         return servers
 
-    def learn_response(self, first_bytes: bytes, server: Server) -> None:
-        """Remember which server made the Responses answer whose first bytes these are."""
-        found = _RESPONSE_ID.search(first_bytes)
-        if found is not None:
-            self._responses.remember(found[1].decode("ascii", "replace"), server.key)
+    def response_watch(self, server: Server) -> Callable[[bytes], bool]:
+        """A watch on a Responses answer's first bytes: the server that made its `id` is kept.
+
+        It reads at most RESPONSE_ID_WITHIN bytes, and says when it is done.
+        """
+        seen = bytearray()
+
+        def watch(chunk: bytes) -> bool:
+            seen.extend(chunk[: RESPONSE_ID_WITHIN - len(seen)])
+            found = _RESPONSE_ID.search(seen)
+            if found is not None:
+                self._responses.remember(found[1].decode("ascii", "replace"), server.key)
+                return True
+            return len(seen) >= RESPONSE_ID_WITHIN
+
+        return watch
 
     async def unload_elsewhere(
         self, method: str, path_qs: str, headers: CIMultiDict[str], body: bytes, exchange: Exchange

@@ -157,11 +157,11 @@ async def relay(
     request: web.BaseRequest,
     upstream: Response,
     extra_headers: Mapping[str, str] | None = None,
-    observe: Callable[[bytes], object] | None = None,
+    observe: Callable[[bytes], bool] | None = None,
 ) -> web.StreamResponse:
     """Stream an upstream response to the client chunk by chunk; a broken stream ends cleanly.
 
-    `observe`, if given, sees the first bytes of the body as they pass (once).
+    `observe`, if given, sees the body's chunks as they pass until it returns True.
     """
     headers = request_headers(upstream.headers, extra_headers)
     headers.setdefault(hdrs.SERVER, "")  # none upstream: none from us either (HeldStream)
@@ -180,8 +180,7 @@ async def relay(
             except _READ_ERRORS as exc:
                 raise _Broken(exc) from exc
             while not content.at_eof():
-                if observe is not None and chunk:
-                    observe(chunk)
+                if observe is not None and chunk and observe(chunk):
                     observe = None
                 # (An empty write sends a held head: the client learns the answer started.)
                 await write(chunk)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -139,7 +138,7 @@ class ClientProxy:
         observe = None
         if route.path == RESPONSES_PATH and status == 200:
             # previous_response_id is known only where the response was made.
-            observe = functools.partial(self._router.learn_response, server=exchange.server)
+            observe = self._router.response_watch(exchange.server)
         try:
             if route.unload and isinstance(body, bytes):
                 await self._router.unload_elsewhere(
