@@ -12,7 +12,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import platformdirs
 
@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_DISCOVERY_PORT",
     "DEFAULT_OLLAMA_PORT",
     "DEFAULT_SERVER_PORT",
+    "LOG_LEVELS",
     "ConfigError",
     "HostPort",
     "Limits",
@@ -367,7 +368,8 @@ def _list(item: Callable[[object], Any]) -> Callable[[object], tuple[Any, ...]]:
     return parse
 
 
-_LOG_LEVELS = ("trace", "debug", "info", "warn", "warning", "error", "critical", "off")
+# The log levels every command and the docs offer (ollana.logs.LEVELS maps each).
+LOG_LEVELS: Final = ("trace", "debug", "info", "warn", "warning", "error", "critical", "off")
 
 # Each setting: its parser. Nested groups are addressed as "limits.x" / "timings.x".
 _PARSERS: dict[str, Callable[[object], Any]] = {
@@ -390,7 +392,7 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "daemon": _bool,
     "pid_file": _path,
     "log_file": _path,
-    "log_level": _choice(*_LOG_LEVELS),
+    "log_level": _choice(*LOG_LEVELS),
     "log_format": _choice("text", "json"),
     "origins": _list(_text),
     "allowed_hosts": _list(_text),

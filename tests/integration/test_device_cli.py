@@ -56,8 +56,13 @@ def test_allow_list_disable_round_trip(tmp_path: Path) -> None:
     lines = listed.stdout.splitlines()
     assert lines[lines.index("Allowed devices:") + 1].strip().startswith(grouped)
     removed = run(tmp_path, "disable", device_id[:8])
-    assert (removed.exit_code, removed.stdout) == (0, f"Removed Device ID: {grouped}\n")
-    missing = run(tmp_path, "disable", device_id[:8])
+    assert (removed.exit_code, removed.stdout) == (
+        0,
+        f"Disabled Device ID {grouped}: removed from the allow list"
+        " (`ollana device allow` adds it back)\n",
+    )
+    assert device_id not in DeviceStore(tmp_path).allowed()  # removed, not kept disabled
+    missing = run(tmp_path, "remove", device_id[:8])  # another name for the same
     assert missing.exit_code == 1
     assert missing.stdout == f"Device ID {device_id[:8]} is not allowed\n"
 

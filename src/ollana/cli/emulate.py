@@ -10,9 +10,10 @@ import sys
 import click
 
 from ollana import lifecycle
+from ollana.cli.options import LOG_LEVEL_CHOICE
 from ollana.config import DEFAULT_OLLAMA_PORT, HostPort, parse_host_port
 from ollana.emulator import DEFAULT_MODELS, EmulatorConfig, ModelStore, run_emulator
-from ollana.logs import LEVELS, setup_logging
+from ollana.logs import setup_logging
 
 __all__ = ["emulate"]
 
@@ -42,7 +43,7 @@ async def _serve(config: EmulatorConfig, address: HostPort) -> None:
         await run_emulator(config, address.host, address.port, ready=ready)
 
 
-@click.command()
+@click.command(short_help="An Ollama-API server with a deterministic model.")
 @click.option(
     "--listen",
     default=f"127.0.0.1:{DEFAULT_OLLAMA_PORT}",
@@ -72,7 +73,7 @@ async def _serve(config: EmulatorConfig, address: HostPort) -> None:
 )
 @click.option(
     "--log-level",
-    type=click.Choice(list(LEVELS), case_sensitive=False),
+    type=LOG_LEVEL_CHOICE,
     default="info",
     show_default=True,
 )

@@ -15,7 +15,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ollana.config import DEFAULT_ADMIN_PORT, ConfigError, HostPort, load_settings, parse_host_port
+from ollana.cli.options import home_options, settings
+from ollana.config import DEFAULT_ADMIN_PORT, ConfigError, HostPort, parse_host_port
 from ollana.identity import format_device_id, short_device_id
 
 __all__ = ["status"]
@@ -28,6 +29,7 @@ STATE_STYLES: Final = {"healthy": "green", "suspect": "yellow", "down": "red"}
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @click.option("--admin", "admin", metavar="HOST:PORT",
               help="The admin API to ask  [default: the admin_listen setting]")  # fmt: skip
+@home_options
 def status(as_json: bool, admin: str | None) -> None:
     """Show the running ollana: mode, servers, models, counters."""
     address = _admin_address(admin)
@@ -43,7 +45,7 @@ def _admin_address(given: str | None) -> HostPort:
         if given is not None:
             address = parse_host_port(given, DEFAULT_ADMIN_PORT)
         else:
-            found = load_settings({}).admin_listen
+            found = settings({}).admin_listen
             if found is None:
                 raise click.ClickException(
                     "the admin API is off in the settings (admin_listen = off);"
