@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -248,6 +249,41 @@ async def test_a_zstd_body_is_routed_by_its_model_and_forwarded_unchanged(
     status, server, answer = await post(lan.url + "/v1/chat/completions", None, zstd, body)
     assert status == 400 and server
     assert answer == {"error": "failed to decompress request body"}
+
+
+@contextlib.asynccontextmanager
+async def recording(models: tuple[str, ...]) -> AsyncIterator[tuple[str, list[tuple[str, bytes]]]]:
+    """An Ollama that answers every generation with {} and keeps its encoding and body."""
+    seen: list[tuple[str, bytes]] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        if request.path in ("/api/tags", "/api/ps"):
+            listed = models if request.path == "/api/tags" else ()
+            return web.json_response({"models": [{"name": m, "model": m} for m in listed]})
+        if request.path != "/api/version":
+            seen.append((request.headers.get("Content-Encoding", ""), await request.read()))
+        return web.json_response({"version": "0.33.0"})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None, auto_decompress=False)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}", seen
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_gzip_body_reaches_ollama_as_it_was_sent(lan_root: Cluster) -> None:
+    async with recording(("phi3:latest",)) as (url, seen):
+        other = await emulator(lan_root, EmulatorConfig(models=("llama3.2",)))
+        lan = await start(lan_root, {"rec": url, "other": other}, {"other": 9})
+        body = gzip.compress(json.dumps({"model": "phi3", "messages": CHAT}).encode())
+        headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+        status, server, _ = await post(lan.url + "/api/chat", None, headers, body)
+        assert (status, lan.who(server)) == (200, "rec")  # routed by the model inside
+        assert seen == [("gzip", body)]
 
 
 # --- a stream that breaks mid-way, in each API's own framing ----------------------------------
