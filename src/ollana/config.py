@@ -22,10 +22,13 @@ __all__ = [
     "DEFAULT_ADMIN_PORT",
     "DEFAULT_CLIENT_PORT",
     "DEFAULT_DISCOVERY_PORT",
+    "DEFAULT_MAX_QUEUE",
+    "DEFAULT_OLLAMA_PARALLEL",
     "DEFAULT_OLLAMA_PORT",
     "DEFAULT_SERVER_PORT",
     "LOG_LEVELS",
     "ConfigError",
+    "DeviceRule",
     "HostPort",
     "Limits",
     "Settings",
@@ -43,6 +46,9 @@ DEFAULT_CLIENT_PORT = 11434
 DEFAULT_SERVER_PORT = 11435
 DEFAULT_DISCOVERY_PORT = 11436
 DEFAULT_ADMIN_PORT = 11437
+# Ollama's own defaults: OLLAMA_NUM_PARALLEL (1 since Ollama 0.11) and OLLAMA_MAX_QUEUE (512).
+DEFAULT_OLLAMA_PARALLEL = 1
+DEFAULT_MAX_QUEUE = 512
 
 Mode = Literal["auto", "server", "client"]
 
@@ -80,6 +86,19 @@ class StaticServer:
 
     def __str__(self) -> str:
         return f"{self.address}@{self.priority}" if self.priority else str(self.address)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRule:
+    """`[devices.<id-or-name>]` in the config file: one device's share of a server.
+
+    `key` is an ID prefix (8+ hex digits) or a device name, as written; `max_concurrent`
+    of 0 means no limit of its own; `weight` 2 gets twice the turns of weight 1.
+    """
+
+    key: str
+    max_concurrent: int = 0
+    weight: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +163,10 @@ class Settings:
     home: Path = field(default_factory=lambda: default_home())  # noqa: PLW0108 (defined below)
     origins: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
+    ollama_parallel: int = DEFAULT_OLLAMA_PARALLEL  # server: Ollama's slots; 0: no queue
+    max_queue: int = DEFAULT_MAX_QUEUE  # server: requests waiting beyond this get 503
+    usage: bool = True  # server: count usage per device and model in usage.sqlite
+    devices: tuple[DeviceRule, ...] = ()
     limits: Limits = field(default_factory=Limits)
     timings: Timings = field(default_factory=Timings)
 
@@ -342,6 +365,36 @@ def _size(raw: object) -> int:
     return value
 
 
+def _count(raw: object) -> int:
+    value = _int(raw)
+    if value < 0:
+        raise ValueError(f"expected 0 or more, got {value}")
+    return value
+
+
+_DEVICE_KEYS = {"max_concurrent", "weight"}
+
+
+def _devices(raw: object) -> tuple[DeviceRule, ...]:
+    if not isinstance(raw, dict):
+        raise ValueError("set it in the config file, a table per device: [devices.<id-or-name>]")
+    rules = []
+    for key, table in raw.items():
+        if not isinstance(table, dict):
+            raise ValueError(f"devices.{key}: expected a table with max-concurrent and weight")
+        values = {name.replace("-", "_"): value for name, value in table.items()}
+        unknown = sorted(set(values) - _DEVICE_KEYS)
+        if unknown:
+            raise ValueError(f"devices.{key}: unknown setting {unknown[0]!r}")
+        weight = values.get("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, int | float):
+            raise ValueError(f"devices.{key}: weight must be a number, got {weight!r:.40}")
+        if not math.isfinite(weight) or weight <= 0:
+            raise ValueError(f"devices.{key}: weight must be more than 0, got {weight!r:.40}")
+        rules.append(DeviceRule(str(key), _count(values.get("max_concurrent", 0)), float(weight)))
+    return tuple(rules)
+
+
 def _choice(*choices: str) -> Callable[[object], str]:
     def parse(raw: object) -> str:
         text = _text(raw).lower()
@@ -396,6 +449,10 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "log_format": _choice("text", "json"),
     "origins": _list(_text),
     "allowed_hosts": _list(_text),
+    "ollama_parallel": _count,
+    "max_queue": _count,
+    "usage": _bool,
+    "devices": _devices,
 }
 for _f in dataclasses.fields(Limits):
     _PARSERS[f"limits.{_f.name}"] = _seconds if _f.type == "float" else _size
@@ -406,6 +463,7 @@ for _f in dataclasses.fields(Timings):
 _ENV_ALIASES = {
     "OLLAMA_HOST": "ollama",
     "OLLAMA_ORIGINS": "origins",
+    "OLLAMA_NUM_PARALLEL": "ollama_parallel",
     "OLLANA_LOG": "log_level",
     "RUST_LOG": "log_level",
 }

@@ -1,4 +1,4 @@
-"""The admin HTTP API: /healthz, /status, /metrics and the dashboard page at /.
+"""The admin HTTP API: /healthz, /status, /metrics, /usage and the dashboard page at /.
 
 Read-only, and loopback by default. No CORS headers are sent, so other origins cannot
 read it from a browser; the Host header is checked as on the local endpoint, so that a web
@@ -21,11 +21,13 @@ from typing import Final
 from aiohttp import web
 
 from ollana.admin.status import StatusSource, status_document
+from ollana.admin.usage import BY, DEFAULT_SINCE, parse_since, usage_document
 from ollana.config import HostPort
 from ollana.http.guard import check_host
 from ollana.http.listener import ListenError
 from ollana.lifecycle import Service
 from ollana.metrics import Metrics
+from ollana.usage import UsageStoreError
 
 __all__ = ["DASHBOARD", "AdminListener", "create_admin_app"]
 
@@ -80,6 +82,25 @@ def create_admin_app(source: StatusSource, metrics: Metrics) -> web.Application:
     async def metrics_text(request: web.Request) -> web.Response:
         return web.Response(body=metrics.render(), headers={"Content-Type": metrics.content_type})
 
+    async def usage(request: web.Request) -> web.Response:
+        by = request.query.get("by", "device")
+        try:
+            since = parse_since(request.query.get("since", DEFAULT_SINCE))
+            if by not in BY:
+                raise ValueError(f"by {by!r}: expected one of {', '.join(BY)}")
+        except ValueError as exc:
+            return _json(400, {"error": str(exc)})
+        try:
+            document = await asyncio.to_thread(
+                usage_document,
+                source.settings.home,
+                since,
+                by,  # type: ignore[arg-type]
+            )
+        except UsageStoreError as exc:
+            return _json(503, {"error": str(exc)})
+        return _json(200, document)
+
     async def dashboard(request: web.Request) -> web.Response:
         return web.Response(text=page, content_type="text/html", headers=page_headers)
 
@@ -88,6 +109,7 @@ def create_admin_app(source: StatusSource, metrics: Metrics) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/status", status)
     app.router.add_get("/metrics", metrics_text)
+    app.router.add_get("/usage", usage)
     return app
 
 

@@ -67,6 +67,13 @@ async def _serve(config: EmulatorConfig, address: HostPort) -> None:
     help="Pace answers at N tokens a second (default: as fast as possible).",
 )
 @click.option(
+    "--parallel",
+    type=click.IntRange(min=0),
+    default=0,
+    metavar="N",
+    help="Run N generations at once, the rest in turn, as OLLAMA_NUM_PARALLEL (0: no limit).",
+)
+@click.option(
     "--signed-out",
     is_flag=True,
     help="Act as an Ollama not signed in to ollama.com: cloud models and /api/me answer 401.",
@@ -78,10 +85,12 @@ async def _serve(config: EmulatorConfig, address: HostPort) -> None:
     show_default=True,
 )
 def emulate(
+    *,
     listen: HostPort,
     models: tuple[str, ...],
     tokens_per_second: float | None,
     signed_out: bool,
+    parallel: int,
     log_level: str,
 ) -> None:
     """Run an Ollama-API server with a deterministic model (tests, benchmarks, demo)."""
@@ -90,6 +99,7 @@ def emulate(
         config = EmulatorConfig(
             models=models or DEFAULT_MODELS,
             tokens_per_second=tokens_per_second,
+            parallel=parallel,
             signed_in=not signed_out,
         )
         ModelStore(config.models)  # a bad name is a usage error, not a crash once running

@@ -87,6 +87,17 @@ log = logging.getLogger(__name__)
     "--allow-management", is_flag=True, default=None, help="Server: with --open, allow it."
 )
 @click.option("--priority", type=int, help="Server: announced priority (higher wins).")
+@click.option(
+    "--ollama-parallel",
+    type=int,
+    metavar="N",
+    help="Server: requests Ollama runs at once (OLLAMA_NUM_PARALLEL, else 1); more wait"
+    " in a fair queue. 0: no queue.",
+)
+@click.option("--max-queue", type=int, metavar="N", help="Server: more waiting get 503 (512).")
+@click.option(
+    "--no-usage", "usage", flag_value=False, default=None, help="Server: do not record usage."
+)
 @click.option("--retry-buffer", metavar="SIZE", help="Client: bodies kept for retry (16M).")
 @click.option("--wait-for-server", metavar="SECONDS", help="Client: wait for a server (5).")
 @click.option(

@@ -87,20 +87,25 @@ class Router:
             servers.sort(key=lambda s: s.key != made)
         return servers
 
-    def response_watch(self, server: Server) -> Callable[[bytes], bool]:
-        """A watch on a Responses answer's first bytes: the server that made its `id` is kept.
+    def response_watch(
+        self, server: Server, then: Callable[[bytes], None] | None = None
+    ) -> Callable[[bytes], None]:
+        """A relay's `on_chunk` that keeps which server made a Responses answer's `id`.
 
-        It reads at most RESPONSE_ID_WITHIN bytes, and says when it is done.
+        It looks at most RESPONSE_ID_WITHIN bytes into the answer; `then` sees every chunk.
         """
         seen = bytearray()
 
-        def watch(chunk: bytes) -> bool:
+        def watch(chunk: bytes) -> None:
+            if then is not None:
+                then(chunk)
+            if len(seen) >= RESPONSE_ID_WITHIN:
+                return
             seen.extend(chunk[: RESPONSE_ID_WITHIN - len(seen)])
             found = _RESPONSE_ID.search(seen)
             if found is not None:
                 self._responses.remember(found[1].decode("ascii", "replace"), server.key)
-                return True
-            return len(seen) >= RESPONSE_ID_WITHIN
+                seen.extend(bytes(RESPONSE_ID_WITHIN))  # done: look no further
 
         return watch
 

@@ -258,8 +258,13 @@ class DiscoveryService(Service):
             self._send_all(self._goodbye())
         self._wake.set()
 
-    def update_announce(self, *, models: str | None = None, ollama: str | None = None) -> None:
-        """Server: change what announces carry (models digest, Ollama version); announce now."""
+    def update_announce(
+        self, *, models: str | None = None, ollama: str | None = None, queue: int | None = None
+    ) -> None:
+        """Server: change what announces carry (models digest, Ollama version); announce now.
+
+        A new queue length alone waits for the next announce: it changes too often.
+        """
         if not isinstance(self._hello, Announce):
             return
         hello = self._hello
@@ -267,10 +272,12 @@ class DiscoveryService(Service):
             hello,
             models=hello.models if models is None else models,
             ollama=hello.ollama if ollama is None else ollama,
+            queue=hello.queue if queue is None else queue,
         )
         if updated != hello:
             self._hello = updated
-            self._wake.set()
+            if (updated.models, updated.ollama) != (hello.models, hello.ollama):
+                self._wake.set()
 
     def query(self) -> None:
         """Client: send a query to every target now."""

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from ollana.emulator.account import Account
 from ollana.emulator.anthropic import AnthropicApi
@@ -58,6 +59,7 @@ class EmulatorConfig:
     version: str = "0.5.7"
     origins: tuple[str, ...] = ()  # allowed beside Ollama's defaults, as OLLAMA_ORIGINS adds
     signed_in: bool = True  # to ollama.com: signed out, cloud models and /api/me answer 401
+    parallel: int = 0  # like OLLAMA_NUM_PARALLEL: generations at once, the rest wait in turn
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +159,26 @@ async def _no_server_header(request: web.Request, response: web.StreamResponse) 
     response.headers.popall("Server", None)
 
 
+_GENERATIONS = frozenset({
+    "/api/generate", "/api/chat", "/api/embed", "/api/embeddings", "/v1/chat/completions",
+    "/v1/completions", "/v1/embeddings",
+})  # fmt: skip
+
+
+def _one_queue(parallel: int) -> Middleware:
+    """Ollama's scheduling: `parallel` generations at once, the rest first come, first served."""
+    slots = asyncio.Semaphore(parallel)  # asyncio wakes its waiters in order
+
+    @web.middleware
+    async def queue(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method != "POST" or request.path not in _GENERATIONS:
+            return await handler(request)
+        async with slots:
+            return await handler(request)
+
+    return queue
+
+
 def create_app(config: EmulatorConfig) -> web.Application:
     """An aiohttp application that answers as Ollama does."""
     store = ModelStore(config.models)
@@ -166,10 +188,10 @@ def create_app(config: EmulatorConfig) -> web.Application:
     interval = 1.0 / tps if tps and tps > 0 else 0.0
     guard = Guard(config.origins)
     account = Account(config.signed_in)
-    app = web.Application(
-        client_max_size=MAX_BODY,
-        middlewares=[guard.middleware, zstd_bodies, account.cloud_guard],
-    )
+    middlewares: list[Middleware] = [guard.middleware, zstd_bodies, account.cloud_guard]
+    if config.parallel > 0:
+        middlewares.append(_one_queue(config.parallel))
+    app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
     app[STATS_KEY] = stats
     app[STORE_KEY] = store
     app.on_response_prepare.append(_no_server_header)

@@ -157,11 +157,11 @@ async def relay(
     request: web.BaseRequest,
     upstream: Response,
     extra_headers: Mapping[str, str] | None = None,
-    observe: Callable[[bytes], bool] | None = None,
+    on_chunk: Callable[[bytes], None] | None = None,
 ) -> web.StreamResponse:
     """Stream an upstream response to the client chunk by chunk; a broken stream ends cleanly.
 
-    `observe`, if given, sees the body's chunks as they pass until it returns True.
+    `on_chunk` sees every body chunk as it passes (a usage meter): it must be quick.
     """
     headers = request_headers(upstream.headers, extra_headers)
     headers.setdefault(hdrs.SERVER, "")  # none upstream: none from us either (HeldStream)
@@ -180,8 +180,8 @@ async def relay(
             except _READ_ERRORS as exc:
                 raise _Broken(exc) from exc
             while not content.at_eof():
-                if observe is not None and chunk and observe(chunk):
-                    observe = None
+                if on_chunk is not None:
+                    on_chunk(chunk)
                 # (An empty write sends a held head: the client learns the answer started.)
                 await write(chunk)
                 try:
@@ -191,8 +191,8 @@ async def relay(
         except _Broken as broken:
             await _end_broken(response, upstream, broken, request.path)
             return response
-        if observe is not None and chunk:
-            observe(chunk)
+        if on_chunk is not None:
+            on_chunk(chunk)
         # The last bytes, the chunked-encoding end marker and a head still held leave together.
         await response.write_eof(chunk)
     finally:

@@ -22,6 +22,7 @@ from ollana.local_ollama import who_listens
 from ollana.modes.mode import Mode, record_seen
 from ollana.ollama_api import ROOT_ANSWER, ROOT_CONTENT_TYPE
 from ollana.proxy.client import ClientProxy
+from ollana.usage import USAGE_FILE, UsageStore
 
 __all__ = ["ClientMode"]
 
@@ -48,6 +49,7 @@ class ClientMode(Mode):
             explain=self._unpaired_reasons,
             nobody=self._nobody,
         )
+        self.usage = UsageStore(settings.home / USAGE_FILE) if settings.usage else None
         self.aggregator = Aggregator(
             self.pool, self.router, settings.wait_for_server, settings.limits.connect_timeout
         )
@@ -62,6 +64,7 @@ class ClientMode(Mode):
                 check_hosts=_is_loopback(settings.listen_address(server_mode=False).host),
             ),
             metrics=self.metrics,
+            usage=self.usage,
         )
         self.listener = Listener(
             self.proxy.handle,
@@ -77,6 +80,8 @@ class ClientMode(Mode):
 
     async def _start(self) -> None:
         self._stack.callback(self.tls.on_revoked(self._revoked))
+        if self.usage is not None:  # entered first: it closes after the listener drained
+            await self._stack.enter_async_context(self.usage)
         await self._stack.enter_async_context(self.pool)
         self._stack.callback(self.metrics.watch_pool(self.pool))
         await self._stack.enter_async_context(self.listener)

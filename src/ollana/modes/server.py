@@ -16,13 +16,18 @@ from ollana.discovery import (
     models_digest,
     safe_version,
 )
+from ollana.discovery.protocol import QUEUE_MAX
 from ollana.http import error_response, json_response
 from ollana.http.listener import Listener
 from ollana.identity import HELLO_PATH, MAX_HELLO_BODY, PeerRejected, handle_hello
 from ollana.local_ollama import OllamaWatch, who_listens
 from ollana.modes.mode import Mode, record_seen
+from ollana.modes.sharing import DeviceBook
 from ollana.ollama_api import allowed_read_only
-from ollana.proxy.server import ServerProxy
+from ollana.proxy.admission import FairQueue
+from ollana.proxy.server import PEER_DEVICE, ServerProxy
+from ollana.usage import USAGE_FILE, UsageStore
+from ollana.usage.prometheus import DeviceMetrics
 
 __all__ = ["ServerMode"]
 
@@ -37,8 +42,28 @@ class ServerMode(Mode):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.pool = None  # server mode routes to its one local Ollama
+        self.devices = DeviceBook(self.tls.store, settings.devices)
+        device_metrics = DeviceMetrics(self.metrics.registry)
+        self.queue: FairQueue | None = None
+        if settings.ollama_parallel > 0:
+            self.queue = FairQueue(
+                settings.ollama_parallel,
+                settings.max_queue,
+                self.devices.limit_of,
+                on_wait=device_metrics.waited,
+                on_change=self._queue_changed,
+            )
+            device_metrics.watch_queue(self._queue_counts)
+        self.usage = UsageStore(settings.home / USAGE_FILE) if settings.usage else None
         self.proxy = ServerProxy(
-            settings.ollama, settings.limits, gate=self._gate, metrics=self.metrics
+            settings.ollama,
+            settings.limits,
+            gate=self._gate,
+            metrics=self.metrics,
+            queue=self.queue,
+            usage=self.usage,
+            device_metrics=device_metrics if settings.usage else None,
+            describe=self.devices.describe,
         )
         self.listener = Listener(
             self.proxy.handle,
@@ -60,7 +85,9 @@ class ServerMode(Mode):
         self._management_refused = settings.refuses_management
 
     async def _start(self) -> None:
-        # Before the listener, so that it runs after the listener has drained.
+        # Before the listener, so that they close after the listener has drained.
+        if self.usage is not None:
+            await self._stack.enter_async_context(self.usage)
         self._stack.push_async_callback(self.proxy.close)
         await self._stack.enter_async_context(self.listener)
         await self._start_discovery(
@@ -80,7 +107,36 @@ class ServerMode(Mode):
 
     def counters(self) -> dict[str, object]:
         """Counters of this mode beside the metrics."""
-        return {"connections": self.listener.connections, "refused": self.refused}
+        counters: dict[str, object] = {
+            "connections": self.listener.connections,
+            "refused": self.refused,
+        }
+        if self.queue is not None:
+            snap = self.queue.snapshot()
+            counters["queue"] = {
+                "parallel": snap.parallel,
+                "max_queue": snap.max_queue,
+                "running": snap.running,
+                "waiting": snap.queued,
+                "waiting_by_device": {
+                    self.devices.describe(device)[0]: n for device, n in snap.waiting.items()
+                },
+                "waited": snap.waited,
+                "wait_seconds": round(snap.wait_seconds, 3),
+                "full": snap.refused,
+            }
+        if self.usage is not None:
+            counters["usage"] = {"recording": self.usage.enabled, "error": self.usage.error}
+        return counters
+
+    def _queue_counts(self) -> tuple[int, int, int, int]:
+        assert self.queue is not None
+        snap = self.queue.snapshot()
+        return snap.running, snap.queued, snap.parallel, snap.refused
+
+    def _queue_changed(self, waiting: int) -> None:
+        if self.discovery is not None:
+            self.discovery.update_announce(queue=min(waiting, QUEUE_MAX))
 
     # --- requests -----------------------------------------------------------------------
 
@@ -119,6 +175,7 @@ class ServerMode(Mode):
             return error_response(
                 403, "this ollana server is read-only: only model use is allowed here"
             )
+        request[PEER_DEVICE] = peer.device_id or ""
         return None
 
     # --- discovery and the local Ollama ------------------------------------------------
