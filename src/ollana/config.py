@@ -34,6 +34,7 @@ __all__ = [
     "Settings",
     "StaticServer",
     "Timings",
+    "check_mode",
     "load_settings",
     "ollama_host",
     "parse_host_port",
@@ -539,6 +540,18 @@ def _line_of(text: str, key: str) -> int | str:
     pattern = re.compile(rf"^[ \t]*[\"']?{re.escape(key)}[\"']?\s*=", re.MULTILINE)
     match = pattern.search(text)
     return text.count("\n", 0, match.start()) + 1 if match else "?"
+
+
+def check_mode(settings: Settings, mode: str, why: str = "") -> None:
+    """ConfigError when a setting has no meaning in the mode this process runs in."""
+    if mode == "client" and settings.open:
+        picked = f" ({why})" if why else ""
+        raise ConfigError(
+            f"setting 'open' (--open, OLLANA_OPEN or `open = true` in the config file) is for "
+            f"servers, and this is client mode{picked}: it would make this client trust every "
+            "server on the LAN and send prompts to any of them. Remove it here, or run a "
+            "server with --mode server"
+        )
 
 
 def load_settings(

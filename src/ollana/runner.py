@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Final
 
 from ollana import lifecycle
-from ollana.config import Settings
+from ollana.config import Settings, check_mode
 from ollana.logs import reopen_logs
 from ollana.modes import ClientMode, ServerMode
 from ollana.modes.detect import detect_mode
@@ -90,6 +90,7 @@ async def serve(
     with _signals(stop, hangup):
         decision = await detect_mode(settings)
         log.info("%s mode: %s", decision.mode, decision.reason)
+        check_mode(settings, decision.mode, decision.reason)
         if check is not None:
             await check(settings, decision.mode)
         if stop.signal is not None:

@@ -109,7 +109,13 @@ async def test_status_document_schema(client: Client) -> None:
     counters = doc["counters"]
     assert counters["requests"] == 0
     assert counters["connections"] == 4
-    discovery = {"sent": 2, "received": 5, "send_errors": 0, "dropped": {"own": 1}}
+    discovery = {
+        "sent": 2,
+        "received": 5,
+        "send_errors": 0,
+        "dropped": {"own": 1},
+        "unanswered": {},
+    }
     assert counters["discovery"] == discovery
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
-from tests.lan.lab import Lab, short
+from tests.lan.lab import Lab, eventually, short
 from tests.lan.netns import Host, Network
 
 pytestmark = pytest.mark.lan
@@ -106,3 +107,25 @@ async def test_a_host_on_two_subnets_finds_the_servers_of_both(network: Network,
     for device, address in ids.items():
         assert pool[device]["address"] == f"{address}:11435"  # each reached on its own subnet
         await use(lab, c, 11434, device)
+
+
+async def test_a_graceful_stop_is_no_alarm(network: Network, lab: Lab) -> None:
+    lan = network.lan()
+    # With a default route, 255.255.255.255 is reachable too: every datagram arrives twice.
+    a, c = (network.host(name, lan, default_route=True) for name in ("a", "c"))
+    await lab.pair(c.home, a.home)
+    await lab.ollama(a)
+    server = await lab.ollana(a)
+    await lab.ollana(c)
+    device = lab.device_id(a.home)
+    await lab.wait_healthy(c, {device})
+    assert await server.stop() == 0
+
+    async def gone() -> dict[str, Any] | None:
+        status = await lab.status(c)
+        listed = {s.get("device_id") for s in status["servers"]}
+        dropped = status["counters"]["discovery"]["dropped"]
+        return status if device not in listed and dropped.get("duplicate") else None
+
+    status = await eventually(gone, timeout=10, what="C drops A on its goodbye, and its copy")
+    assert "forged" not in status["counters"]["discovery"]["dropped"], status["counters"]

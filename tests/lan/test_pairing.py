@@ -9,6 +9,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -82,7 +83,9 @@ async def test_a_rogue_announcing_a_paired_id_gets_no_request(network: Network, 
     a, b, c, r = (network.host(name, lan) for name in ("a", "b", "c", "r"))
     cluster = await Cluster.start(lab, [a, b], [c])
     loop = await lab.request_loop(c, workers=3)
-    argv = [sys.executable, str(HERE / "rogue.py"),
+    # R announces A's ID, with A's run once it heard it, and says goodbye in A's name after
+    # each announce: unsigned, or signed with R's own key.
+    argv = [sys.executable, str(HERE / "rogue.py"), "--goodbye",
             "--home", str(r.home), "--impersonate", str(a.home / "device.crt")]  # fmt: skip
     rogue = await lab.start(
         r, argv, name="rogue", ready=re.compile(r"rogue listening on (?P<url>\S+)")
@@ -92,14 +95,27 @@ async def test_a_rogue_announcing_a_paired_id_gets_no_request(network: Network, 
         parsed = (json.loads(line) for line in rogue.lines if line.startswith("{"))
         return [e for e in parsed if e["event"] == kind]
 
-    await eventually(lambda: len(events("announced")) >= 2, timeout=5, what="R announces")
-    # While A is up, its own address wins. Once A is gone, C may try the address R gave
-    # for A's ID: the handshake shows a certificate that is not A's, and C walks away.
-    await cluster.ollana["a"].kill()
+    def refused(status: dict[str, Any]) -> int:
+        dropped = status["counters"]["discovery"]["dropped"]
+        return int(dropped.get("unsigned", 0) + dropped.get("forged", 0))
+
     await eventually(
-        lambda: any(e["peer"] == c.address for e in events("handshake")),
-        timeout=10, what="C tries R's address for A's ID",
+        lambda: any(not str(e["instance"]).startswith("rogue") for e in events("announced")),
+        timeout=10, what="R uses A's run",
     )  # fmt: skip
+    await eventually(lambda: len(events("announced")) >= 4, timeout=10, what="R goes on announcing")
+    status = await lab.status(c)
+    assert refused(status) >= 20, status["counters"]["discovery"]
+    pool = await lab.pool(c)
+    at_home = f"{a.address}:11435"
+    assert (pool[cluster.ids["a"]]["state"], pool[cluster.ids["a"]]["address"]) == (
+        "healthy",
+        at_home,
+    )
+    said = cluster.ollana["c"].log.read_text()
+    assert "said goodbye" not in said, said[-2000:]  # no goodbye in A's name was acted on
+    # Once A is gone, C does not try the address R gave for A's ID: it was never taken.
+    await cluster.ollana["a"].kill()
     since = time.monotonic()
     await eventually(
         lambda: loop.settled(cluster.short(a), since, SETTLED),
@@ -109,7 +125,6 @@ async def test_a_rogue_announcing_a_paired_id_gets_no_request(network: Network, 
 
     async def a_is_back() -> bool:
         server = (await lab.pool(c)).get(cluster.ids["a"])
-        at_home = f"{a.address}:11435"
         return server is not None and (server["state"], server["address"]) == ("healthy", at_home)
 
     await eventually(a_is_back, timeout=10, what="C uses A at A's own address again")
@@ -120,6 +135,7 @@ async def test_a_rogue_announcing_a_paired_id_gets_no_request(network: Network, 
     assert (reply.status, reply.headers.get("x-ollana-server")) == (200, label)
 
     records = await loop.stop()
+    assert [e for e in events("handshake") if e["peer"] == c.address] == []
     assert events("request") == []  # not one request reached R
     failed = [r for r in records if not r.ok]
     assert not failed, "\n".join(map(str, failed))

@@ -68,3 +68,30 @@ async def test_a_waiter_cancelled_as_it_is_released_hands_its_slot_on() -> None:
     await second
     snap = queue.snapshot()
     assert (snap.running, snap.queued) == (1, 0)
+
+
+async def test_each_model_has_its_own_slots_and_the_cap_counts_them_all() -> None:
+    queue = FairQueue(1, 1)
+    started: list[str] = []
+    hold = asyncio.Event()
+
+    async def request(device: str, model: str, name: str) -> None:
+        async with queue.slot(device, model):
+            started.append(name)
+            await hold.wait()
+
+    chat = asyncio.create_task(request("a", "llama3.2", "chat"))
+    embed = asyncio.create_task(request("b", "nomic-embed-text", "embed"))
+    # Ollama runs each loaded model with its own slots: the embedding does not wait.
+    await until(lambda: sorted(started) == ["chat", "embed"], "both models to start")
+    second = asyncio.create_task(request("b", "llama3.2", "second chat"))
+    await until(lambda: queue.queued == 1, "the second chat to wait for its model's slot")
+    await queue.acquire("c", "mistral")  # a free slot of its own: it runs, queue or not
+    queue.release("c", "mistral")
+    with pytest.raises(QueueFull):
+        await queue.acquire("c", "nomic-embed-text")  # it would wait: the queue is full
+    hold.set()
+    await asyncio.gather(chat, embed, second)
+    assert started[-1] == "second chat"
+    snap = queue.snapshot()
+    assert (snap.running, snap.queued, snap.refused) == (0, 0, 1)

@@ -231,6 +231,9 @@ def totals(metrics: Metrics) -> dict[str, object]:
             "received": sums.get("ollana_discovery_datagrams_received_total", 0),
             "send_errors": sums.get("ollana_discovery_send_errors_total", 0),
             "dropped": dict(sorted(dropped.items())),
+            "unanswered": dict(
+                sorted(reasons.get("ollana_discovery_unanswered_total", {}).items())
+            ),
         }
     return document
 

@@ -12,7 +12,7 @@ import click
 
 from ollana.cli.options import LOG_LEVEL_CHOICE, home_options
 from ollana.cli.options import settings as load_settings
-from ollana.config import HostPort, Settings
+from ollana.config import ConfigError, HostPort, Settings, check_mode
 from ollana.daemon import (
     AlreadyRunning,
     PidFile,
@@ -22,6 +22,7 @@ from ollana.daemon import (
     detach,
     redirect_output,
 )
+from ollana.filemodes import unsafe_directory
 from ollana.http.listener import ListenError
 from ollana.identity import IdentityError, StoreError
 from ollana.logs import setup_logging
@@ -138,6 +139,10 @@ def serve(open_: bool | None, **flags: Any) -> None:
             raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="--limit")
         flags[f"limits.{name.strip().replace('-', '_')}"] = value
     settings = _absolute(load_settings(flags))
+    try:
+        check_mode(settings, settings.mode)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     pipe: ReadyPipe | None = None
     if settings.daemon:
         settings = dataclasses.replace(
@@ -145,15 +150,20 @@ def serve(open_: bool | None, **flags: Any) -> None:
             pid_file=settings.pid_file or default_pid_file(),
             log_file=settings.log_file or default_log_file(),
         )
+    _check_places(settings)
+    if settings.daemon:
         assert settings.pid_file is not None and settings.log_file is not None
         try:
             pipe = detach(settings.pid_file, settings.log_file, sys.argv[1:])
         except OSError as exc:
             raise click.ClickException(f"cannot run in the background: {exc}") from None
-    setup_logging(settings.log_level, settings.log_format, settings.log_file)
+    try:
+        setup_logging(settings.log_level, settings.log_format, settings.log_file)
+    except OSError as exc:
+        raise click.ClickException(f"cannot open the log file: {exc}") from None
     try:
         code = _run(settings, pipe)
-    except (AlreadyRunning, ListenError, IdentityError, StoreError, OSError) as exc:
+    except (AlreadyRunning, ConfigError, ListenError, IdentityError, StoreError, OSError) as exc:
         # A ListenError's text is whole (who holds the port, the flag): no "[Errno 98]" before it.
         message = exc.strerror if isinstance(exc, ListenError) and exc.strerror else str(exc)
         if pipe is None:
@@ -208,6 +218,15 @@ def _run(settings: Settings, pipe: ReadyPipe | None) -> int:
     finally:
         if pid_file is not None:
             pid_file.release()
+
+
+def _check_places(settings: Settings) -> None:
+    """Refuse a pid or log file in a directory other users can write (they could put a link
+    there), naming the fix."""
+    for path, what in ((settings.pid_file, "the pid file"), (settings.log_file, "the log file")):
+        why = unsafe_directory(path.parent, what) if path is not None else None
+        if why is not None:
+            raise click.ClickException(why)
 
 
 def _absolute(settings: Settings) -> Settings:

@@ -13,6 +13,7 @@ from typing import Any, Self
 from ollana.admin import AdminListener, create_admin_app
 from ollana.config import Settings
 from ollana.discovery import DiscoveryService, OnMessage, Role, TargetSet
+from ollana.discovery.signing import Signer
 from ollana.http.listener import Listener
 from ollana.identity import DeviceStore, SeenDevice, StoreError, TLSManager, load_identity
 from ollana.metrics import Metrics
@@ -79,6 +80,10 @@ class Mode:
             targets=discovery_targets(self.settings),
             timings=self.settings.timings,
             limits=self.settings.limits,
+            # A server signs what it says; what paired devices say must be signed.
+            sign=Signer.from_key_file(self.tls.identity.key_path) if role == "server" else None,
+            paired=self.tls.paired,
+            cert_of=self.tls.cert_of,
             **kwargs,
         )
         await self._stack.enter_async_context(self.discovery)

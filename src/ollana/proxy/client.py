@@ -16,6 +16,7 @@ from ollana import __version__
 from ollana.cluster.models import inspect_request
 from ollana.cluster.router import NoServerError, Router
 from ollana.http import (
+    MODEL_HEADER,
     PIN_HEADER,
     VERSION_HEADER,
     bare_response,
@@ -125,6 +126,9 @@ class ClientProxy:
         )
         headers = request_headers(request.headers, None)
         headers.popall(PIN_HEADER, None)
+        headers.popall(MODEL_HEADER, None)
+        if route.model is not None:
+            headers[MODEL_HEADER] = route.model
         # The guard above is the authority on origins; the server's Ollama knows only its own.
         headers.popall(hdrs.ORIGIN, None)
         try:

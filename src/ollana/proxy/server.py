@@ -12,6 +12,7 @@ from aiohttp import web
 from ollana import __version__
 from ollana.config import Limits
 from ollana.http import (
+    MODEL_HEADER,
     VERSION_HEADER,
     UpstreamError,
     continue_if_expected,
@@ -31,6 +32,9 @@ from ollana.usage.prometheus import DeviceMetrics
 __all__ = ["PEER_DEVICE", "Describe", "ServerProxy"]
 
 log = logging.getLogger(__name__)
+
+# A model name is short; a longer header is not one (and must not grow the queue's keys).
+MAX_MODEL_KEY: Final = 256
 
 # Why an attempt at the local Ollama failed with nothing processed and nothing sent back.
 _ANSWERED_NOTHING: Final = frozenset({"connect", "tls", "reset"})
@@ -90,7 +94,8 @@ class ServerProxy:
         if queue is None:
             return await self._forward(request, started, device if metered else None)
         try:
-            await queue.acquire(device)
+            model = request.headers.get(MODEL_HEADER, "")[:MAX_MODEL_KEY]
+            await queue.acquire(device, model)
         except QueueFull as exc:
             # At once, before any byte: the client's router tries another server.
             if metrics is not None:
@@ -100,7 +105,7 @@ class ServerProxy:
         try:
             return await self._forward(request, started, device)
         finally:
-            queue.release(device)
+            queue.release(device, model)
 
     async def _forward(
         self, request: web.BaseRequest, started: float, device: str | None
@@ -122,7 +127,7 @@ class ServerProxy:
                     self.upstream,
                     request.method,
                     self._prefix + request.raw_path,
-                    request_headers(request.headers),
+                    request_headers(request.headers, drop=MODEL_HEADER),
                     body,
                 )
             except UpstreamError as exc:
