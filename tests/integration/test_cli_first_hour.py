@@ -73,7 +73,8 @@ async def test_second_server_for_the_same_ollama_names_the_first(tmp_path: Path)
             assert error == (
                 f"Error: another ollana in server mode (on 127.0.0.1:{first.port},"
                 f" pid {first.proc.pid}, admin API {admin}) already serves the Ollama at"
-                f" {ollama.url}: stop it first, or run this one with --mode client"
+                f" {ollama.url}: stop it first, run this one with --mode client, or with"
+                " --mode server to serve it twice"
             )
 
 

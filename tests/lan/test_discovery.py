@@ -68,9 +68,11 @@ async def test_two_ollana_processes_per_host_share_the_discovery_port(
     # Two servers in front of one Ollama on A, two clients on C, each with its own identity.
     await lab.ollama(a)
     await lab.ollana(a)
+    # Asked for by name: auto mode would refuse a second server in front of one Ollama.
     second = await lab.ollana(
-        a, "--listen", "0.0.0.0:11445", "--admin-listen", "127.0.0.1:11447", home=a2
-    )
+        a, "--mode", "server", "--listen", "0.0.0.0:11445", "--admin-listen", "127.0.0.1:11447",
+        home=a2,
+    )  # fmt: skip
     assert second.url == "https://0.0.0.0:11445"
     await lab.ollana(c)
     # Auto mode: what answers on 127.0.0.1:11434 is the first client, not an Ollama.

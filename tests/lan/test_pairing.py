@@ -64,11 +64,13 @@ async def test_an_unpaired_host_sees_the_servers_but_cannot_use_them(
     assert d_id in await nearby_ids(a.home)
     assert cluster.ids["b"] not in (await lab.pool(d))  # heard, never used
 
-    tags = await d.http("GET", 11434, "/api/tags", timeout=15)
-    assert (tags.status, tags.json()) == (200, {"models": []})
-    refused = await d.http("POST", 11434, "/api/generate", GENERATE, timeout=15)
-    assert refused.status == 503, refused.body
-    assert refused.json()["error"]
+    # Not an empty list ("no models"): what is wrong, and the command that fixes it.
+    for method, path, body in (("GET", "/api/tags", None), ("POST", "/api/generate", GENERATE)):
+        refused = await d.http(method, 11434, path, body, timeout=15)
+        assert refused.status == 503, refused.body
+        error = refused.json()["error"]
+        assert "not paired" in error and cluster.ids["b"][:16] in error, error
+        assert cluster.short(a) in error, error  # allowed here, but it refuses us
     # The servers themselves are fine: their paired client uses both.
     for host in (a, b):
         label = cluster.short(host)

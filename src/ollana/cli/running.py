@@ -97,12 +97,16 @@ async def check_before_start(settings: Settings, mode: str) -> None:
     for admin in dict.fromkeys(HostPort(a.connect_host, a.port) for a in admins):
         if (found := await ask_admin(admin)) is not None:
             others.append(found)
+    # Auto mode picked server mode: most likely `ollana serve` run twice. Asked for by name
+    # (--mode server), a second server in front of one Ollama is meant (another identity).
+    auto = settings.mode == "auto" and not settings.force_server_mode
     for other in others:
-        if server and other.mode == "server" and _same_url(other.ollama, settings.ollama):
+        if auto and server and other.mode == "server" and _same_url(other.ollama, settings.ollama):
             raise ListenError(
                 errno.EADDRINUSE,
                 f"another {other} already serves the Ollama at {settings.ollama}:"
-                " stop it first, or run this one with --mode client",
+                " stop it first, run this one with --mode client, or with --mode server"
+                " to serve it twice",
             )
     needs = [(settings.listen_address(server), "the listen address", "--listen HOST:PORT")]
     if settings.admin_listen is not None:
