@@ -299,6 +299,10 @@ class Pool(Service):
             elif route.target is not None:
                 server.models = server.models | {route.target}
             self.refresh_models_soon(server)
+        elif route.unload:
+            if model not in server.loaded:
+                return
+            server.loaded = server.loaded - {model}
         elif model not in server.loaded:
             # Ollama loads a model on first use; the slow refresh corrects this guess.
             server.loaded = server.loaded | {model}

@@ -26,7 +26,7 @@ from ollana.identity.pairing import MAX_PAIR_BODY
 from ollana.local_ollama import OllamaWatch, who_listens
 from ollana.modes.mode import Mode, record_seen
 from ollana.modes.sharing import DeviceBook
-from ollana.ollama_api import changes_models
+from ollana.ollama_api import allowed_read_only
 from ollana.proxy.admission import FairQueue
 from ollana.proxy.server import PEER_DEVICE, ServerProxy
 from ollana.usage import USAGE_FILE, UsageStore
@@ -185,10 +185,13 @@ class ServerMode(Mode):
                 "this device is not allowed here: run `ollana pair` on the server, then "
                 "`ollana pair CODE` on this device",
             )
-        if self._management_refused and changes_models(request.method, request.path):
+        if self._management_refused and not allowed_read_only(request.method, request.path):
+            # An allow list: only what apps need to use models; new endpoints are refused.
             self.refused += 1
             self.metrics.refused("read-only")
-            return error_response(403, "model management is disabled on this ollana server")
+            return error_response(
+                403, "this ollana server is read-only: only model use is allowed here"
+            )
         request[PEER_DEVICE] = peer.device_id or ""
         return None
 
