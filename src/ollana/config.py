@@ -8,7 +8,9 @@ import logging
 import math
 import os
 import re
+import socket
 import tomllib
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,6 +139,13 @@ class Timings:
     probe_timeout: float = 1.0
     forget_after: float = 15.0
     models_refresh: float = 30.0
+    # Saying hello again to a static server that is not usable: the first retry, then
+    # doubling up to the cap for an address where nothing answers (a booting server is
+    # found within about a second), or up to the longer one while it answers but will
+    # not take us (an allow list must change first).
+    hello_retry_first: float = 0.1
+    hello_retry_max: float = 1.0
+    hello_retry_refused: float = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +165,7 @@ class Settings:
     read_only: bool = False
     allow_management: bool = False
     priority: int = 0
+    name: str = field(default_factory=lambda: default_name())  # noqa: PLW0108 (defined below)
     retry_buffer: int = 16 * 1024 * 1024
     wait_for_server: float = 5.0
     wake: bool = True
@@ -188,6 +198,26 @@ class Settings:
     def refuses_management(self) -> bool:
         """Whether management calls (pull, create, delete, …) are refused in server mode."""
         return self.read_only or (self.open and not self.allow_management)
+
+
+MAX_NAME_BYTES = 64
+
+
+def default_name() -> str:
+    """This device's name for people: the host name, cut to what an announce carries."""
+    text = "".join(c for c in socket.gethostname() if unicodedata.category(c)[0] != "C")
+    while len(text.encode("utf-8")) > MAX_NAME_BYTES:
+        text = text[:-1]
+    return text
+
+
+def _name(raw: object) -> str:
+    text = _text(raw)
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        raise ValueError(f"a name is at most {MAX_NAME_BYTES} bytes of UTF-8")
+    if any(unicodedata.category(c)[0] == "C" for c in text):
+        raise ValueError("a name may not hold control or format characters")
+    return text
 
 
 def default_home(env: Mapping[str, str] = os.environ) -> Path:
@@ -471,6 +501,7 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "read_only": _bool,
     "allow_management": _bool,
     "priority": _int,
+    "name": _name,
     "retry_buffer": _size,
     "wait_for_server": _seconds,
     "wake": _bool,

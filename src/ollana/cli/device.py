@@ -81,10 +81,13 @@ def list_(as_json: bool) -> None:
 @click.option("--name", help="A name to remember the device by.")
 @home_options
 def allow(device_id: str, name: str | None) -> None:
-    """Allow a device (its full ID, or a unique prefix of 8+ digits of a device seen)."""
+    """Allow a device (its full ID, or a unique prefix of 16+ digits of a device seen).
+
+    `ollana pair` does the same with a short code, on both devices at once.
+    """
     with _errors():
         result = DeviceStore(chosen_home()).allow(device_id, name=name)
-    shown = format_device_id(result.device_id)
+    shown = format_device_id(result.device_id) + (f" ({result.name})" if result.name else "")
     if not result.added:
         click.echo(f"Device ID {shown} is already allowed")
         return
@@ -160,6 +163,7 @@ def _allowed_json(entry: AllowedDevice, seen: dict[str, SeenDevice]) -> dict[str
 def _seen_json(entry: SeenDevice) -> dict[str, object]:
     return {
         "id": entry.device_id,
+        "name": entry.name,
         "address": entry.address,
         "role": entry.role,
         "last_seen": entry.last_seen.isoformat(),
@@ -183,9 +187,10 @@ def _print_plain(
     if not nearby:
         click.echo("  (none)")
     for s in nearby:
+        name = f"  {s.name}" if s.name else ""
         click.echo(
             f"  {format_device_id(s.device_id)}  {s.address}  {s.role}"
-            f"  last seen {_when(s.last_seen)}"
+            f"  last seen {_when(s.last_seen)}{name}"
         )
 
 
@@ -213,12 +218,16 @@ def _print_rich(
     console.print(allowed if rows else "Allowed devices: (none)")
     near = Table(title="Nearby devices (not allowed)", title_justify="left")
     near.add_column("Device ID", no_wrap=True)
-    for column in ("Address", "Role", "Last seen"):
-        near.add_column(column, no_wrap=True)
+    for column in ("Name", "Address", "Role", "Last seen"):
+        near.add_column(column, no_wrap=column != "Name")
     for s in nearby:
         near.add_row(
-            format_device_id(s.device_id), Text(s.address), Text(s.role), _when(s.last_seen)
+            format_device_id(s.device_id),
+            Text(s.name),
+            Text(s.address),
+            Text(s.role),
+            _when(s.last_seen),
         )
     console.print(near if nearby else "Nearby devices (not allowed): (none)")
     if nearby:
-        console.print("Allow one with: ollana device allow ID-PREFIX")
+        console.print("Pair with one: ollana pair (on the server), or ollana device allow ID")

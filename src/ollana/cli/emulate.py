@@ -74,15 +74,22 @@ async def _serve(config: EmulatorConfig, address: HostPort) -> None:
     help="Run N generations at once, the rest in turn, as OLLAMA_NUM_PARALLEL (0: no limit).",
 )
 @click.option(
+    "--signed-out",
+    is_flag=True,
+    help="Act as an Ollama not signed in to ollama.com: cloud models and /api/me answer 401.",
+)
+@click.option(
     "--log-level",
     type=LOG_LEVEL_CHOICE,
     default="info",
     show_default=True,
 )
 def emulate(
+    *,
     listen: HostPort,
     models: tuple[str, ...],
     tokens_per_second: float | None,
+    signed_out: bool,
     parallel: int,
     log_level: str,
 ) -> None:
@@ -90,7 +97,10 @@ def emulate(
     setup_logging(log_level.lower())
     try:
         config = EmulatorConfig(
-            models=models or DEFAULT_MODELS, tokens_per_second=tokens_per_second, parallel=parallel
+            models=models or DEFAULT_MODELS,
+            tokens_per_second=tokens_per_second,
+            parallel=parallel,
+            signed_in=not signed_out,
         )
         ModelStore(config.models)  # a bad name is a usage error, not a crash once running
     except ValueError as exc:

@@ -88,6 +88,7 @@ log = logging.getLogger(__name__)
     "--allow-management", is_flag=True, default=None, help="Server: with --open, allow it."
 )
 @click.option("--priority", type=int, help="Server: announced priority (higher wins).")
+@click.option("--name", metavar="NAME", help="This device's name for people (the hostname).")
 @click.option(
     "--ollama-parallel",
     type=int,

@@ -98,6 +98,7 @@ class _Message:
     name: str = ""  # a label for people (the hostname by default), never an identity
     mac: str = ""  # the announcing interface's MAC address, for Wake-on-LAN
     queue: int = 0  # requests waiting in the server's queue
+    pairing: bool = False  # the server has a pairing window open (`ollana pair`)
 
     TYPE: ClassVar[int] = 0
 
@@ -147,7 +148,9 @@ _TYPES: dict[int, type[Query] | type[Announce] | type[Goodbye]] = {
 }
 _FIELDS = tuple(f.name for f in dataclasses.fields(_Message))
 # Omitted from the JSON when they hold their default, to keep queries small.
-_OPTIONAL = frozenset({"port", "cert", "ollama", "models", "priority", "name", "mac", "queue"})
+_OPTIONAL = frozenset(
+    {"port", "cert", "ollama", "models", "priority", "name", "mac", "queue", "pairing"}
+)
 
 
 def _problem(msg: _Message) -> str:
@@ -180,6 +183,9 @@ def _problem(msg: _Message) -> str:
         return "mac must be six lowercase hex pairs separated by ':'"
     if type(msg.queue) is not int or not 0 <= msg.queue <= QUEUE_MAX:
         return "queue must be a whole number from 0"
+    pairing: object = msg.pairing
+    if type(pairing) is not bool:
+        return "pairing must be true or false"
     return ""
 
 

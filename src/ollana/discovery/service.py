@@ -118,6 +118,7 @@ class DiscoveryService(Service):
         ollama_version: str = "",
         models_digest: str = "",
         priority: int = 0,
+        name: str = "",
         available: bool = True,
         needs_servers: Callable[[], bool] = lambda: True,
         timings: Timings | None = None,
@@ -139,10 +140,10 @@ class DiscoveryService(Service):
         if role == "server":
             self._hello = Announce(
                 instance=self.instance, device=device_id, port=server_port, cert=cert_der,
-                ollama=ollama_version, models=models_digest, priority=priority,
+                ollama=ollama_version, models=models_digest, priority=priority, name=name,
             )  # fmt: skip
         else:
-            self._hello = Query(instance=self.instance, device=device_id, cert=cert_der)
+            self._hello = Query(instance=self.instance, device=device_id, cert=cert_der, name=name)
         self._on_message = on_message
         self._needs_servers = needs_servers
         self._discovery_port = discovery_port
@@ -256,9 +257,15 @@ class DiscoveryService(Service):
         self._wake.set()
 
     def update_announce(
-        self, *, models: str | None = None, ollama: str | None = None, queue: int | None = None
+        self,
+        *,
+        models: str | None = None,
+        ollama: str | None = None,
+        queue: int | None = None,
+        pairing: bool | None = None,
     ) -> None:
-        """Server: change what announces carry (models digest, Ollama version); announce now.
+        """Server: change what announces carry (models digest, Ollama version, whether a
+        pairing window is open); announce now.
 
         A new queue length alone waits for the next announce: it changes too often.
         """
@@ -270,10 +277,15 @@ class DiscoveryService(Service):
             models=hello.models if models is None else models,
             ollama=hello.ollama if ollama is None else ollama,
             queue=hello.queue if queue is None else queue,
+            pairing=hello.pairing if pairing is None else pairing,
         )
         if updated != hello:
             self._hello = updated
-            if (updated.models, updated.ollama) != (hello.models, hello.ollama):
+            if (updated.models, updated.ollama, updated.pairing) != (
+                hello.models,
+                hello.ollama,
+                hello.pairing,
+            ):
                 self._wake.set()
 
     def query(self) -> None:

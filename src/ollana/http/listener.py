@@ -55,6 +55,8 @@ class Listener(Service):
             on_refusal=on_refusal,
             handler_cancellation=True,
             access_log=None,
+            # A proxy forwards a compressed body as it came (routing decodes its own copy).
+            auto_decompress=False,
         )
         self._runner = web.ServerRunner(self._server, handle_signals=False, shutdown_timeout=grace)
         self._site: web.TCPSite | None = None

@@ -6,7 +6,7 @@ import asyncio
 import errno
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -57,7 +57,7 @@ async def open_upstream(
     headers: CIMultiDict[str],
     body: bytes | aiohttp.StreamReader | None,
     *,
-    retry_on_503: bool = False,
+    retry_statuses: Collection[int] = (),
 ) -> Response:
     """Send a request upstream and return once its response head has arrived.
 
@@ -97,11 +97,17 @@ async def open_upstream(
         raise UpstreamError(504, f"{host} did not answer in time", False, "timeout") from exc
     except ProtocolError as exc:
         raise UpstreamError(502, f"{host}: {exc}", False) from exc
-    if retry_on_503 and response.status == 503:
-        # Ollama's queue is full, or the server's Ollama is down: another server may take it.
+    status = response.status
+    if status in retry_statuses:
+        # Ollama's queue is full or it is down (503), its cloud rate limit was hit (429), or
+        # it is not signed in to run a cloud model (401): another server may take it.
         why = await _error_text(response)
-        raise UpstreamError(503, f"{host} answered 503: {why}", True, "busy")
+        reason = _STATUS_REASONS.get(status, "busy")
+        raise UpstreamError(status, f"{host} answered {status}: {why}", True, reason)
     return response
+
+
+_STATUS_REASONS: Final = {503: "busy", 429: "rate-limited", 401: "signin"}
 
 
 async def _error_text(response: Response) -> str:
@@ -133,13 +139,15 @@ class _Broken(Exception):
         self.why = _why(exc)
 
 
-async def _end_broken(response: web.StreamResponse, upstream: Response, broken: _Broken) -> None:
+async def _end_broken(
+    response: web.StreamResponse, upstream: Response, broken: _Broken, path: str
+) -> None:
     log.info("upstream %s broke mid-response: %s", upstream.host, " ".join(broken.why.split()))
     # What the app shows its user: what happened, on one line (not the parser's wording).
     done = "went silent" if broken.silent else "closed the connection"
     message = f"{upstream.host} {done} mid-answer"
     if upstream.content_type in _STREAM_TYPES:
-        await response.write(stream_error_chunk(upstream.content_type, message))
+        await response.write(stream_error_chunk(upstream.content_type, message, path))
         await response.write_eof()
     # A body of known length cannot carry an error: closing the connection says it.
     response.force_close()
@@ -181,7 +189,7 @@ async def relay(
                 except _READ_ERRORS as exc:
                     raise _Broken(exc) from exc
         except _Broken as broken:
-            await _end_broken(response, upstream, broken)
+            await _end_broken(response, upstream, broken, request.path)
             return response
         if on_chunk is not None:
             on_chunk(chunk)

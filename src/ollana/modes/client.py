@@ -18,9 +18,11 @@ from ollana.http import bare_response
 from ollana.http.client import ConnectionPool
 from ollana.http.guard import LocalGuard
 from ollana.http.listener import Listener
-from ollana.identity import HelloError, introduce_to, short_device_id
+from ollana.identity import short_device_id
+from ollana.identity.names import display_name
 from ollana.local_ollama import who_listens
 from ollana.modes.mode import Mode, record_seen
+from ollana.modes.static_servers import keep_introduced
 from ollana.ollama_api import ROOT_ANSWER, ROOT_CONTENT_TYPE
 from ollana.proxy.client import ClientProxy
 from ollana.usage import USAGE_FILE, UsageStore
@@ -103,7 +105,11 @@ class ClientMode(Mode):
         )
         # Static ones only: discovery may have added servers already, and they know us.
         for server in [s for s in self.pool if s.static]:
-            self._spawn(self._hello(server), f"hello {server.address}")
+            heard = self.waker.heard if self.waker is not None else None
+            introduced = keep_introduced(
+                server, self.pool, self.tls, self.settings.timings, name=self.name, heard=heard
+            )
+            self._spawn(introduced, f"hello {server.address}")
 
     # --- status -------------------------------------------------------------------------
 
@@ -163,32 +169,11 @@ class ClientMode(Mode):
             " next to an Ollama, or name one with --server HOST:11435"
         )
 
-    async def _hello(self, server: Server) -> None:
-        """Introduce ourselves to a static server, so that it can learn our certificate."""
-        try:
-            introduced = await introduce_to(self.tls, server.base_url)
-        except HelloError as exc:
-            log.warning("static server %s: %s", server.address, exc)
-            return
-        device_id = introduced.device_id
-        if self.pool.find(device_id) is None:
-            self.pool.identify(server, device_id)
-        if self.waker is not None and self.tls.is_allowed(device_id):
-            self.waker.heard(device_id, server.address, introduced.mac, "")
-        if not self.tls.is_allowed(device_id):
-            log.warning(
-                "static server %s is device %s, which is not allowed here: "
-                "run `ollana device allow %s` to use it",
-                server.address,
-                short_device_id(device_id),
-                device_id[:16],
-            )
-
     # --- discovery ----------------------------------------------------------------------
 
     def _heard(self, message: Message, source: tuple[str, int]) -> None:
         if isinstance(message, Query):
-            record_seen(self.tls, message.device, f"{source[0]}:0", message.role, message.cert)
+            record_seen(self.seen, message, f"{source[0]}:0")
             return
         if message.role != "server":
             return
@@ -199,17 +184,16 @@ class ClientMode(Mode):
             return
         assert isinstance(message, Announce)
         address = HostPort(source[0], message.port)
-        record_seen(self.tls, message.device, str(address), "server", message.cert)
+        record_seen(self.seen, message, str(address))
         if not self.tls.is_allowed(message.device):
             if message.device not in self.unpaired:
                 # A flood of made-up devices must not flood the log or the memory.
                 quiet = len(self.unpaired) >= UNPAIRED_LOGGED
                 log.log(
                     logging.DEBUG if quiet else logging.INFO,
-                    "server %s at %s is not paired: run `ollana device allow %s` to use it",
-                    short_device_id(message.device),
+                    "server %s at %s is not paired: run `ollana pair` there to use it",
+                    display_name(message.name, message.device),
                     address,
-                    message.device[:16],
                 )
             self.unpaired[message.device] = str(address)
             self.unpaired.move_to_end(message.device)

@@ -21,10 +21,13 @@ from ollana.discovery.protocol import QUEUE_MAX
 from ollana.http import error_response, json_response
 from ollana.http.listener import Listener
 from ollana.identity import HELLO_PATH, MAX_HELLO_BODY, HelloReply, PeerRejected, handle_hello
+from ollana.identity.hello import HelloQuota
+from ollana.identity.pairhttp import PAIR_PATHS, PairingDesk
+from ollana.identity.pairing import MAX_PAIR_BODY
 from ollana.local_ollama import OllamaWatch, who_listens
 from ollana.modes.mode import Mode, record_seen
 from ollana.modes.sharing import DeviceBook
-from ollana.ollama_api import changes_models
+from ollana.ollama_api import allowed_read_only
 from ollana.proxy.admission import FairQueue
 from ollana.proxy.server import PEER_DEVICE, ServerProxy
 from ollana.usage import USAGE_FILE, UsageStore
@@ -84,12 +87,18 @@ class ServerMode(Mode):
         )
         self.refused = 0
         self._management_refused = settings.refuses_management
+        self._hellos = HelloQuota()
+        self.pairing = PairingDesk(
+            self.tls.identity, self.tls.store, self.name, on_change=self._pairing_changed
+        )
 
     async def _start(self) -> None:
         # Before the listener, so that they close after the listener has drained.
         if self.usage is not None:
             await self._stack.enter_async_context(self.usage)
         self._stack.push_async_callback(self.proxy.close)
+        assert self.pairing is not None
+        await self._stack.enter_async_context(self.pairing)
         await self._stack.enter_async_context(self.listener)
         await self._start_discovery(
             "server",
@@ -153,6 +162,8 @@ class ServerMode(Mode):
             response.force_close()
             return response
         if request.path == HELLO_PATH and request.method == "POST":
+            if not self._hellos.allow(request.remote or ""):
+                return error_response(429, "too many hellos from this address; try later")
             body = await request.content.read(MAX_HELLO_BODY + 1)
             sockname = request.transport.get_extra_info("sockname") if request.transport else None
             reply = await asyncio.to_thread(
@@ -162,18 +173,25 @@ class ServerMode(Mode):
                 local=str(sockname[0]) if sockname else "",
             )
             return json_response(reply.status, reply.body)
+        if request.path in PAIR_PATHS and request.method == "POST" and self.pairing is not None:
+            body = await request.content.read(MAX_PAIR_BODY + 1)
+            reply = await self.pairing.answer(request.path, body, request.remote or "")
+            return json_response(reply.status, reply.body)
         if not peer.trusted:
             self.refused += 1
             self.metrics.tls_refused("no-certificate")
             return error_response(
                 403,
-                "this device is not allowed here: on the server run `ollana device allow "
-                "<ID>` with the ID `ollana device show` prints on this device",
+                "this device is not allowed here: run `ollana pair` on the server, then "
+                "`ollana pair CODE` on this device",
             )
-        if self._management_refused and changes_models(request.method, request.path):
+        if self._management_refused and not allowed_read_only(request.method, request.path):
+            # An allow list: only what apps need to use models; new endpoints are refused.
             self.refused += 1
             self.metrics.refused("read-only")
-            return error_response(403, "model management is disabled on this ollana server")
+            return error_response(
+                403, "this ollana server is read-only: only model use is allowed here"
+            )
         request[PEER_DEVICE] = peer.device_id or ""
         return None
 
@@ -185,7 +203,9 @@ class ServerMode(Mode):
             identity=self.tls.identity,
             store=self.tls.store,
             address=address,
+            name=self.name,
             mac=interface.mac if interface is not None else "",
+            record=self.seen.add,
         )
 
     # --- discovery and the local Ollama ------------------------------------------------
@@ -193,7 +213,11 @@ class ServerMode(Mode):
     def _heard(self, message: Message, source: tuple[str, int]) -> None:
         if isinstance(message, Query | Announce):
             address = f"{source[0]}:{message.port if isinstance(message, Announce) else 0}"
-            record_seen(self.tls, message.device, address, message.role, message.cert)
+            record_seen(self.seen, message, address)
+
+    def _pairing_changed(self, is_open: bool) -> None:
+        if self.discovery is not None:
+            self.discovery.update_announce(pairing=is_open)
 
     def _ollama_changed(self, watch: OllamaWatch) -> None:
         if self.discovery is None:

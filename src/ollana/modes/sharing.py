@@ -10,7 +10,7 @@ import logging
 
 from ollana.config import DeviceRule
 from ollana.identity import DeviceStore, StoreError
-from ollana.identity.ids import DeviceIdError, parse_device_id, short_device_id
+from ollana.identity.ids import MIN_PIN_LENGTH, DeviceIdError, parse_device_id, short_device_id
 from ollana.proxy.fairqueue import DeviceLimit
 
 __all__ = ["ANONYMOUS", "DeviceBook"]
@@ -66,6 +66,7 @@ def _names(key: str, device_id: str, name: str) -> bool:
     if not device_id:
         return key.strip().casefold() == ANONYMOUS
     try:
-        return device_id.startswith(parse_device_id(key))
+        # A share selects among known devices (it grants nothing): 8 digits, as a pin.
+        return device_id.startswith(parse_device_id(key, min_digits=MIN_PIN_LENGTH))
     except DeviceIdError:
         return False

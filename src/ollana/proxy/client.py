@@ -28,7 +28,7 @@ from ollana.http import (
 from ollana.http.guard import LocalGuard
 from ollana.logs import access_log
 from ollana.metrics import NO_SERVER
-from ollana.ollama_api import route_label
+from ollana.ollama_api import RESPONSES_PATH, route_label
 from ollana.usage import METERED_PATHS, UsageMeter, UsageStore
 
 __all__ = ["ClientProxy"]
@@ -121,6 +121,8 @@ class ClientProxy:
             body if isinstance(body, bytes) else None,
             request.headers.get(PIN_HEADER),
             self._route_body_cap,
+            content_type=request.headers.get(hdrs.CONTENT_TYPE),
+            content_encoding=request.headers.get(hdrs.CONTENT_ENCODING),
         )
         headers = request_headers(request.headers, None)
         headers.popall(PIN_HEADER, None)
@@ -140,12 +142,21 @@ class ClientProxy:
         assert upstream is not None
         status = upstream.status
         label = extra[PIN_HEADER] = exchange.server.label
-        meter = None
+        meter: UsageMeter | None = None
+        on_chunk: Callable[[bytes], None] | None = None
         if self._usage is not None and request.method == "POST" and request.path in METERED_PATHS:
             meter = UsageMeter(upstream.content_type)  # this device's own usage, per server
+            on_chunk = meter.feed
+        if route.path == RESPONSES_PATH and status == 200:
+            # previous_response_id is known only where the response was made.
+            on_chunk = self._router.response_watch(exchange.server, on_chunk)
         began = time.perf_counter()
         try:
-            return await relay(request, upstream, extra, meter.feed if meter else None)
+            if route.unload and isinstance(body, bytes):
+                await self._router.unload_elsewhere(
+                    request.method, request.raw_path, headers, body, exchange
+                )
+            return await relay(request, upstream, extra, on_chunk)
         except BaseException:
             status = 599  # the app went away, or the stream broke
             raise

@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from ollana.config import parse_mac
 from ollana.identity.files import atomic_write
-from ollana.identity.ids import DeviceIdError, parse_device_id, short_device_id
+from ollana.identity.ids import MIN_PIN_LENGTH, DeviceIdError, parse_device_id, short_device_id
 
 __all__ = [
     "FILE_NAME",
@@ -121,7 +121,8 @@ class ServerMemory:
         matches = [s for s in self._servers.values() if s.name and s.name == wanted]
         if not matches:
             try:
-                prefix = parse_device_id(wanted)
+                # Choosing a server to wake grants nothing: a pin's length of prefix will do.
+                prefix = parse_device_id(wanted, min_digits=MIN_PIN_LENGTH)
             except DeviceIdError:
                 prefix = ""
             if prefix:
