@@ -202,7 +202,7 @@ class ClientMode(Mode):
             return
         self.unpaired.pop(message.device, None)
         server = self.pool.add(address, device_id=message.device, priority=message.priority)
-        self.pool.heard(server, message.models)
+        self.pool.heard(server, message.models, message.queue)
         if self.waker is not None:
             # The address the pool uses: a server heard at several must not flip between them.
             self.waker.heard(message.device, server.address, message.mac, message.name)
