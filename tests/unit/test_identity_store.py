@@ -313,6 +313,8 @@ def test_this_devices_own_id_is_never_recorded_listed_or_allowed(tmp_path: Path)
     assert not store.record_seen(own.device_id, "127.0.0.1", "client", own.cert_der, via="hello")
     assert store.record_seen(other_id, "127.0.0.1", "client", other_der)
     assert set(store.seen()) == {other_id}
+    with pytest.raises(ValueError, match="does not belong"):  # checked like any other
+        store.seen_record(own.device_id, "127.0.0.1", "client", other_der)
     for typed in (own.device_id, own.device_id[:16], format_device_id(own.device_id)):
         with pytest.raises(OwnDeviceId, match="that is this device's own ID"):
             store.allow(typed)

@@ -241,13 +241,13 @@ class DeviceStore:
         network sent is not acceptable. No file I/O once the own ID is known.
         """
         device_id = normalize_device_id(device_id)
-        if device_id == self.own_id():
-            return None
         last = self._recent.get(device_id)
         if last is None or last.cert_der != cert_der:
             check_device_certificate(cert_der)  # a valid self-signature: ids are not ground
         if device_id_of(cert_der) != device_id:
             raise ValueError(f"the certificate sent does not belong to device {device_id}")
+        if device_id == self.own_id():
+            return None
         cleaned = clean_name(name)
         if cleaned is None:
             raise ValueError("name must be up to 64 bytes of printable text")

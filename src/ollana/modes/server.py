@@ -202,7 +202,10 @@ class ServerMode(Mode):
             # A client's query comes from a port of no use to anyone: its host is the address.
             port = message.port if isinstance(message, Announce) else None
             address = source[0] if port is None else str(HostPort(source[0], port))
-            record_seen(self.seen, message, address)
+            if record_seen(self.seen, message, address) and message.cert is not None:
+                # Trusted before the answer to this query leaves (discovery answers after
+                # this handler): the client's first probe then gets through.
+                self.tls.learn(message.device, message.cert)
 
     def _pairing_changed(self, is_open: bool) -> None:
         if self.discovery is not None:
