@@ -169,3 +169,24 @@ async def test_an_unpaired_server_is_offered_while_it_is_heard_and_not_after_it_
         await server.close()
         await until_read(lambda: status(session, client), lambda d: not unpaired(d), "goodbye")
         assert "not paired" not in await app_error(session, client)
+
+
+async def test_a_static_server_with_this_home_is_named_as_this_device_not_to_allow(
+    tmp_path: Path,
+) -> None:
+    async with cluster(tmp_path) as c, aiohttp.ClientSession() as session:
+        c.homes |= {"server": tmp_path / "server", "twin": tmp_path / "server"}
+        server = await c.server("server", await c.emulator("llama3.2:latest"), discovery=False)
+        static = f"127.0.0.1:{server.port}"
+        twin = await c.client("twin", discovery=False, servers=static, admin_listen="127.0.0.1:0")
+        doc = await until_read(
+            lambda: status(session, twin),
+            lambda d: d["servers"] and d["servers"][0]["problem"],
+            "the static server's problem",
+        )
+        problem = doc["servers"][0]["problem"]
+        assert "is this device itself" in problem and "--home" in problem
+        assert "device allow" not in problem
+        # Its hello did not make this device a nearby stranger of the server either.
+        assert DeviceStore(c.homes["server"]).seen() == {}
+        assert json.loads(device(c.homes["server"], "list", "--json").stdout)["nearby"] == []
