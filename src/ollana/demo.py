@@ -31,7 +31,7 @@ def pair(*homes: Path) -> None:
         store = DeviceStore(home)
         for identity in identities:
             if identity.device_id != own.device_id:
-                store.record_seen(identity.device_id, "127.0.0.1:0", "peer", identity.cert_der)
+                store.record_seen(identity.device_id, "127.0.0.1", "peer", identity.cert_der)
                 store.allow(identity.device_id)
 
 

@@ -19,12 +19,16 @@ from ollana.identity import (
     AmbiguousDeviceId,
     DeviceIdError,
     DeviceStore,
+    SeenDevice,
     StoreError,
     UnknownDeviceId,
     device_id_of,
+    format_device_id,
+    load_identity,
 )
 from ollana.identity.certs import create_certificate
-from ollana.identity.devicefile import parse_allowed, render_allowed
+from ollana.identity.devicefile import parse_allowed, render_allowed, render_seen
+from ollana.identity.nearby import NEARBY_MAX_AGE, OwnDeviceId, nearby_devices, shown_address
 from tests.support.certs import make_cert
 
 UTC = datetime.UTC
@@ -298,3 +302,47 @@ def test_forget_seen_drops_one_device(store: DeviceStore) -> None:
     assert store.forget_seen(dropped[0])
     assert not store.forget_seen(dropped[0])
     assert set(store.seen()) == {kept[0]}
+
+
+def test_this_devices_own_id_is_never_recorded_listed_or_allowed(tmp_path: Path) -> None:
+    own = load_identity(tmp_path)
+    store = DeviceStore(tmp_path)  # finds its own ID in the home, creating nothing
+    other_id, other_der = make_cert()
+    # Another process with this home, heard on the network or saying hello.
+    assert store.seen_record(own.device_id, "127.0.0.1", "client", own.cert_der) is None
+    assert not store.record_seen(own.device_id, "127.0.0.1", "client", own.cert_der, via="hello")
+    assert store.record_seen(other_id, "127.0.0.1", "client", other_der)
+    assert set(store.seen()) == {other_id}
+    with pytest.raises(ValueError, match="does not belong"):  # checked like any other
+        store.seen_record(own.device_id, "127.0.0.1", "client", other_der)
+    for typed in (own.device_id, own.device_id[:16], format_device_id(own.device_id)):
+        with pytest.raises(OwnDeviceId, match="that is this device's own ID"):
+            store.allow(typed)
+    assert store.allowed() == {}
+    assert not (tmp_path / "devices.toml").exists()
+
+
+def test_an_own_id_left_in_seen_toml_is_not_read_back(tmp_path: Path) -> None:
+    own = load_identity(tmp_path)
+    now = datetime.datetime.now(UTC)
+    (tmp_path / "seen.toml").write_text(
+        render_seen([SeenDevice(own.device_id, "127.0.0.1:0", "client", now, own.cert_der)])
+    )
+    assert DeviceStore(tmp_path).seen() == {}
+
+
+def test_nearby_devices_are_recent_not_allowed_not_own_and_shown_without_port_0() -> None:
+    now = datetime.datetime(2026, 5, 1, 12, tzinfo=UTC)
+    (a, a_der), (b, b_der), (c, c_der), (own, own_der) = (make_cert() for _ in range(4))
+    seen = [
+        SeenDevice(a, "192.0.2.1:0", "client", now - datetime.timedelta(minutes=1), a_der),
+        SeenDevice(b, "192.0.2.2:11435", "server", now - NEARBY_MAX_AGE * 1.5, b_der),
+        SeenDevice(c, "[2001:db8::3]:0", "client", now, c_der),
+        SeenDevice(own, "192.0.2.4", "client", now, own_der),
+    ]
+    listed = nearby_devices(seen, set(), own=own, now=now)
+    assert [(d.device_id, d.address) for d in listed] == [(c, "2001:db8::3"), (a, "192.0.2.1")]
+    assert nearby_devices(seen, {a}, own=own, now=now)[0].device_id == c
+    longer = nearby_devices(seen, set(), own=own, now=now, max_age=NEARBY_MAX_AGE * 2)
+    assert [d.device_id for d in longer] == [c, a, b]
+    assert shown_address("192.0.2.2:11435") == "192.0.2.2:11435"

@@ -157,3 +157,18 @@ def test_codes() -> None:
     for bad in ("12345", "1234567", "12345a", "١٢٣٤٥٦"):
         with pytest.raises(PairingError):
             normalize_code(bad)
+
+
+def test_a_peer_presenting_this_devices_own_certificate_is_refused_on_both_sides() -> None:
+    # A process with the host's data directory (the same identity) types the code.
+    w = window()
+    with pytest.raises(PairingError, match="that is this device's own ID") as info:
+        w.start(Guest(w.code, HOST_CERT, "twin").start(), 1.0)
+    assert info.value.status == 409
+    assert (w.attempts, w.current(1.0)) == (0, "open")  # the real guest may still come
+    # The guest's side: a host that shows the guest's own certificate.
+    guest = Guest(w.code, GUEST_CERT, "guest-box")
+    reply = json.loads(w.start(guest.start(), 1.0))
+    reply["cert"] = base64.b64encode(GUEST_CERT).decode()
+    with pytest.raises(PairingError, match="that is this device's own ID"):
+        guest.confirm(json.dumps(reply).encode())

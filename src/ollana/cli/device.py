@@ -24,11 +24,16 @@ from ollana.identity import (
     load_identity,
     parse_device_id,
 )
+from ollana.identity.nearby import NEARBY_MAX_AGE, nearby_devices
 
 __all__ = ["device"]
 
 # Tables with full device IDs need this many columns; narrower terminals get plain lines.
 TABLE_WIDTH = 132
+_NEARBY_TITLE = (
+    f"Nearby devices (not allowed; heard in the last {NEARBY_MAX_AGE.total_seconds() / 60:g}"
+    " minutes)"
+)
 
 
 @click.group()
@@ -50,18 +55,16 @@ def show() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the devices as JSON.")
 @home_options
 def list_(as_json: bool) -> None:
-    """List allowed devices, then devices seen nearby that are not allowed."""
+    """List allowed devices, then devices heard nearby lately (in the last 10 minutes)
+    that are not allowed; this device itself is never one of them.
+    """
     home = chosen_home()
-    store = DeviceStore(home)
     with _errors():
         identity = load_identity(home)
+        store = DeviceStore(home, own_id=identity.device_id)
         allowed = store.allowed()
         seen = store.seen()
-    nearby = sorted(
-        (s for s in seen.values() if s.device_id not in allowed),
-        key=lambda s: s.last_seen,
-        reverse=True,
-    )
+    nearby = nearby_devices(seen.values(), allowed, own=identity.device_id)
     rows = sorted(allowed.values(), key=lambda a: (a.added is None, a.added, a.device_id))
     if as_json:
         document = {
@@ -183,7 +186,7 @@ def _print_plain(
         name = f"  {a.name}" if a.name else ""
         click.echo(f"  {format_device_id(a.device_id)}{name}  added {_when(a.added)}{note}")
     click.echo("")
-    click.echo("Nearby devices (not allowed):")
+    click.echo(f"{_NEARBY_TITLE}:")
     if not nearby:
         click.echo("  (none)")
     for s in nearby:
@@ -216,7 +219,7 @@ def _print_rich(
             "known" if known else "not seen yet",
         )
     console.print(allowed if rows else "Allowed devices: (none)")
-    near = Table(title="Nearby devices (not allowed)", title_justify="left")
+    near = Table(title=_NEARBY_TITLE, title_justify="left")
     near.add_column("Device ID", no_wrap=True)
     for column in ("Name", "Address", "Role", "Last seen"):
         near.add_column(column, no_wrap=column != "Name")
@@ -228,6 +231,6 @@ def _print_rich(
             Text(s.role),
             _when(s.last_seen),
         )
-    console.print(near if nearby else "Nearby devices (not allowed): (none)")
+    console.print(near if nearby else f"{_NEARBY_TITLE}: (none)")
     if nearby:
         console.print("Pair with one: ollana pair (on the server), or ollana device allow ID")

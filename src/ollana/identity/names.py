@@ -5,7 +5,7 @@ from __future__ import annotations
 import unicodedata
 from typing import Final
 
-__all__ = ["MAX_NAME_BYTES", "clean_name", "display_name"]
+__all__ = ["MAX_NAME_BYTES", "checked_text", "clean_name", "display_name"]
 
 MAX_NAME_BYTES: Final = 64  # as in discovery announces
 
@@ -27,3 +27,13 @@ def display_name(name: str | None, device_id: str) -> str:
     """How a device is shown in one line: its name beside its short ID (IDs tell names apart)."""
     short = device_id[:8]
     return f"{name} ({short})" if name else short
+
+
+def checked_text(value: str, what: str, limit: int) -> str:
+    """`value` unchanged; ValueError if longer than `limit` or holding control characters."""
+    if len(value) > limit:
+        raise ValueError(f"{what} is too long ({len(value)} characters, at most {limit})")
+    # Control characters (C0, DEL, C1) could drive a terminal that lists devices.
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in value):
+        raise ValueError(f"{what} holds control or invalid characters")
+    return value

@@ -33,6 +33,7 @@ from spake2.spake2 import SPAKEError
 
 from ollana.identity.ids import device_id_of
 from ollana.identity.names import clean_name
+from ollana.identity.nearby import OwnDeviceId
 from ollana.identity.profile import check_device_certificate
 
 __all__ = [
@@ -133,7 +134,7 @@ class Window:
         if self.current(now) != "open":
             raise PairingError("no pairing window is open on this device", 404)
         message = _load(body)
-        pake, guest = _bytes(message, "pake"), _peer(message)
+        pake, guest = _bytes(message, "pake"), _not_own(_peer(message), self.cert_der)
         if self.attempts >= MAX_ATTEMPTS:
             self.close()
             raise PairingError("too many attempts: the pairing window is closed", 403)
@@ -201,7 +202,7 @@ class Guest:
     def confirm(self, reply: bytes) -> bytes:
         """The finish message for the host's start reply (its certificate is checked)."""
         message = _load(reply)
-        host = _peer(message)
+        host = _not_own(_peer(message), self._cert)
         host_pake = _bytes(message, "pake")
         try:
             self._key = self._side.finish(host_pake)
@@ -278,6 +279,13 @@ def _bytes(message: dict[str, Any], key: str) -> bytes:
         return base64.b64decode(_text(message, key).encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError):
         raise PairingError(f'"{key}" is not base64') from None
+
+
+def _not_own(peer: PairedPeer, own_cert: bytes) -> PairedPeer:
+    """The peer, unless it presents this device's own certificate (the same home)."""
+    if peer.cert_der == own_cert:
+        raise PairingError(str(OwnDeviceId(peer.device_id)), 409)
+    return peer
 
 
 def _peer(message: dict[str, Any]) -> PairedPeer:

@@ -14,7 +14,6 @@ import contextlib
 import datetime
 import logging
 import os
-import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -33,7 +32,8 @@ from ollana.identity.devicefile import (
 )
 from ollana.identity.files import LOCK_FILE, atomic_write, exclusive_lock
 from ollana.identity.ids import device_id_of, normalize_device_id, resolve_device_id
-from ollana.identity.names import clean_name
+from ollana.identity.names import checked_text, clean_name
+from ollana.identity.nearby import OwnDeviceId, own_device_id, pruned_seen
 from ollana.identity.profile import check_device_certificate
 
 __all__ = [
@@ -102,8 +102,10 @@ class DeviceStore:
         max_seen: int = MAX_SEEN,
         max_hello_seen: int = MAX_HELLO_SEEN,
         seen_refresh: float = SEEN_REFRESH,
+        own_id: str | None = None,
     ) -> None:
         self.home = home
+        self._own = own_id  # this device's ID; read from home when not given
         self.devices_path = home / DEVICES_FILE
         self.seen_path = home / SEEN_FILE
         self._lock_path = home / LOCK_FILE
@@ -119,8 +121,16 @@ class DeviceStore:
         return _read(self.devices_path, parse_allowed, guarded=True)
 
     def seen(self) -> dict[str, SeenDevice]:
-        """Devices heard on the network, keyed by device ID."""
-        return _read(self.seen_path, parse_seen)
+        """Devices heard on the network (never this device itself), keyed by device ID."""
+        seen = _read(self.seen_path, parse_seen)
+        seen.pop(self.own_id() or "", None)
+        return seen
+
+    def own_id(self) -> str | None:
+        """This device's ID, if its home holds an identity."""
+        if self._own is None:
+            self._own = own_device_id(self.home)
+        return self._own
 
     def cert_for(self, device_id: str) -> bytes | None:
         """The DER certificate of a device, from the allow list or else from seen devices."""
@@ -150,15 +160,18 @@ class DeviceStore:
         """Allow a device by full ID or by a prefix unique among known devices.
 
         `cert_der` is the device's certificate when the caller has it (pairing); without
-        a `name`, the one the device announced (if seen) is kept.
+        a `name`, the one the device announced (if seen) is kept. OwnDeviceId for this
+        device's own ID.
         """
         if name is not None:
-            name = _check_text(name.strip(), "name", MAX_NAME_LENGTH) or None
+            name = checked_text(name.strip(), "name", MAX_NAME_LENGTH) or None
         with self._locked():
             allowed, seen = self.allowed(), self.seen()
-            device_id = resolve_device_id(
-                id_or_prefix, set(allowed) | set(seen), accept_unknown=True
-            )
+            own = self.own_id()
+            ids = set(allowed) | set(seen) | ({own} if own else set())
+            device_id = resolve_device_id(id_or_prefix, ids, accept_unknown=True)
+            if device_id == own:
+                raise OwnDeviceId(device_id)
             if cert_der is not None and device_id_of(cert_der) != device_id:
                 raise ValueError(f"the certificate given is not device {device_id}'s")
             known = allowed.get(device_id)
@@ -223,9 +236,9 @@ class DeviceStore:
         via: str = "discovery",
         now: datetime.datetime | None = None,
     ) -> SeenDevice | None:
-        """A checked record of a device heard, or None if it was recorded just so recently.
-
-        ValueError if anything the network sent is not acceptable. No file I/O.
+        """A checked record of a device heard; None if it was recorded just so recently, or
+        is this device itself (another process with its home). ValueError if anything the
+        network sent is not acceptable. No file I/O once the own ID is known.
         """
         device_id = normalize_device_id(device_id)
         last = self._recent.get(device_id)
@@ -233,13 +246,15 @@ class DeviceStore:
             check_device_certificate(cert_der)  # a valid self-signature: ids are not ground
         if device_id_of(cert_der) != device_id:
             raise ValueError(f"the certificate sent does not belong to device {device_id}")
+        if device_id == self.own_id():
+            return None
         cleaned = clean_name(name)
         if cleaned is None:
             raise ValueError("name must be up to 64 bytes of printable text")
         record = SeenDevice(
             device_id=device_id,
-            address=_check_text(address, "address", MAX_FIELD_LENGTH),
-            role=_check_text(role, "role", MAX_FIELD_LENGTH),
+            address=checked_text(address, "address", MAX_FIELD_LENGTH),
+            role=checked_text(role, "role", MAX_FIELD_LENGTH),
             last_seen=now or _now(),
             cert_der=cert_der,
             name=cleaned,
@@ -260,6 +275,8 @@ class DeviceStore:
         with self._locked():
             seen = self.seen()
             for record in batch:
+                if record.device_id == self.own_id():
+                    continue
                 earlier = seen.get(record.device_id)
                 # A hello proves nothing: it never replaces what discovery told us.
                 if earlier is not None and earlier.via == "discovery" and record.via == "hello":
@@ -341,12 +358,7 @@ class DeviceStore:
         except StoreError:
             # Without the allow list we cannot tell what must stay: prune nothing now.
             return seen
-        newest = sorted(seen.values(), key=lambda d: d.last_seen, reverse=True)
-        kept = [d for d in newest if d.device_id in keep]
-        others = [d for d in newest if d.device_id not in keep]
-        kept += [d for d in others if d.via != "hello"][: self._max_seen]
-        kept += [d for d in others if d.via == "hello"][: self._max_hello]
-        return {d.device_id: d for d in kept}
+        return pruned_seen(seen.values(), keep, self._max_seen, self._max_hello)
 
 
 def _read(
@@ -381,15 +393,6 @@ def _stat(path: Path) -> _Signature:
 
 def _same_place(a: SeenDevice, b: SeenDevice) -> bool:
     return replace(a, last_seen=b.last_seen) == b
-
-
-def _check_text(value: str, what: str, limit: int) -> str:
-    if len(value) > limit:
-        raise ValueError(f"{what} is too long ({len(value)} characters, at most {limit})")
-    # Control characters (C0, DEL, C1) could drive a terminal that lists devices.
-    if any(unicodedata.category(c) in ("Cc", "Cs") for c in value):
-        raise ValueError(f"{what} holds control or invalid characters")
-    return value
 
 
 def _now() -> datetime.datetime:

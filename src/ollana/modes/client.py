@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -20,6 +21,7 @@ from ollana.http.guard import LocalGuard
 from ollana.http.listener import Listener
 from ollana.identity import short_device_id
 from ollana.identity.names import display_name
+from ollana.identity.nearby import NEARBY_MAX_AGE
 from ollana.local_ollama import who_listens
 from ollana.modes.mode import Mode, record_seen
 from ollana.modes.static_servers import keep_introduced
@@ -88,8 +90,10 @@ class ClientMode(Mode):
             on_refusal=self.metrics.refused,
             who=who_listens,
         )
-        # Servers seen but not allowed: device ID -> address, the most recent last.
-        self.unpaired: OrderedDict[str, str] = OrderedDict()
+        # Servers heard but not allowed: device ID -> (address, when), the most recent last;
+        # one not heard for unpaired_max_age seconds has stopped or left, and is not offered.
+        self.unpaired: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self.unpaired_max_age = NEARBY_MAX_AGE.total_seconds()
 
     async def _start(self) -> None:
         self._stack.callback(self.tls.on_revoked(self._revoked))
@@ -117,7 +121,7 @@ class ClientMode(Mode):
         """Counters of this mode beside the metrics."""
         return {
             "connections": self.listener.connections,
-            "unpaired_servers": len(self.unpaired),
+            "unpaired_servers": len(self._unpaired_now()),
             "wake_packets": self.waker.packets if self.waker is not None else 0,
         }
 
@@ -154,8 +158,13 @@ class ClientMode(Mode):
         return [
             f"server {short_device_id(device)} at {address} is not paired: run `ollana pair`"
             f" on it and `ollana pair CODE` here, or `ollana device allow {device[:16]}`"
-            for device, address in reversed(self.unpaired.items())
+            for device, address in reversed(self._unpaired_now())
         ][:UNPAIRED_EXPLAINED]
+
+    def _unpaired_now(self) -> list[tuple[str, str]]:
+        """(device ID, address) of the unpaired servers heard lately, the most recent last."""
+        since = time.monotonic() - self.unpaired_max_age
+        return [(d, address) for d, (address, when) in self.unpaired.items() if when >= since]
 
     def _nobody(self) -> str:
         static = ", ".join(str(s.address) for s in self.settings.servers)
@@ -172,12 +181,16 @@ class ClientMode(Mode):
     # --- discovery ----------------------------------------------------------------------
 
     def _heard(self, message: Message, source: tuple[str, int]) -> None:
+        if message.device == self.device_id:
+            return  # another process with this device's home: never a stranger to offer
         if isinstance(message, Query):
-            record_seen(self.seen, message, f"{source[0]}:0")
+            # A client's query comes from a port of no use to anyone: its host is the address.
+            record_seen(self.seen, message, source[0])
             return
         if message.role != "server":
             return
         if isinstance(message, Goodbye):
+            self.unpaired.pop(message.device, None)
             server = self.pool.find(message.device)
             if server is not None:
                 self.pool.remove(server, "said goodbye")
@@ -195,7 +208,7 @@ class ClientMode(Mode):
                     display_name(message.name, message.device),
                     address,
                 )
-            self.unpaired[message.device] = str(address)
+            self.unpaired[message.device] = (str(address), time.monotonic())
             self.unpaired.move_to_end(message.device)
             if len(self.unpaired) > UNPAIRED_KEPT:
                 self.unpaired.popitem(last=False)

@@ -16,6 +16,7 @@ from ollana.discovery import DiscoveryService, Message, OnMessage, Role, TargetS
 from ollana.discovery.signing import Signer
 from ollana.http.listener import Listener
 from ollana.identity import DeviceStore, SeenDevice, StoreError, TLSManager, load_identity
+from ollana.identity.nearby import nearby_devices
 from ollana.identity.pairhttp import PairingDesk
 from ollana.identity.recorder import SeenRecorder
 from ollana.metrics import Metrics
@@ -157,7 +158,8 @@ class Mode:
 def trust(settings: Settings) -> TLSManager:
     """This device's identity and allow list, as the TLS layer uses them."""
     identity = load_identity(settings.home)
-    return TLSManager(identity, DeviceStore(settings.home), open_mode=settings.open)
+    store = DeviceStore(settings.home, own_id=identity.device_id)
+    return TLSManager(identity, store, open_mode=settings.open)
 
 
 def discovery_targets(settings: Settings) -> TargetSet:
@@ -186,11 +188,11 @@ def record_seen(recorder: SeenRecorder, message: Message, address: str) -> bool:
 
 
 def nearby(tls: TLSManager) -> list[SeenDevice]:
-    """Devices heard on the LAN that are not allowed (yet), newest first."""
+    """Devices heard on the LAN lately that are not allowed (yet) nor this one, newest first."""
     try:
         seen = tls.store.seen()
     except StoreError as exc:
         log.warning("cannot read the devices seen nearby: %s", exc)
         return []
-    devices = [d for d in seen.values() if not tls.is_allowed(d.device_id)]
-    return sorted(devices, key=lambda d: d.last_seen, reverse=True)
+    allowed = {d for d in seen if tls.is_allowed(d)}
+    return nearby_devices(seen.values(), allowed, own=tls.identity.device_id)

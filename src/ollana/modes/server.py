@@ -7,7 +7,7 @@ import logging
 
 from aiohttp import web
 
-from ollana.config import Settings
+from ollana.config import HostPort, Settings
 from ollana.discovery import (
     Announce,
     Message,
@@ -212,7 +212,9 @@ class ServerMode(Mode):
 
     def _heard(self, message: Message, source: tuple[str, int]) -> None:
         if isinstance(message, Query | Announce):
-            address = f"{source[0]}:{message.port if isinstance(message, Announce) else 0}"
+            # A client's query comes from a port of no use to anyone: its host is the address.
+            port = message.port if isinstance(message, Announce) else None
+            address = source[0] if port is None else str(HostPort(source[0], port))
             if record_seen(self.seen, message, address) and message.cert is not None:
                 # Trusted before the answer to this query leaves (discovery answers after
                 # this handler): the client's first probe then gets through.

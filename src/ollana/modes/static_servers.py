@@ -203,6 +203,14 @@ class _Introducer:
         return None
 
     async def _not_allowed(self, device_id: str) -> Attempt:
+        if device_id == self._tls.identity.device_id:
+            return Attempt(
+                Trouble.NOT_ALLOWED,
+                "is this device itself (an ollana with the same data directory, so the same"
+                " ID): give one of the two its own --home",
+                answered=True,
+                device_id=device_id,
+            )
         previous = self._previous or await self._allowed_seen_here(device_id)
         if previous is not None and previous != device_id:
             return Attempt(
