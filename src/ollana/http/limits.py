@@ -16,7 +16,15 @@ traceback, and puts no deadline on a request head. `LimitedServer` is a drop-in
 - the header fields of a request may take ``Limits.max_header_size`` bytes in all: else 431
   (aiohttp checks each field only);
 - at most ``Limits.max_connections`` connections: the ones past it get a 503 once their
-  request head is in (as Ollama answers when its queue is full), then are closed;
+  request head is in (as Ollama answers when its queue is full), then are closed. Given
+  `who` (server mode: a connection's device), connections are shared per device instead
+  (`shares.Shares`): a newcomer past the cap is admitted by closing the oldest idle
+  connection of the device holding the most, each device holds at most
+  ``Limits.max_device_connections``, and peers without an allowed certificate have their
+  own small budget (``anonymous_connections``, ``anonymous_per_address``); the 503 that
+  remains carries Retry-After and `BUSY_HEADER`, so that a client may retry it;
+- given a TLS context, each handshake must complete within ``Limits.handshake_timeout``
+  and is held to a budget while it runs; failures are counted by reason (`handshakes`);
 - every refusal of a malformed request is an Ollama-style ``{"error": "…"}`` with the
   fitting status (400, 408, 414, 431, 503), counted by reason in ``refusals`` and passed to
   ``on_refusal(reason)``, and logged once at debug level;
@@ -30,20 +38,27 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
-from aiohttp import StreamReader, http_exceptions, web
+from aiohttp import StreamReader, hdrs, http_exceptions, web
 
 from ollana.config import Limits
 from ollana.http._aiohttp import RawRequestMessage, ServerProtocol, handler_kwargs
+from ollana.http.handshakes import Handshakes, OnHandshakeFailure, peer_address
+from ollana.http.headers import BUSY_HEADER
 from ollana.http.responses import error_response
+from ollana.http.shares import Shares
 
 __all__ = [
+    "ANONYMOUS",
+    "ANONYMOUS_HOLDER",
     "BAD_REQUEST",
     "BODY_TIMEOUT",
     "CONNECTIONS",
+    "DEVICE_CONNECTIONS",
     "HEADERS_TOO_LARGE",
     "HEADER_TIMEOUT",
     "REASONS",
@@ -52,11 +67,15 @@ __all__ = [
     "URI_TOO_LONG",
     "LimitedServer",
     "OnRefusal",
+    "Who",
 ]
 
 log = logging.getLogger(__name__)
 
 OnRefusal = Callable[[str], None]
+# Who holds a connection whose TLS handshake has completed: a device ID, or None for a peer
+# without an allowed certificate.
+Who = Callable[[asyncio.BaseTransport], "str | None"]
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 # Refusal reasons: a closed set, so that they can be metric labels.
@@ -68,12 +87,17 @@ TOO_MANY_HEADERS: Final = "too-many-headers"
 URI_TOO_LONG: Final = "uri-too-long"
 BAD_REQUEST: Final = "bad-request"
 CONNECTIONS: Final = "connections"
+DEVICE_CONNECTIONS: Final = "device-connections"
+ANONYMOUS: Final = "anonymous-connections"
 REASONS: Final = frozenset(
     {
         HEADER_TIMEOUT, BODY_TIMEOUT, SEND_TIMEOUT, HEADERS_TOO_LARGE, TOO_MANY_HEADERS,
-        URI_TOO_LONG, BAD_REQUEST, CONNECTIONS,
+        URI_TOO_LONG, BAD_REQUEST, CONNECTIONS, DEVICE_CONNECTIONS, ANONYMOUS,
     }
 )  # fmt: skip
+# How connections without an allowed certificate are grouped: by source address.
+ANONYMOUS_HOLDER: Final = "address "
+RETRY_AFTER: Final = "1"  # seconds, on a 503 for want of a connection
 
 # Bytes a header field takes beyond its name and value: ": " and CRLF.
 _FIELD_OVERHEAD: Final = 4
@@ -98,6 +122,9 @@ class LimitedServer(web.Server):
         *,
         on_refusal: OnRefusal | None = None,
         name: str = "http",
+        who: Who | None = None,
+        tls: ssl.SSLContext | None = None,
+        on_handshake_failure: OnHandshakeFailure | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("max_line_size", limits.max_line_size)
@@ -109,10 +136,40 @@ class LimitedServer(web.Server):
         self.name = name
         self.on_refusal = on_refusal
         self.refusals: Counter[str] = Counter()
+        self.who = who
+        self.devices: Shares[_LimitedHandler] = Shares(
+            limits.max_connections, limits.max_device_connections
+        )
+        self.anonymous: Shares[_LimitedHandler] = Shares(
+            limits.anonymous_connections, limits.anonymous_per_address
+        )
+        self.handshakes: Handshakes | None = None
+        if tls is not None:
+            # In their handshake, connections are held per address: a device's burst opens
+            # many at once, and a flood from other addresses gives way to it.
+            self.handshakes = Handshakes(
+                tls, timeout=limits.handshake_timeout, total=limits.max_connections,
+                per_address=limits.max_device_connections, on_failure=on_handshake_failure,
+                name=name,
+            )  # fmt: skip
 
     def __call__(self) -> ServerProtocol:
         loop, kwargs = handler_kwargs(self)
-        return _LimitedHandler(self, loop=loop, **kwargs)
+        handler = _LimitedHandler(self, loop=loop, **kwargs)
+        if self.handshakes is None:
+            return handler
+        # asyncio takes any protocol; TLS is ours to run (see handshakes.py).
+        return self.handshakes.wrap(loop, handler)  # type: ignore[return-value]
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """Drop handshakes in progress, then close connections as aiohttp does."""
+        if self.handshakes is not None:
+            self.handshakes.abort_all()
+        await super().shutdown(timeout)
+
+    def held(self) -> dict[str, tuple[int, int]]:
+        """(open, idle) connections per holder: device IDs, and "address …" for the others."""
+        return {**self.devices.counts(), **self.anonymous.counts()}
 
     def refused(self, reason: str, detail: str, peer: object) -> None:
         """Count a refusal, tell `on_refusal`, log it at debug level."""
@@ -129,8 +186,8 @@ class _LimitedHandler(ServerProtocol):
     """One connection: aiohttp's protocol plus the head deadline, head size and busy answer."""
 
     __slots__ = (
-        "_body", "_body_seen", "_body_timer", "_head_bytes", "_head_timer", "_limited", "_over",
-        "_refusing", "_send_timer",
+        "_body", "_body_seen", "_body_timer", "_head_bytes", "_head_timer", "_holder",
+        "_limited", "_over", "_over_why", "_refusing", "_send_timer", "_shares",
     )  # fmt: skip
 
     def __init__(self, manager: LimitedServer, **kwargs: Any) -> None:
@@ -144,22 +201,69 @@ class _LimitedHandler(ServerProtocol):
         self._body_timer: asyncio.TimerHandle | None = None
         self._body_seen = 0.0  # loop time of the body's last bytes
         self._over = False
+        self._over_why = ""
         self._refusing = False
         self._send_timer: asyncio.TimerHandle | None = None
+        self._holder = ""
+        self._shares: Shares[_LimitedHandler] | None = None
 
     # --- connection -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        cap = self._limited.limits.max_connections
-        if cap > 0 and len(self._limited.connections) > cap:
-            self._over = True
-            self.answer_with(self._busy)
-            self._limited.refused(CONNECTIONS, f"more than {cap} connections", self._peer())
+        server = self._limited
+        if server.who is not None:
+            self._share(server, server.who(transport), transport)
+        else:
+            cap = server.limits.max_connections
+            if cap > 0 and len(server.connections) > cap:
+                self._refuse_connection(CONNECTIONS, f"more than {cap} connections")
         # A new connection owes its first request head within the deadline too.
         self._arm_head_timer()
 
+    def _share(
+        self, server: LimitedServer, device: str | None, transport: asyncio.BaseTransport
+    ) -> None:
+        if device is None:
+            holder, shares = ANONYMOUS_HOLDER + peer_address(transport), server.anonymous
+        else:
+            holder, shares = device, server.devices
+        if shares.admit(holder, self):
+            self._holder, self._shares = holder, shares
+            return
+        limits = server.limits
+        if device is None:
+            why = "too many connections without an allowed certificate"
+            self._refuse_connection(ANONYMOUS, why)
+        elif 0 < shares.each <= shares.count(holder):
+            why = f"this device holds {limits.max_device_connections} connections already"
+            self._refuse_connection(DEVICE_CONNECTIONS, why)
+        else:
+            self._refuse_connection(CONNECTIONS, f"{limits.max_connections} connections in use")
+
+    def _refuse_connection(self, reason: str, why: str) -> None:
+        self._over = True
+        self._over_why = why
+        self.answer_with(self._busy)
+        self._limited.refused(reason, why, self._peer())
+
+    @property
+    def idle_since(self) -> float | None:
+        """When the connection began waiting for its next request; None while it is in use."""
+        if self._refusing or self._head_bytes or not self.waiting or self.queued:
+            return None
+        return self.idle_at
+
+    def evict(self) -> None:
+        """Close the idle connection to make room (as aiohttp closes one past keep-alive)."""
+        log.debug("%s: closing an idle connection of %s for a newcomer", self._limited.name,
+                  self._holder)  # fmt: skip
+        self.force_close()
+
     def connection_lost(self, exc: BaseException | None) -> None:
+        if self._shares is not None:
+            self._shares.release(self._holder, self)
+            self._shares = None
         self._cancel_head_timer()
         for timer in (self._body_timer, self._send_timer):
             if timer is not None:
@@ -358,8 +462,11 @@ class _LimitedHandler(ServerProtocol):
         return 400, BAD_REQUEST, f"malformed HTTP request: {what}".rstrip(": ")
 
     async def _busy(self, request: web.BaseRequest) -> web.StreamResponse:
-        cap = self._limited.limits.max_connections
-        return _error(503, f"server busy, please try again: more than {cap} connections open")
+        why = self._over_why or f"more than {self._limited.limits.max_connections} connections"
+        response = _error(503, f"server busy, please try again: {why}")
+        response.headers[hdrs.RETRY_AFTER] = RETRY_AFTER
+        response.headers[BUSY_HEADER] = "connections"
+        return response
 
     def _peer(self) -> object:
         transport = self.transport

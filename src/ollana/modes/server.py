@@ -18,7 +18,13 @@ from ollana.discovery import (
 )
 from ollana.http import error_response, json_response
 from ollana.http.listener import Listener
-from ollana.identity import HELLO_PATH, MAX_HELLO_BODY, PeerRejected, handle_hello
+from ollana.identity import (
+    HELLO_PATH,
+    MAX_HELLO_BODY,
+    PeerRejected,
+    handle_hello,
+    peer_device_id,
+)
 from ollana.local_ollama import OllamaWatch, who_listens
 from ollana.modes.mode import Mode, record_seen
 from ollana.ollama_api import changes_models
@@ -49,6 +55,8 @@ class ServerMode(Mode):
             name="server",
             on_refusal=self.metrics.refused,
             who=who_listens,
+            holder=self._holder,
+            on_handshake_failure=self.metrics.tls_refused,
         )
         self.ollama = OllamaWatch(
             settings.ollama,
@@ -80,7 +88,25 @@ class ServerMode(Mode):
 
     def counters(self) -> dict[str, object]:
         """Counters of this mode beside the metrics."""
-        return {"connections": self.listener.connections, "refused": self.refused}
+        return {
+            "connections": self.listener.connections,
+            "connections_by_device": {
+                holder: {"open": open_, "idle": idle}
+                for holder, (open_, idle) in sorted(self.listener.held().items())
+            },
+            "refused": self.refused,
+        }
+
+    def _holder(self, transport: asyncio.BaseTransport) -> str | None:
+        """Whose share a new connection takes: its allowed device, else None (anonymous).
+
+        In open mode no certificate is asked for: each source address is one holder.
+        """
+        if self.tls.open_mode:
+            peer = transport.get_extra_info("peername")
+            return f"address {peer[0]}" if isinstance(peer, tuple) and peer else None
+        device_id = peer_device_id(transport.get_extra_info("ssl_object"))
+        return device_id if device_id is not None and self.tls.is_allowed(device_id) else None
 
     # --- requests -----------------------------------------------------------------------
 
@@ -107,11 +133,14 @@ class ServerMode(Mode):
         if not peer.trusted:
             self.refused += 1
             self.metrics.tls_refused("no-certificate")
-            return error_response(
+            response = error_response(
                 403,
                 "this device is not allowed here: on the server run `ollana device allow "
                 "<ID>` with the ID `ollana device show` prints on this device",
             )
+            # Its connection is not kept: anonymous peers cannot hold connections open.
+            response.force_close()
+            return response
         if self._management_refused and changes_models(request.method, request.path):
             self.refused += 1
             self.metrics.refused("read-only")
