@@ -17,11 +17,12 @@ from ollana.cluster.exchange import Exchange
 from ollana.cluster.models import Route
 from ollana.cluster.pool import Pool, Server, ServerState
 from ollana.http import UpstreamError, open_upstream
+from ollana.http.relay import CROWDED
 from ollana.http.client import Response
 from ollana.identity.ids import DeviceIdError, parse_device_id
 from ollana.ollama_api import BLOBS_PATH
 
-__all__ = ["AFFINITY_ENTRIES", "NoServerError", "Router", "order"]
+__all__ = ["AFFINITY_ENTRIES", "CROWDED_WAIT", "NoServerError", "Router", "order"]
 
 if TYPE_CHECKING:
     from ollana.metrics import Metrics
@@ -29,6 +30,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 AFFINITY_ENTRIES: Final = 4096
+# A server that had no connection to spare (its 503 says so) is asked again after this,
+# until the request's wait for a server runs out: its other devices' idle connections are
+# being closed to make room.
+CROWDED_WAIT: Final = 0.2
 
 
 class NoServerError(Exception):
@@ -70,6 +75,7 @@ class Router:
         self._conversations = _Recent()
         self._blobs = _Recent()
         self._last_blob: str | None = None
+        self.crowded_wait = CROWDED_WAIT
 
     def candidates(self, route: Route) -> list[Server]:
         """Routable servers for a request, best first (see `order`)."""
@@ -109,10 +115,16 @@ class Router:
         tried: dict[str, str] = {}  # server label -> why it did not take the request
         # By identity: a server heard again at a new address is a new entry, worth a try.
         attempted: list[Server] = []
+        crowded: list[Server] = []
         while True:
             candidates = [s for s in self.candidates(route) if not any(s is t for t in attempted)]
             if not candidates:
                 remaining = deadline - time.monotonic()
+                if crowded and remaining > 0:
+                    await asyncio.sleep(min(self.crowded_wait, remaining))
+                    attempted = [t for t in attempted if not any(t is c for c in crowded)]
+                    crowded.clear()
+                    continue
                 # One that answered 503 is still routable: waiting would not change its mind.
                 busy = any(t.routable for t in attempted)
                 if busy or remaining <= 0 or not self._pool.expecting():
@@ -147,6 +159,10 @@ class Router:
                     if exc.status != 503:
                         self._pool.passive_failure(server, str(exc))
                     log.info("%s %s via %s failed: %s", method, route.path, server.label, exc)
+                    if exc.reason == CROWDED and exc.retryable:
+                        crowded.append(server)
+                        metrics.retry(exc.reason)
+                        continue
                     if not exc.retryable:
                         raise NoServerError(str(exc), exc.status) from exc
                     metrics.retry(exc.reason)

@@ -145,12 +145,12 @@ class LimitedServer(web.Server):
         )
         self.handshakes: Handshakes | None = None
         if tls is not None:
-            # In their handshake, connections are held per address: a device's burst opens
-            # many at once, and a flood from other addresses gives way to it.
+            # A handshake shows no certificate until it ends, and a device's burst opens
+            # dozens at once: no cap per address, but past the total the oldest handshake
+            # of the address with the most gives way, so that a flood cannot crowd others out.
             self.handshakes = Handshakes(
                 tls, timeout=limits.handshake_timeout, total=limits.max_connections,
-                per_address=limits.max_device_connections, on_failure=on_handshake_failure,
-                name=name,
+                per_address=0, on_failure=on_handshake_failure, name=name,
             )  # fmt: skip
 
     def __call__(self) -> ServerProtocol:

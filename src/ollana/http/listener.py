@@ -98,6 +98,11 @@ class Listener(Service):
         """(open, idle) connections per device (and per address for the anonymous)."""
         return self._server.held()
 
+    @property
+    def evicted(self) -> int:
+        """Idle connections closed to make room for another device's, since start."""
+        return self._server.devices.evicted + self._server.anonymous.evicted
+
     async def stop_accepting(self) -> None:
         """Close the listening socket; open connections go on."""
         stop_site(self._site)
