@@ -40,6 +40,7 @@ Client = TestClient[web.Request, web.Application]
 SERVER_KEYS = {
     "key", "address", "device_id", "state", "static", "priority", "inflight", "latency_ms",
     "ollama_version", "models", "loaded", "last_seen_seconds_ago", "requests", "failures",
+    "connections",
 }  # fmt: skip
 TOP_KEYS = {
     "schema", "version", "mode", "device_id", "pid", "started", "uptime_seconds", "listen",

@@ -10,6 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from ollana.admin.status import status_document
 from ollana.metrics import Metrics
 from ollana.modes import ClientMode, ServerMode
 from tests.integration.cluster_fixtures import Cluster, cluster, healthy_with_models, until
@@ -102,3 +103,29 @@ async def test_the_client_keeps_only_a_few_idle_connections_after_a_burst(lan: C
     upstream = a.pool.find(lan.device_id("server"))
     assert upstream is not None and upstream.upstream is not None
     assert upstream.upstream.idle <= 12
+
+
+async def test_status_and_metrics_show_connections_per_device_and_per_server(
+    lan: Cluster,
+) -> None:
+    emulator = await lan.emulator(MODEL)
+    server = await lan.server("server", emulator)
+    a = await lan.client("a")
+    await ready(lan, server, a)
+    assert await burst(a, 5) == [200] * 5
+
+    counters = status_document(server, server.metrics, nearby=[])["counters"]
+    assert isinstance(counters, dict)
+    mine = counters["connections_by_device"][lan.device_id("a")]
+    assert mine["open"] >= 1 and 0 <= mine["idle"] <= mine["open"]
+    servers = status_document(a, a.metrics, nearby=[])["servers"]
+    assert isinstance(servers, list)
+    (entry,) = servers
+    assert entry["connections"]["open"] >= 1
+    assert f'ollana_connections{{holder="{lan.device_id("a")}",state="open"}}' in (
+        server.metrics.render().decode()
+    )
+    label = lan.device_id("server")[:12]
+    assert f'ollana_upstream_connections{{server="{label}",state="open"}}' in (
+        a.metrics.render().decode()
+    )

@@ -16,7 +16,9 @@ class Conn:
         self.evicted = True
 
 
-def fill(shares: Shares[Conn], holder: str, count: int, idle_from: float | None = 0.0) -> list[Conn]:
+def fill(
+    shares: Shares[Conn], holder: str, count: int, idle_from: float | None = 0.0
+) -> list[Conn]:
     conns = []
     for index in range(count):
         conn = Conn(None if idle_from is None else idle_from + index)

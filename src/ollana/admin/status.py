@@ -36,7 +36,8 @@ Each of ``servers`` (sorted by address)::
       "models": ["llama3.2:latest"],     # installed (/api/tags)
       "loaded": ["llama3.2:latest"],     # in memory (/api/ps)
       "last_seen_seconds_ago": 0.4 | null,  # last discovery datagram heard from it
-      "requests": 12, "failures": 0      # since it joined the pool
+      "requests": 12, "failures": 0,     # since it joined the pool
+      "connections": {"open": 3, "idle": 2}  # this client's connections to it
     }
 
 Each of ``nearby``::
@@ -57,7 +58,10 @@ Each of ``nearby``::
                     "dropped": {"own": 10}}   # present when discovery runs
     }
 
-plus whatever the mode adds through `StatusSource.counters()`.
+plus whatever the mode adds through `StatusSource.counters()`; server mode adds
+``connections`` (open now) and ``connections_by_device``: for each device ID holding
+connections (``"address 192.168.1.30"`` for peers without an allowed certificate),
+``{"open": 3, "idle": 2}``.
 """
 
 from __future__ import annotations
@@ -262,6 +266,7 @@ def _server(s: ServerSnapshot) -> dict[str, object]:
         "last_seen_seconds_ago": s.last_seen_ago,
         "requests": s.requests,
         "failures": s.failures,
+        "connections": {"open": s.connections_open, "idle": s.connections_idle},
     }
 
 

@@ -55,6 +55,9 @@ class ServerSnapshot:
     last_seen_ago: float | None
     requests: int
     failures: int
+    connections_open: int = 0  # to this server, in use or idle
+    connections_idle: int = 0
+    label: str = ""  # how logs and metrics name it
 
 
 class Server:
@@ -153,6 +156,9 @@ class Server:
             last_seen_ago=None if self.last_seen is None else round(now - self.last_seen, 3),
             requests=self.requests,
             failures=self.total_failures,
+            connections_open=0 if self.upstream is None else self.upstream.opened,
+            connections_idle=0 if self.upstream is None else self.upstream.idle,
+            label=self.label,
         )
 
 

@@ -17,8 +17,8 @@ from ollana.cluster.exchange import Exchange
 from ollana.cluster.models import Route
 from ollana.cluster.pool import Pool, Server, ServerState
 from ollana.http import UpstreamError, open_upstream
-from ollana.http.relay import CROWDED
 from ollana.http.client import Response
+from ollana.http.relay import CROWDED
 from ollana.identity.ids import DeviceIdError, parse_device_id
 from ollana.ollama_api import BLOBS_PATH
 

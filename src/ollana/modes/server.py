@@ -71,6 +71,7 @@ class ServerMode(Mode):
         # Before the listener, so that it runs after the listener has drained.
         self._stack.push_async_callback(self.proxy.close)
         await self._stack.enter_async_context(self.listener)
+        self._stack.callback(self.metrics.watch_connections(self.listener.held))
         await self._start_discovery(
             "server",
             self._heard,
