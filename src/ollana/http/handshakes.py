@@ -1,13 +1,14 @@
 """The TLS handshake of each accepted connection: a deadline, a budget, and why it failed.
 
-asyncio runs a server's handshakes inside its own accept path, which tells the application
-nothing about one that fails or never starts, and gives a silent peer 60 s. A listener
-with TLS instead hands asyncio a protocol of its own making for every accepted socket:
-asyncio's `SSLProtocol` (public in behaviour, documented in `asyncio.sslproto`) wrapped
-around the HTTP protocol, with ollana's handshake timeout and a waiter whose outcome is
-read here. Connections still in their handshake have not shown a certificate, so they
-are held to a budget per source address and in total (`Shares`): past it, the oldest
-handshake of the address with the most is dropped.
+The event loop runs a server's handshakes inside its own accept path, which tells the
+application nothing about one that fails or never starts, and gives a silent peer 60 s. A
+listener with TLS instead hands the loop a protocol of its own making for every accepted
+socket: the loop's own TLS protocol (uvloop's, in C, on uvloop; `asyncio.sslproto`'s
+otherwise: the very class the loop would have used) around the HTTP protocol, with
+ollana's handshake timeout and a waiter whose outcome is read here. Connections in their
+handshake have not shown a certificate yet: they are held to a budget by source address
+and in total (`Shares`); past it, the oldest handshake of the address with the most is
+dropped.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import logging
 import ssl
 from asyncio import sslproto
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 from ollana.http.shares import Shares
 
@@ -87,27 +88,34 @@ def reason_of(exc: BaseException | None) -> str:
     return HANDSHAKE
 
 
-class _Accepted(sslproto.SSLProtocol):
-    """asyncio's TLS protocol around one accepted socket, told its socket before the handshake."""
+def _uvloop_tls() -> tuple[type, type] | None:
+    """uvloop's loop class and its own TLS protocol, when uvloop is installed."""
+    try:
+        import uvloop
+        import uvloop.loop
+    except ImportError:  # pragma: no cover - uvloop is optional
+        return None
+    protocol = getattr(uvloop.loop, "SSLProtocol", None)
+    return (uvloop.Loop, protocol) if isinstance(protocol, type) else None
 
-    def __init__(self, handshakes: Handshakes, accepted: float, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
-        self.handshakes = handshakes
-        self.accepted = accepted
-        self.address = "?"
-        self.evicted = False
-        self.raw: asyncio.Transport | None = None
+
+_UVLOOP: Final = _uvloop_tls()
+
+
+class _Accepted:
+    """Mixed into the loop's TLS protocol: one accepted socket, told before its handshake."""
+
+    handshakes: Handshakes
+    connected: Callable[[], bool]
+    accepted: float
+    address: str
+    evicted: bool
+    raw: asyncio.Transport | None
 
     @property
     def idle_since(self) -> float | None:
         """A handshake counts as idle from its start: the oldest is dropped first."""
         return self.accepted
-
-    @property
-    def secured(self) -> bool:
-        """Whether the handshake completed."""
-        extra = getattr(self, "_extra", None)
-        return isinstance(extra, dict) and extra.get("ssl_object") is not None
 
     def evict(self) -> None:
         """Give up the handshake: close the socket now."""
@@ -117,12 +125,26 @@ class _Accepted(sslproto.SSLProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.raw = transport if isinstance(transport, asyncio.Transport) else None
-        super().connection_made(transport)
+        super().connection_made(transport)  # type: ignore[misc]
         self.handshakes.started(self)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.raw = None
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # type: ignore[misc]
+
+
+_CLASSES: dict[type, type] = {}
+
+
+def _tls_protocol(loop: asyncio.AbstractEventLoop) -> type:
+    """`_Accepted` on the TLS protocol class this loop uses itself."""
+    base: type = sslproto.SSLProtocol
+    if _UVLOOP is not None and isinstance(loop, _UVLOOP[0]):
+        base = _UVLOOP[1]
+    cls = _CLASSES.get(base)
+    if cls is None:
+        cls = _CLASSES[base] = type("AcceptedTLS", (_Accepted, base), {})
+    return cls
 
 
 class Handshakes:
@@ -153,13 +175,23 @@ class Handshakes:
         """Connections in their handshake now."""
         return len(self._pending)
 
-    def wrap(self, loop: asyncio.AbstractEventLoop, app: asyncio.BaseProtocol) -> _Accepted:
-        """The protocol to hand asyncio for one accepted socket: TLS around `app`."""
+    def wrap(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        app: asyncio.BaseProtocol,
+        connected: Callable[[], bool],
+    ) -> Any:
+        """The protocol to hand the loop for one accepted socket: TLS around `app`.
+
+        `connected()` says whether `app`'s connection_made has run (the handshake passed).
+        """
         waiter: asyncio.Future[None] = loop.create_future()
-        tls = _Accepted(
-            self, loop.time(), loop=loop, app_protocol=app, sslcontext=self.context,
-            waiter=waiter, server_side=True, ssl_handshake_timeout=self._timeout,
+        tls = _tls_protocol(loop)(
+            loop=loop, app_protocol=app, sslcontext=self.context, waiter=waiter,
+            server_side=True, ssl_handshake_timeout=self._timeout,
         )  # fmt: skip
+        tls.handshakes, tls.connected, tls.accepted = self, connected, loop.time()
+        tls.address, tls.evicted, tls.raw = "?", False, None
         waiter.add_done_callback(lambda done: self._ended(tls, done))
         return tls
 
@@ -181,7 +213,7 @@ class Handshakes:
             self._pending.discard(tls)
             self.shares.release(tls.address, tls)
         exc = None if done.cancelled() else done.exception()
-        if exc is None and tls.secured:
+        if exc is None and tls.connected():
             return
         self._failed(CROWDED if tls.evicted else reason_of(exc), tls.address, exc)
 

@@ -159,7 +159,7 @@ class LimitedServer(web.Server):
         if self.handshakes is None:
             return handler
         # asyncio takes any protocol; TLS is ours to run (see handshakes.py).
-        return self.handshakes.wrap(loop, handler)  # type: ignore[return-value]
+        return self.handshakes.wrap(loop, handler, handler.was_made)  # type: ignore[no-any-return]
 
     async def shutdown(self, timeout: float | None = None) -> None:
         """Drop handshakes in progress, then close connections as aiohttp does."""
@@ -187,7 +187,7 @@ class _LimitedHandler(ServerProtocol):
 
     __slots__ = (
         "_body", "_body_seen", "_body_timer", "_head_bytes", "_head_timer", "_holder",
-        "_limited", "_over", "_over_why", "_refusing", "_send_timer", "_shares",
+        "_limited", "_made", "_over", "_over_why", "_refusing", "_send_timer", "_shares",
     )  # fmt: skip
 
     def __init__(self, manager: LimitedServer, **kwargs: Any) -> None:
@@ -206,10 +206,12 @@ class _LimitedHandler(ServerProtocol):
         self._send_timer: asyncio.TimerHandle | None = None
         self._holder = ""
         self._shares: Shares[_LimitedHandler] | None = None
+        self._made = False
 
     # --- connection -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._made = True
         super().connection_made(transport)
         server = self._limited
         if server.who is not None:
@@ -240,6 +242,10 @@ class _LimitedHandler(ServerProtocol):
             self._refuse_connection(DEVICE_CONNECTIONS, why)
         else:
             self._refuse_connection(CONNECTIONS, f"{limits.max_connections} connections in use")
+
+    def was_made(self) -> bool:
+        """Whether the connection was made (past its TLS handshake, if any)."""
+        return self._made
 
     def _refuse_connection(self, reason: str, why: str) -> None:
         self._over = True
