@@ -12,8 +12,9 @@ from aiohttp import web
 
 from ollana.config import HostPort, Limits
 from ollana.http._aiohttp import stop_site
+from ollana.http.admission import Who
 from ollana.http.handshakes import OnHandshakeFailure
-from ollana.http.limits import LimitedServer, OnRefusal, Who
+from ollana.http.limits import LimitedServer, OnRefusal
 from ollana.lifecycle import Service
 
 __all__ = ["ListenError", "Listener", "WhoListens"]
@@ -101,7 +102,7 @@ class Listener(Service):
     @property
     def evicted(self) -> int:
         """Idle connections closed to make room for another device's, since start."""
-        return self._server.devices.evicted + self._server.anonymous.evicted
+        return self._server.admission.evicted
 
     async def stop_accepting(self) -> None:
         """Close the listening socket; open connections go on."""
