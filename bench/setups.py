@@ -135,6 +135,9 @@ def child_env(home: Path | None = None) -> dict[str, str]:
         if not k.startswith(("OLLANA_", "OLLAMA_")) and k.upper() not in _PROXY_VARS
     }
     env["PYTHONUNBUFFERED"] = "1"
+    # The emulator runs any number of streams at once: no fair queue in front of it, so
+    # that the figures are the proxy's own (bench.fairshare turns it on by flag).
+    env["OLLANA_OLLAMA_PARALLEL"] = "0"
     if home is not None:
         env["OLLANA_HOME"] = str(home)
     return env

@@ -11,5 +11,8 @@ def _no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.lower(), raising=False)
-    for name in ("OLLAMA_HOST", "OLLAMA_ORIGINS", "OLLANA_HOME", "OLLANA_LOG", "RUST_LOG"):
+    for name in (
+        "OLLAMA_HOST", "OLLAMA_ORIGINS", "OLLAMA_NUM_PARALLEL", "OLLANA_HOME", "OLLANA_LOG",
+        "RUST_LOG",
+    ):  # fmt: skip
         monkeypatch.delenv(name, raising=False)

@@ -20,7 +20,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"proxy"}),
     frozenset({"cluster"}),
     frozenset({"metrics"}),
-    frozenset({"discovery", "identity", "emulator", "local_ollama"}),
+    frozenset({"discovery", "identity", "emulator", "local_ollama", "usage"}),
     frozenset({"http"}),
     frozenset({"ollama_api", "config", "lifecycle", "logs"}),
     frozenset({"filemodes", "__init__"}),

@@ -8,11 +8,13 @@ import logging
 import math
 import os
 import re
+import socket
 import tomllib
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import platformdirs
 
@@ -22,14 +24,19 @@ __all__ = [
     "DEFAULT_ADMIN_PORT",
     "DEFAULT_CLIENT_PORT",
     "DEFAULT_DISCOVERY_PORT",
+    "DEFAULT_MAX_QUEUE",
+    "DEFAULT_OLLAMA_PARALLEL",
     "DEFAULT_OLLAMA_PORT",
     "DEFAULT_SERVER_PORT",
+    "LOG_LEVELS",
     "ConfigError",
+    "DeviceRule",
     "HostPort",
     "Limits",
     "Settings",
     "StaticServer",
     "Timings",
+    "check_mode",
     "load_settings",
     "ollama_host",
     "parse_host_port",
@@ -42,6 +49,9 @@ DEFAULT_CLIENT_PORT = 11434
 DEFAULT_SERVER_PORT = 11435
 DEFAULT_DISCOVERY_PORT = 11436
 DEFAULT_ADMIN_PORT = 11437
+# Ollama's own defaults: OLLAMA_NUM_PARALLEL (1 since Ollama 0.11) and OLLAMA_MAX_QUEUE (512).
+DEFAULT_OLLAMA_PARALLEL = 1
+DEFAULT_MAX_QUEUE = 512
 
 Mode = Literal["auto", "server", "client"]
 
@@ -82,6 +92,19 @@ class StaticServer:
 
 
 @dataclass(frozen=True, slots=True)
+class DeviceRule:
+    """`[devices.<id-or-name>]` in the config file: one device's share of a server.
+
+    `key` is an ID prefix (8+ hex digits) or a device name, as written; `max_concurrent`
+    of 0 means no limit of its own; `weight` 2 gets twice the turns of weight 1.
+    """
+
+    key: str
+    max_concurrent: int = 0
+    weight: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
 class Limits:
     """Protocol limits; defaults follow nginx, HAProxy, Envoy and Ollama (docs/limits.md).
 
@@ -117,6 +140,13 @@ class Timings:
     probe_timeout: float = 1.0
     forget_after: float = 15.0
     models_refresh: float = 30.0
+    # Saying hello again to a static server that is not usable: the first retry, then
+    # doubling up to the cap for an address where nothing answers (a booting server is
+    # found within about a second), or up to the longer one while it answers but will
+    # not take us (an allow list must change first).
+    hello_retry_first: float = 0.1
+    hello_retry_max: float = 1.0
+    hello_retry_refused: float = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +166,7 @@ class Settings:
     read_only: bool = False
     allow_management: bool = False
     priority: int = 0
+    name: str = field(default_factory=lambda: default_name())  # noqa: PLW0108 (defined below)
     retry_buffer: int = 16 * 1024 * 1024
     wait_for_server: float = 5.0
     grace: float = 30.0
@@ -147,6 +178,10 @@ class Settings:
     home: Path = field(default_factory=lambda: default_home())  # noqa: PLW0108 (defined below)
     origins: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
+    ollama_parallel: int = DEFAULT_OLLAMA_PARALLEL  # server: Ollama's slots; 0: no queue
+    max_queue: int = DEFAULT_MAX_QUEUE  # server: requests waiting beyond this get 503
+    usage: bool = True  # server: count usage per device and model in usage.sqlite
+    devices: tuple[DeviceRule, ...] = ()
     limits: Limits = field(default_factory=Limits)
     timings: Timings = field(default_factory=Timings)
 
@@ -162,6 +197,26 @@ class Settings:
     def refuses_management(self) -> bool:
         """Whether management calls (pull, create, delete, …) are refused in server mode."""
         return self.read_only or (self.open and not self.allow_management)
+
+
+MAX_NAME_BYTES = 64
+
+
+def default_name() -> str:
+    """This device's name for people: the host name, cut to what an announce carries."""
+    text = "".join(c for c in socket.gethostname() if unicodedata.category(c)[0] != "C")
+    while len(text.encode("utf-8")) > MAX_NAME_BYTES:
+        text = text[:-1]
+    return text
+
+
+def _name(raw: object) -> str:
+    text = _text(raw)
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        raise ValueError(f"a name is at most {MAX_NAME_BYTES} bytes of UTF-8")
+    if any(unicodedata.category(c)[0] == "C" for c in text):
+        raise ValueError("a name may not hold control or format characters")
+    return text
 
 
 def default_home(env: Mapping[str, str] = os.environ) -> Path:
@@ -345,6 +400,36 @@ def _size(raw: object) -> int:
     return value
 
 
+def _count(raw: object) -> int:
+    value = _int(raw)
+    if value < 0:
+        raise ValueError(f"expected 0 or more, got {value}")
+    return value
+
+
+_DEVICE_KEYS = {"max_concurrent", "weight"}
+
+
+def _devices(raw: object) -> tuple[DeviceRule, ...]:
+    if not isinstance(raw, dict):
+        raise ValueError("set it in the config file, a table per device: [devices.<id-or-name>]")
+    rules = []
+    for key, table in raw.items():
+        if not isinstance(table, dict):
+            raise ValueError(f"devices.{key}: expected a table with max-concurrent and weight")
+        values = {name.replace("-", "_"): value for name, value in table.items()}
+        unknown = sorted(set(values) - _DEVICE_KEYS)
+        if unknown:
+            raise ValueError(f"devices.{key}: unknown setting {unknown[0]!r}")
+        weight = values.get("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, int | float):
+            raise ValueError(f"devices.{key}: weight must be a number, got {weight!r:.40}")
+        if not math.isfinite(weight) or weight <= 0:
+            raise ValueError(f"devices.{key}: weight must be more than 0, got {weight!r:.40}")
+        rules.append(DeviceRule(str(key), _count(values.get("max_concurrent", 0)), float(weight)))
+    return tuple(rules)
+
+
 def _choice(*choices: str) -> Callable[[object], str]:
     def parse(raw: object) -> str:
         text = _text(raw).lower()
@@ -371,7 +456,8 @@ def _list(item: Callable[[object], Any]) -> Callable[[object], tuple[Any, ...]]:
     return parse
 
 
-_LOG_LEVELS = ("trace", "debug", "info", "warn", "warning", "error", "critical", "off")
+# The log levels every command and the docs offer (ollana.logs.LEVELS maps each).
+LOG_LEVELS: Final = ("trace", "debug", "info", "warn", "warning", "error", "critical", "off")
 
 # Each setting: its parser. Nested groups are addressed as "limits.x" / "timings.x".
 _PARSERS: dict[str, Callable[[object], Any]] = {
@@ -388,16 +474,21 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "read_only": _bool,
     "allow_management": _bool,
     "priority": _int,
+    "name": _name,
     "retry_buffer": _size,
     "wait_for_server": _seconds,
     "grace": _seconds,
     "daemon": _bool,
     "pid_file": _path,
     "log_file": _path,
-    "log_level": _choice(*_LOG_LEVELS),
+    "log_level": _choice(*LOG_LEVELS),
     "log_format": _choice("text", "json"),
     "origins": _list(_text),
     "allowed_hosts": _list(_text),
+    "ollama_parallel": _count,
+    "max_queue": _count,
+    "usage": _bool,
+    "devices": _devices,
 }
 for _f in dataclasses.fields(Limits):
     _PARSERS[f"limits.{_f.name}"] = _seconds if _f.type == "float" else _size
@@ -408,6 +499,7 @@ for _f in dataclasses.fields(Timings):
 _ENV_ALIASES = {
     "OLLAMA_HOST": "ollama",
     "OLLAMA_ORIGINS": "origins",
+    "OLLAMA_NUM_PARALLEL": "ollama_parallel",
     "OLLANA_LOG": "log_level",
     "RUST_LOG": "log_level",
 }
@@ -483,6 +575,18 @@ def _line_of(text: str, key: str) -> int | str:
     pattern = re.compile(rf"^[ \t]*[\"']?{re.escape(key)}[\"']?\s*=", re.MULTILINE)
     match = pattern.search(text)
     return text.count("\n", 0, match.start()) + 1 if match else "?"
+
+
+def check_mode(settings: Settings, mode: str, why: str = "") -> None:
+    """ConfigError when a setting has no meaning in the mode this process runs in."""
+    if mode == "client" and settings.open:
+        picked = f" ({why})" if why else ""
+        raise ConfigError(
+            f"setting 'open' (--open, OLLANA_OPEN or `open = true` in the config file) is for "
+            f"servers, and this is client mode{picked}: it would make this client trust every "
+            "server on the LAN and send prompts to any of them. Remove it here, or run a "
+            "server with --mode server"
+        )
 
 
 def load_settings(

@@ -24,6 +24,8 @@ from typing import Final
 
 import platformdirs
 
+from ollana.filemodes import open_private
+
 __all__ = [
     "READY_TIMEOUT",
     "AlreadyRunning",
@@ -99,7 +101,6 @@ class PidFile:
 
     def acquire(self) -> None:
         """Take the pid file or raise AlreadyRunning; `replaced` is the stale pid, if any."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         if sys.platform == "win32":
             fd, self.replaced = _open_checked(self.path)
         else:
@@ -158,9 +159,8 @@ class ReadyPipe:
 
 def redirect_output(log_file: Path) -> None:
     """Point stdin at /dev/null, and stdout and stderr at the log file (appending)."""
-    log_file.parent.mkdir(parents=True, exist_ok=True)
     null = os.open(os.devnull, os.O_RDONLY)
-    out = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    out = open_private(log_file, os.O_WRONLY | os.O_APPEND)
     os.dup2(null, 0)
     os.dup2(out, 1)
     os.dup2(out, 2)
@@ -174,9 +174,8 @@ def detach(pid_file: Path, log_file: Path, argv: Sequence[str]) -> ReadyPipe:
     `argv` is the command line after the program name (used on Windows to start the
     detached process). OSError, before anything starts, when the files cannot be written.
     """
-    pid_file.parent.mkdir(parents=True, exist_ok=True)
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    os.close(os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
+    pid_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.close(open_private(log_file, os.O_WRONLY | os.O_APPEND))
     if sys.platform == "win32":
         sys.exit(_spawn_detached(pid_file, log_file, argv))
     else:  # mypy checks each platform branch on its own
@@ -237,7 +236,7 @@ if sys.platform == "win32":
             old = None
         if old and old != os.getpid() and pid_alive(old):
             raise AlreadyRunning(path, old)
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_BINARY, 0o644), old
+        return open_private(path, os.O_RDWR | os.O_BINARY), old
 
     def _spawn_detached(pid_file: Path, log_file: Path, argv: Sequence[str]) -> int:
         """Start `ollana serve` (without -d) detached; wait for its ready line."""
@@ -302,7 +301,7 @@ else:
     def _open_locked(path: Path) -> tuple[int, int | None]:
         """Open and flock the pid file; returns it and the stale pid it held, if any."""
         while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = open_private(path, os.O_RDWR)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:

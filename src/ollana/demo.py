@@ -112,10 +112,15 @@ async def run_demo(echo: Callable[[str], None], write: Callable[[str], None]) ->
     """The demo itself: start the chain, stream one answer, wait until cancelled."""
     with tempfile.TemporaryDirectory(prefix="ollana-demo-") as tmp:
         emulator = EmulatorConfig(tokens_per_second=DEMO_TOKENS_PER_SECOND)
-        async with running_chain(Path(tmp), emulator=emulator) as chain:
+        # Each side's dashboard on a free loopback port, so that the demo can be watched.
+        admin: dict[str, object] = {"admin_listen": "127.0.0.1:0"}
+        async with running_chain(Path(tmp), emulator=emulator, server=admin, client=admin) as chain:
             echo(f"emulated Ollama  {chain.ollama_url}")
             echo(f"ollana server    https://127.0.0.1:{chain.server.port}  (mutual TLS)")
             echo(f"ollana client    {chain.url}")
+            for name, mode in (("client", chain.client), ("server", chain.server)):
+                if mode.admin is not None:
+                    echo(f"{name} dashboard {mode.admin.url}")
             echo("")
             echo(f"> {DEMO_MODEL}: why is the sky blue?")
             final = await stream_chat(chain.url, "Why is the sky blue?", write)

@@ -7,6 +7,11 @@ it is formatted once and held with the next ones for a single write, which happe
 `FLUSH_SIZE` characters are waiting, `FLUSH_INTERVAL` seconds after the first of them (a
 timer of the running event loop), before any other record is written (so lines stay in
 order), and on flush or close (at exit too). Other records are written at once.
+
+Text lines cannot be forged: what the network supplied (paths, headers, device and model
+names) may hold a line break or a terminal escape, so the text formatter writes every
+character that is not printable as an escape (`\\n`, `\\x1b`, `\\u202e`). JSON lines
+escape the same characters as JSON `\\u` escapes, so that the values read back unchanged.
 """
 
 from __future__ import annotations
@@ -15,11 +20,14 @@ import asyncio
 import json
 import logging
 import logging.handlers
+import os
 import sys
 import time
 from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any, Final, TextIO
+
+from ollana.filemodes import open_private
 
 __all__ = [
     "ACCESS_LOGGER",
@@ -31,6 +39,7 @@ __all__ = [
     "JSONFormatter",
     "TextFormatter",
     "access_log",
+    "escape_text",
     "reopen_logs",
     "setup_logging",
 ]
@@ -66,8 +75,42 @@ _STANDARD_ATTRS: Final = frozenset(
 )
 
 
+def escape_text(text: str) -> str:
+    """text with every non-printable character (controls, line and paragraph separators,
+    bidirectional and other format characters) written as a backslash escape."""
+    if text.isprintable():  # the common case, clean text: one pass in C
+        return text
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if char in "\n\r\t":
+        return repr(char)[1:-1]
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def _json_safe(line: str) -> str:
+    """A JSON text with the non-printable characters JSON leaves as they are (U+2028, C1,
+    bidirectional controls) written as `\\u` escapes, which decode to the same string."""
+    if line.isprintable():
+        return line
+    return "".join(c if c.isprintable() else _json_escape(c) for c in line)
+
+
+def _json_escape(char: str) -> str:
+    code = ord(char)
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
 class TextFormatter(logging.Formatter):
-    """`2025-01-31 12:00:00.123Z INFO  ollana.runner: message`, in UTC."""
+    """`2025-01-31 12:00:00.123Z INFO  ollana.runner: message`, in UTC; one line a record
+    (a traceback aside), whatever the message holds."""
 
     default_msec_format = "%s.%03dZ"
 
@@ -75,6 +118,10 @@ class TextFormatter(logging.Formatter):
         super().__init__(TEXT_FORMAT)
         self.converter = time.gmtime
         self._second: tuple[int, str] = (-1, "")  # one tuple: threads see both or neither
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        """The line before any traceback, its non-printable characters escaped."""
+        return escape_text(super().formatMessage(record))
 
     def access_line(self, created: float, msg: str, fields: AccessFields) -> str:
         """The line `format()` makes of an access record, with its line end."""
@@ -102,18 +149,21 @@ class JSONFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        return _json_safe(json.dumps(entry, ensure_ascii=False, default=str))
 
     def access_line(self, created: float, msg: str, fields: AccessFields) -> str:
         """The line `format()` makes of an access record, with its line end."""
         peer, method, path, status, duration, server, route = fields
         text = encode_basestring  # json.dumps(str, ensure_ascii=False), without its overhead
         return (
-            f'{{"ts": {round(created, 6)!r}, "level": "info", "logger": "{ACCESS_LOGGER}", '
-            f'"msg": {text(msg)}, "peer": {text(peer)}, "method": {text(method)}, '
-            f'"path": {text(path)}, "status": {status:d}, "duration": {round(duration, 6)!r}, '
-            f'"server": {"null" if server is None else text(server)}, '
-            f'"route": {"null" if route is None else text(route)}}}\n'
+            _json_safe(
+                f'{{"ts": {round(created, 6)!r}, "level": "info", "logger": "{ACCESS_LOGGER}", '
+                f'"msg": {text(msg)}, "peer": {text(peer)}, "method": {text(method)}, '
+                f'"path": {text(path)}, "status": {status:d}, "duration": {round(duration, 6)!r}, '
+                f'"server": {"null" if server is None else text(server)}, '
+                f'"route": {"null" if route is None else text(route)}}}'
+            )
+            + "\n"
         )
 
 
@@ -234,6 +284,11 @@ class BatchedFileHandler(BatchedStreamHandler, logging.handlers.WatchedFileHandl
         )
         self._batching(flush_size, flush_interval)
 
+    def _open(self) -> Any:
+        """The file, appended to: never through a symbolic link, created 0600."""
+        fd = open_private(Path(self.baseFilename), os.O_WRONLY | os.O_APPEND)
+        return open(fd, "a", encoding=self.encoding, errors=self.errors)
+
     def reopenIfNeeded(self) -> None:
         """Reopen the file if it was moved or deleted (an open file cannot be, on Windows)."""
         if sys.platform != "win32":
@@ -270,6 +325,7 @@ def access_log(
     how = f" ({route})" if route else ""
     # As logging would format it (%d takes any number), and quicker than an f-string.
     msg = "%s %s %s %d %.3fs%s%s" % (peer, method, path, status, duration, via, how)  # noqa: UP031
+    msg = escape_text(msg)  # the path and the names come from the network
     # Straight to the handler only when the record would reach it alone, unfiltered;
     # otherwise (a handler added, a filter, a formatter of someone else) as any record.
     handlers = _root.handlers

@@ -396,7 +396,14 @@ class Metrics:
             )  # fmt: skip
             for reason, count in sorted(stats.dropped.items()):
                 dropped.add_metric((reason,), count)
+            unanswered = CounterMetricFamily(
+                f"{prefix}unanswered", "Queries delivered but not answered, by reason.",
+                labels=("reason",),
+            )  # fmt: skip
+            for reason, count in sorted(stats.unanswered.items()):
+                unanswered.add_metric((reason,), count)
             return (
+                unanswered,
                 CounterMetricFamily(f"{prefix}datagrams_sent", f"{what} sent.", stats.sent),
                 CounterMetricFamily(
                     f"{prefix}datagrams_received", f"{what} received.", stats.received

@@ -15,11 +15,11 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Final
 
 from ollana import lifecycle
-from ollana.config import Settings
+from ollana.config import Settings, check_mode
 from ollana.logs import reopen_logs
 from ollana.modes import ClientMode, ServerMode
 from ollana.modes.detect import detect_mode
@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 Mode = ClientMode | ServerMode
 Ready = Callable[[Mode], None]
+# Runs once the mode is known, before anything binds; raises to stop (another ollana here).
+Check = Callable[[Settings, str], Awaitable[None]]
 
 # The HTTP server waits up to a grace period for requests, cancels them, then waits up to
 # one more for them to unwind; past that and this margin, we stop waiting and exit non-zero.
@@ -45,14 +47,15 @@ def run(
     *,
     on_abort: Callable[[], None] | None = None,
     on_hangup: Callable[[], None] | None = None,
+    check: Check | None = None,
 ) -> int:
     """Run until a stop signal, then shut down in stages; return the exit code.
 
     `on_abort` runs before an immediate exit on a second stop signal (remove the pid file);
-    `on_hangup` runs on SIGHUP after the log files were reopened.
+    `on_hangup` runs on SIGHUP after the log files were reopened; `check` runs before binding.
     """
     _raise_open_file_limit()
-    main = serve(settings, ready, on_abort=on_abort, on_hangup=on_hangup)
+    main = serve(settings, ready, on_abort=on_abort, on_hangup=on_hangup, check=check)
     return lifecycle.run(main)
 
 
@@ -78,6 +81,7 @@ async def serve(
     *,
     on_abort: Callable[[], None] | None = None,
     on_hangup: Callable[[], None] | None = None,
+    check: Check | None = None,
 ) -> int:
     """Detect the mode, run it until a stop signal, then shut down in stages."""
     stop = _Stop(on_abort)
@@ -86,6 +90,9 @@ async def serve(
     with _signals(stop, hangup):
         decision = await detect_mode(settings)
         log.info("%s mode: %s", decision.mode, decision.reason)
+        check_mode(settings, decision.mode, decision.reason)
+        if check is not None:
+            await check(settings, decision.mode)
         if stop.signal is not None:
             log.info("%s before start: not starting", stop.signal)
             return 0

@@ -204,3 +204,59 @@ async def test_a_healthy_home_starts(home: Path) -> None:
     finally:
         proc.terminate()
         await proc.wait()
+
+
+# --- the pid and log files ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "run"
+    path.mkdir(mode=0o700)
+    return path
+
+
+@pytest.mark.parametrize("flag", ["--pid-file", "--log-file"])
+async def test_a_link_in_place_of_the_pid_or_log_file_is_not_followed(
+    home: Path, run_dir: Path, tmp_path: Path, flag: str
+) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("keep\n")
+    victim.chmod(0o644)
+    link = run_dir / "ollana.file"
+    link.symlink_to(victim)
+    assert_refused(await serve(home, flag, str(link)), link)
+    assert victim.read_text() == "keep\n"
+    assert oct(victim.stat().st_mode & 0o777) == oct(0o644)
+
+
+@pytest.mark.parametrize("flag", ["--pid-file", "--log-file"])
+async def test_a_directory_others_can_write_is_refused_with_the_fix(
+    home: Path, run_dir: Path, flag: str
+) -> None:
+    run_dir.chmod(0o777)
+    assert_refused(await serve(home, flag, str(run_dir / "ollana.file")), run_dir, "chmod o-w")
+    assert list(run_dir.iterdir()) == []
+
+
+async def test_the_pid_and_log_files_are_private(home: Path, run_dir: Path) -> None:
+    pid_file, log_file = run_dir / "ollana.pid", run_dir / "ollana.log"
+    log_file.write_text("an older line\n")
+    log_file.chmod(0o644)  # as earlier versions made it
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ollana", "serve", "--mode", "client", "--listen", "127.0.0.1:0",
+        "--no-discovery", "--admin-listen", "off",
+        "--pid-file", str(pid_file), "--log-file", str(log_file),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL, env=ollana_env(home),
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), WAIT)
+        assert b"listening on" in line
+        modes = {p.name: p.stat().st_mode & 0o777 for p in (pid_file, log_file)}
+    finally:
+        proc.terminate()
+        await proc.wait()
+    assert modes == {"ollana.pid": 0o600, "ollana.log": 0o600}
+    assert log_file.read_text().startswith("an older line\n")

@@ -1,7 +1,8 @@
 """Goodbyes in another device's name: only the device's own run, from where it announced.
 
-First the rule itself (`Origins`, pure), then a running client's DiscoveryService with real
-UDP sockets on loopback, fed by hand-made datagrams from several 127.0.0.x addresses.
+First the rule for unpaired devices (`Origins`, pure), then a running client's
+DiscoveryService with real UDP sockets on loopback, fed by hand-made datagrams from several
+127.0.0.x addresses; last, a paired server, whose datagrams count only when it signed them.
 """
 
 from __future__ import annotations
@@ -11,11 +12,15 @@ import sys
 from collections.abc import AsyncIterator
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from ollana.config import Timings
 from ollana.discovery import Announce, DiscoveryService, Goodbye, Message, encode
 from ollana.discovery.origins import MAX_ADDRESSES, Origins
+from ollana.discovery.signing import Signer
+from ollana.identity import load_identity
 from tests.support.discovery import Inbox
+from tests.support.waiting import until
 
 DEVICE, OTHER = "a" * 64, "b" * 64
 QUIET = Timings(announce_interval=3600.0, query_interval=3600.0)
@@ -115,3 +120,63 @@ async def test_a_client_passes_on_only_the_servers_own_goodbye(
     assert (msg, host) == (goodbye(), "127.0.0.5")
     assert service.stats().dropped["forged"] == 3
     assert [m for m, _ in inbox.seen] == [announce(), goodbye()]  # nothing else passed on
+
+
+# --- a paired server: only what it signed counts ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def paired_device(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, bytes, Signer]:
+    identity = load_identity(tmp_path_factory.mktemp("server-home"))
+    return identity.device_id, identity.cert_der, Signer.from_key_file(identity.key_path)
+
+
+@pytest.fixture
+async def paired_client(
+    paired_device: tuple[str, bytes, Signer],
+) -> AsyncIterator[tuple[DiscoveryService, Inbox]]:
+    device_id, cert, _ = paired_device
+    inbox = Inbox()
+    async with DiscoveryService(
+        role="client", on_message=inbox, discovery_port=0, timings=QUIET, bind_host="127.0.0.1",
+        paired=lambda d: d == device_id, cert_of={device_id: cert}.get,
+    ) as service:  # fmt: skip
+        yield service, inbox
+
+
+def send_raw(data: bytes, port: int | None, host: str) -> None:
+    assert port is not None
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((host, 0))
+        sock.sendto(data, ("127.0.0.1", port))
+
+
+@linux_only
+async def test_announces_and_goodbyes_in_a_paired_servers_name_change_nothing(
+    paired_client: tuple[DiscoveryService, Inbox], paired_device: tuple[str, bytes, Signer]
+) -> None:
+    service, inbox = paired_client
+    device_id, _, sign = paired_device
+    port = service.listen_port
+    real = Announce(instance="run1", device=device_id, port=11435, ts=100.0)
+    send_raw(encode(real, sign), port, "127.0.0.5")
+    assert (await inbox.next())[0] == real
+    # The rogue knows the run (it is broadcast): it announces it from its own address,
+    # unsigned and signed with its own key, then says goodbye in its name.
+    rogue = Signer(ec.generate_private_key(ec.SECP256R1()))
+    fake = Announce(instance="run1", device=device_id, port=11435, ts=150.0)
+    bye = Goodbye(instance="run1", device=device_id, ts=151.0)
+    for data in (encode(fake), encode(fake, rogue), encode(bye), encode(bye, rogue)):
+        send_raw(data, port, "127.0.0.6")
+    # A goodbye the server really said, of an earlier run, replayed.
+    send_raw(encode(Goodbye(instance="run0", device=device_id, ts=90.0), sign), port, "127.0.0.6")
+    # The server's own goodbye goes to two broadcast addresses: it arrives twice.
+    own = Goodbye(instance="run1", device=device_id, ts=200.0)
+    send_raw(encode(own, sign), port, "127.0.0.5")
+    send_raw(encode(own, sign), port, "127.0.0.5")
+    msg, (host, _) = await inbox.next(Goodbye)
+    assert (msg, host) == (own, "127.0.0.5")
+    await until(lambda: service.stats().dropped.get("duplicate"), "the copy counted")
+    dropped = dict(service.stats().dropped)
+    assert dropped == {"unsigned": 2, "forged": 2, "replay": 1, "duplicate": 1}
+    assert [m for m, _ in inbox.seen] == [real, own]  # nothing else was acted on

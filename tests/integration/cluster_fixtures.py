@@ -196,6 +196,9 @@ class Cluster:
             "discovery_port": self.discovery_port,
             "discovery_targets": (LOOPBACK_BROADCAST,),
             "wait_for_server": 2.0,
+            # The emulator runs any number of requests at once, where Ollama queues them:
+            # no fair queue unless a test asks for one.
+            "ollama_parallel": 0,
             **FAST_TIMINGS,
         }
         home = self.homes[name]

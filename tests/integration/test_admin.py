@@ -38,12 +38,13 @@ from tests.support.ports import free_port
 
 Client = TestClient[web.Request, web.Application]
 SERVER_KEYS = {
-    "key", "address", "device_id", "state", "static", "priority", "inflight", "latency_ms",
+    "key", "address", "device_id", "name", "state", "static", "priority", "inflight", "latency_ms",
     "ollama_version", "models", "loaded", "last_seen_seconds_ago", "requests", "failures",
+    "problem",
     "connections",
 }  # fmt: skip
 TOP_KEYS = {
-    "schema", "version", "mode", "device_id", "pid", "started", "uptime_seconds", "listen",
+    "schema", "version", "mode", "device_id", "name", "pid", "started", "uptime_seconds", "listen",
     "open", "read_only", "discovery", "ollama", "servers", "nearby", "counters",
 }  # fmt: skip
 
@@ -102,6 +103,7 @@ async def test_status_document_schema(client: Client) -> None:
     assert doc["nearby"] == [
         {
             "device_id": "ab" * 32,
+            "name": "",
             "address": "10.0.0.9",
             "role": "server",
             "last_seen": "2026-01-02T03:04:05Z",
@@ -110,7 +112,13 @@ async def test_status_document_schema(client: Client) -> None:
     counters = doc["counters"]
     assert counters["requests"] == 0
     assert counters["connections"] == 4
-    discovery = {"sent": 2, "received": 5, "send_errors": 0, "dropped": {"own": 1}}
+    discovery = {
+        "sent": 2,
+        "received": 5,
+        "send_errors": 0,
+        "dropped": {"own": 1},
+        "unanswered": {},
+    }
     assert counters["discovery"] == discovery
 
 

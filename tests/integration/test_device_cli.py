@@ -55,11 +55,16 @@ def test_allow_list_disable_round_trip(tmp_path: Path) -> None:
     assert listed.exit_code == 0
     lines = listed.stdout.splitlines()
     assert lines[lines.index("Allowed devices:") + 1].strip().startswith(grouped)
-    removed = run(tmp_path, "disable", device_id[:8])
-    assert (removed.exit_code, removed.stdout) == (0, f"Removed Device ID: {grouped}\n")
-    missing = run(tmp_path, "disable", device_id[:8])
+    removed = run(tmp_path, "disable", device_id[:16])
+    assert (removed.exit_code, removed.stdout) == (
+        0,
+        f"Disabled Device ID {grouped}: removed from the allow list"
+        " (`ollana device allow` adds it back)\n",
+    )
+    assert device_id not in DeviceStore(tmp_path).allowed()  # removed, not kept disabled
+    missing = run(tmp_path, "remove", device_id[:16])  # another name for the same
     assert missing.exit_code == 1
-    assert missing.stdout == f"Device ID {device_id[:8]} is not allowed\n"
+    assert missing.stdout == f"Device ID {format_device_id(device_id[:16])} is not allowed\n"
 
 
 def test_list_shows_nearby_devices_and_allow_takes_their_prefix(tmp_path: Path) -> None:
@@ -74,7 +79,7 @@ def test_list_shows_nearby_devices_and_allow_takes_their_prefix(tmp_path: Path) 
         "last",
         "seen",
     ]
-    assert run(tmp_path, "allow", near_id[:9], "--name", "gpu box").exit_code == 0
+    assert run(tmp_path, "allow", near_id[:16], "--name", "gpu box").exit_code == 0
     document = json.loads(run(tmp_path, "list", "--json").stdout)
     assert document["nearby"] == []
     assert [(d["id"], d["name"], d["cert_known"]) for d in document["allowed"]] == [
@@ -85,15 +90,15 @@ def test_list_shows_nearby_devices_and_allow_takes_their_prefix(tmp_path: Path) 
 
 def test_prefix_errors_are_clear(tmp_path: Path) -> None:
     store = DeviceStore(tmp_path)
-    store.allow("abcdef01" + "1" * 56)
-    store.allow("abcdef01" + "2" * 56)
-    ambiguous = run(tmp_path, "disable", "abcdef01")
+    store.allow("abcdef01" * 2 + "1" * 48)
+    store.allow("abcdef01" * 2 + "2" * 48)
+    ambiguous = run(tmp_path, "disable", "abcdef01" * 2)
     assert ambiguous.exit_code == 1
     assert "matches 2 devices" in ambiguous.stderr
     short = run(tmp_path, "allow", "abc")
     assert short.exit_code == 1
     assert "too short" in short.stderr
-    unknown = run(tmp_path, "allow", "12345678")
+    unknown = run(tmp_path, "allow", "12345678" * 2)
     assert unknown.exit_code == 1
     assert "no known device" in unknown.stderr
     assert len(store.allowed()) == 2
@@ -146,3 +151,19 @@ def test_real_processes_allowing_at_once_all_land(tmp_path: Path) -> None:
     assert shown.startswith("Device ID: ")
     leftovers = [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
     assert leftovers == []
+
+
+def test_allow_prints_the_full_id_and_the_name_it_announced(tmp_path: Path) -> None:
+    store = DeviceStore(tmp_path)
+    near_id, near_der = make_cert()
+    store.record_seen(near_id, "192.0.2.20:11435", "server", near_der, name="gpu box")
+    assert "gpu box" in run(tmp_path, "list").stdout
+    added = run(tmp_path, "allow", near_id[:16])
+    assert (added.exit_code, added.stdout) == (
+        0,
+        f"Added Device ID: {format_device_id(near_id)} (gpu box)\n",
+    )
+    # 8 digits, which the README once suggested, are no longer enough.
+    short = run(tmp_path, "allow", near_id[:8])
+    assert short.exit_code == 1
+    assert "at least 16" in short.stderr

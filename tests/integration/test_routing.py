@@ -657,6 +657,9 @@ async def test_a_dead_servers_models_leave_and_shared_ones_keep_working(tmp_path
             assert loop.failures == [], loop.failures
             only_a = chat("qwen2.5:0.5b")
             async with http.post(url + "/api/chat", json=only_a) as response:
-                # Nobody has it now: Ollama's own answer, from a server that does not have it.
-                assert response.status == 404
-                assert response.headers[PIN] == ids["b"][:12]
+                # Only a, unreachable now, has it: said so, not Ollama's 404 "try pulling it"
+                # from a server that does not have it (a user would download it again).
+                assert response.status == 503
+                error = (await response.json())["error"]
+                assert "qwen2.5:0.5b" in error and "unreachable" in error, error
+                assert PIN not in response.headers

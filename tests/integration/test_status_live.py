@@ -308,10 +308,14 @@ async def test_server_status_shows_its_ollama_refusals_and_strangers(tmp_path: P
         stranger = TLSManager(load_identity(tmp_path / "stranger"), DeviceStore(tmp_path / "x"))
         assert await introduce(stranger, base) == first.device_id
 
-        doc = await status(session, first)
+        # Devices heard are written in batches, within a second.
+        doc = await until_read(
+            partial(status, session, first),
+            lambda d: [n["device_id"] for n in d["nearby"]] == [stranger.identity.device_id],
+            "the stranger listed as nearby",
+        )
         assert doc["counters"]["tls_refused"] == {"no-certificate": 1}
         assert doc["counters"]["refused"] == 1
-        assert [d["device_id"] for d in doc["nearby"]] == [stranger.identity.device_id]
         samples = await scrape(session, first)
         refused = {"reason": "no-certificate"}
         assert sample(samples, "ollana_tls_handshakes_refused_total", **refused) == 1

@@ -201,7 +201,7 @@ async def test_headers_come_back_as_sent() -> None:
         assert response.headers.getall("Set-Cookie") == ["1", "2"]
         assert "X-Odd-Case" in list(response.headers.keys())
         assert response.content_type == "application/octet-stream"  # none was given
-        assert response.host == "127.0.0.1"
+        assert response.host == f"127.0.0.1:{server.port}"  # how errors name it: host and port
 
 
 # --- requests -------------------------------------------------------------------------------

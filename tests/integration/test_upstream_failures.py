@@ -164,7 +164,7 @@ async def test_a_busy_upstream_is_retryable_elsewhere_when_asked() -> None:
 
     async with raw_server(script) as server, ConnectionPool("127.0.0.1", server.port) as upstream:
         with pytest.raises(UpstreamError) as caught:
-            await open_upstream(upstream, "GET", "/", CIMultiDict(), None, retry_on_503=True)
+            await open_upstream(upstream, "GET", "/", CIMultiDict(), None, retry_statuses={503})
         assert (caught.value.status, caught.value.reason, caught.value.retryable) == (
             503,
             "busy",

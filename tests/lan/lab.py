@@ -42,6 +42,7 @@ FAST_TIMINGS: Mapping[str, str] = {
     "OLLANA_TIMINGS_FORGET_AFTER": "3",
     "OLLANA_WAIT_FOR_SERVER": "5",
     "OLLANA_GRACE": "2",
+    "OLLANA_OLLAMA_PARALLEL": "0",  # the emulator runs any number at once: no fair queue
 }
 TOKENS_PER_SECOND = 100.0  # a 4-token answer takes 40 ms: requests overlap, all servers get some
 POLL = 0.1

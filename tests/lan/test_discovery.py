@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
-from tests.lan.lab import Lab, short
+from tests.lan.lab import Lab, eventually, short
 from tests.lan.netns import Host, Network
 
 pytestmark = pytest.mark.lan
@@ -67,9 +68,11 @@ async def test_two_ollana_processes_per_host_share_the_discovery_port(
     # Two servers in front of one Ollama on A, two clients on C, each with its own identity.
     await lab.ollama(a)
     await lab.ollana(a)
+    # Asked for by name: auto mode would refuse a second server in front of one Ollama.
     second = await lab.ollana(
-        a, "--listen", "0.0.0.0:11445", "--admin-listen", "127.0.0.1:11447", home=a2
-    )
+        a, "--mode", "server", "--listen", "0.0.0.0:11445", "--admin-listen", "127.0.0.1:11447",
+        home=a2,
+    )  # fmt: skip
     assert second.url == "https://0.0.0.0:11445"
     await lab.ollana(c)
     # Auto mode: what answers on 127.0.0.1:11434 is the first client, not an Ollama.
@@ -106,3 +109,25 @@ async def test_a_host_on_two_subnets_finds_the_servers_of_both(network: Network,
     for device, address in ids.items():
         assert pool[device]["address"] == f"{address}:11435"  # each reached on its own subnet
         await use(lab, c, 11434, device)
+
+
+async def test_a_graceful_stop_is_no_alarm(network: Network, lab: Lab) -> None:
+    lan = network.lan()
+    # With a default route, 255.255.255.255 is reachable too: every datagram arrives twice.
+    a, c = (network.host(name, lan, default_route=True) for name in ("a", "c"))
+    await lab.pair(c.home, a.home)
+    await lab.ollama(a)
+    server = await lab.ollana(a)
+    await lab.ollana(c)
+    device = lab.device_id(a.home)
+    await lab.wait_healthy(c, {device})
+    assert await server.stop() == 0
+
+    async def gone() -> dict[str, Any] | None:
+        status = await lab.status(c)
+        listed = {s.get("device_id") for s in status["servers"]}
+        dropped = status["counters"]["discovery"]["dropped"]
+        return status if device not in listed and dropped.get("duplicate") else None
+
+    status = await eventually(gone, timeout=10, what="C drops A on its goodbye, and its copy")
+    assert "forged" not in status["counters"]["discovery"]["dropped"], status["counters"]

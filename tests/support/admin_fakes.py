@@ -63,10 +63,21 @@ class FakeSource:
     ollama: FakeWatch | None = None
     seen: tuple[SeenDevice, ...] = ()
     extra: Mapping[str, object] = dataclasses.field(default_factory=dict)
+    dismissed: set[str] = dataclasses.field(default_factory=set)
 
     def nearby(self) -> Sequence[SeenDevice]:
         """Devices heard on the LAN."""
-        return self.seen
+        return [d for d in self.seen if d.device_id not in self.dismissed]
+
+    def dismiss(self, device_id: str) -> bool:
+        """Forget a nearby device."""
+        found = any(d.device_id == device_id for d in self.nearby())
+        self.dismissed.add(device_id)
+        return found
+
+    def device_names(self) -> Mapping[str, str]:
+        """Names of allowed devices."""
+        return {}
 
     def counters(self) -> Mapping[str, object]:
         """The mode's own counters."""

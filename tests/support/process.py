@@ -29,6 +29,9 @@ def ollana_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, 
     }
     env["OLLANA_HOME"] = str(home)
     env["PYTHONUNBUFFERED"] = "1"
+    # The emulator runs any number of requests at once, where Ollama queues them: no fair
+    # queue in front of it unless a test asks for one.
+    env["OLLANA_OLLAMA_PARALLEL"] = "0"
     env.update(extra or {})
     return env
 

@@ -170,7 +170,7 @@ async def test_fast_lines_equal_what_logging_itself_writes() -> None:
             assert re.match(stamp, fast) and re.match(stamp, slow)
             assert fast[24:] == slow[24:]
             assert fast.endswith(
-                f'INFO  {ACCESS_LOGGER}: [::1]:5 POST /a "b"\\ü\t 404 0.000s (loaded)'
+                f'INFO  {ACCESS_LOGGER}: [::1]:5 POST /a "b"\\ü\\t 404 0.000s (loaded)'
             )
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from ollana.config import (
     ConfigError,
+    DeviceRule,
     HostPort,
     Settings,
     StaticServer,
@@ -179,3 +181,39 @@ def test_settings_are_frozen() -> None:
 )
 def test_parse_host_port(raw: str, expected: HostPort) -> None:
     assert parse_host_port(raw) == expected
+
+
+def test_fair_share_settings(tmp_path: Path) -> None:
+    env = {"OLLANA_HOME": str(tmp_path)}
+    defaults = load_settings({}, env=env)
+    assert (defaults.ollama_parallel, defaults.max_queue, defaults.usage) == (1, 512, True)
+    assert defaults.devices == ()
+    assert load_settings({}, env={**env, "OLLAMA_NUM_PARALLEL": "4"}).ollama_parallel == 4
+    both = {**env, "OLLAMA_NUM_PARALLEL": "4", "OLLANA_OLLAMA_PARALLEL": "2"}
+    assert load_settings({}, env=both).ollama_parallel == 2
+    (tmp_path / "config.toml").write_text(
+        "max-queue = 8\n[devices.laptop]\nmax-concurrent = 2\nweight = 2\n"
+        '[devices."0123abcd-ef"]\nweight = 0.5\n'
+    )
+    settings = load_settings({"ollama_parallel": "3"}, env=env)
+    assert (settings.ollama_parallel, settings.max_queue) == (3, 8)
+    assert settings.devices == (
+        DeviceRule("laptop", max_concurrent=2, weight=2.0),
+        DeviceRule("0123abcd-ef", max_concurrent=0, weight=0.5),
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[devices.x]\nspeed = 1\n", "devices.x: unknown setting 'speed'"),
+        ("[devices.x]\nweight = 0\n", "weight must be more than 0"),
+        ("[devices.x]\nmax-concurrent = -1\n", "expected 0 or more"),
+        ("devices = 3\n", "a table per device"),
+        ("max-queue = -2\n", "expected 0 or more"),
+    ],
+)
+def test_bad_device_rules_name_the_setting(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "config.toml").write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings({}, env={"OLLANA_HOME": str(tmp_path)})

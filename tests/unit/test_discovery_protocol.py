@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from ollana.discovery import MAX_DATAGRAM, Announce, DecodeError, Goodbye, Query, decode, encode
 from ollana.discovery import models_digest as digest_of
-from ollana.discovery.protocol import MAX_CERT_SIZE, MAX_NAME_BYTES, Message
+from ollana.discovery.protocol import MAX_CERT_SIZE, MAX_NAME_BYTES, SIGNATURE_SIZE, Message
 
 DEVICE = "0123456789abcdef" * 4
 
@@ -139,6 +139,9 @@ def test_the_largest_possible_message_fits() -> None:
     )  # fmt: skip
     assert len(encode(largest)) <= MAX_DATAGRAM
     assert decode(encode(largest)) == largest
+    signed = encode(largest, lambda _: b"\xff" * SIGNATURE_SIZE)  # as a server sends it
+    assert len(signed) <= MAX_DATAGRAM
+    assert decode(signed) == largest
 
 
 def _der_of_size(size: int) -> bytes:

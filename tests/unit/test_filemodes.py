@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ollana.filemodes import unsafe_file
+from ollana.filemodes import open_private, unsafe_directory, unsafe_file
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX modes and owners")
 
@@ -59,3 +59,37 @@ def test_a_file_of_another_user_is_refused(tmp_path: Path) -> None:
     assert why is not None
     assert "another user (uid 65534)" in why
     assert f"chown {os.geteuid()} {path}" in why
+
+
+def test_open_private_creates_0600_and_narrows_an_older_file(tmp_path: Path) -> None:
+    new, old = tmp_path / "d" / "new", tmp_path / "old"
+    os.close(open_private(new, os.O_WRONLY))
+    assert new.stat().st_mode & 0o777 == 0o600
+    assert new.parent.stat().st_mode & 0o777 == 0o700
+    old.write_text("x")
+    old.chmod(0o644)
+    os.close(open_private(old, os.O_WRONLY | os.O_APPEND))
+    assert old.stat().st_mode & 0o777 == 0o600
+
+
+def test_open_private_never_follows_a_link(tmp_path: Path) -> None:
+    target = tmp_path / "target"
+    target.write_text("keep")
+    (tmp_path / "link").symlink_to(target)
+    with pytest.raises(OSError, match=r"symbolic link|Too many levels"):
+        open_private(tmp_path / "link", os.O_WRONLY)
+    assert target.read_text() == "keep"
+
+
+@pytest.mark.parametrize(("mode", "refused"), [(0o700, False), (0o755, False), (0o777, True)])
+def test_a_directory_others_can_write_cannot_hold_our_files(
+    tmp_path: Path, mode: int, refused: bool
+) -> None:
+    path = tmp_path / "dir"
+    path.mkdir()
+    path.chmod(mode)
+    why = unsafe_directory(path, "the pid file")
+    assert (why is not None) is refused
+    if why is not None:
+        assert f"chmod o-w {path}" in why and "the pid file" in why
+    assert unsafe_directory(tmp_path / "missing", "x") is None

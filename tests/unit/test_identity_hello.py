@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ollana.identity import DeviceStore, Identity, handle_hello, load_identity
-from ollana.identity.hello import hello_body, parse_hello
+from ollana.identity.hello import HelloQuota, hello_body, parse_hello
 
 
 @pytest.fixture
@@ -87,3 +87,28 @@ def test_a_broken_seen_file_is_a_server_error_and_stays(server: Identity, client
     reply = handle_hello(hello_body(client), identity=server, store=store, address="192.0.2.5:1")
     assert reply.status == 500
     assert store.seen_path.read_text() == "[[seen]\n"
+
+
+def test_the_hello_quota_is_per_source_address() -> None:
+    quota = HelloQuota(burst=3, every=10)
+    assert [quota.allow("192.0.2.1", now=0) for _ in range(4)] == [True, True, True, False]
+    assert quota.allow("192.0.2.2", now=0)  # another address has its own
+    assert not quota.allow("192.0.2.1", now=9)
+    assert quota.allow("192.0.2.1", now=10.5)  # one more every 10 s
+
+
+def test_a_hello_name_is_kept_and_checked(server: Identity, client: Identity) -> None:
+    store = DeviceStore(server.cert_path.parent)
+    body = hello_body(client, name="laptop")
+    reply = handle_hello(body, identity=server, store=store, address="192.0.2.5:1", name="srv")
+    assert json.loads(reply.body)["name"] == "srv"
+    assert (store.seen()[client.device_id].name, store.seen()[client.device_id].via) == (
+        "laptop",
+        "hello",
+    )
+    message = json.loads(hello_body(client))
+    message["name"] = "evil\x1b]0;title\x07"
+    bad = json.dumps(message).encode()
+    reply = handle_hello(bad, identity=server, store=store, address="192.0.2.5:1")
+    assert reply.status == 400
+    assert "name" in json.loads(reply.body)["error"]

@@ -20,7 +20,7 @@ from ollana.identity import (
 )
 
 ID_A = "a1" * 32
-ID_B = "a1a1a1a1" + "b2" * 28
+ID_B = "a1a1a1a1" * 2 + "b2" * 24
 ID_C = "c3" * 32
 
 hex_ids = st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)
@@ -54,6 +54,7 @@ def test_grouped_upper_and_plain_forms_parse_to_the_same_id(device_id: str) -> N
         ("", "no device ID"),
         ("abc", "too short"),
         ("a1a1a1a", "too short"),
+        ("a1a1a1a1-a1a1a1a", "too short"),  # 15 digits: 64 bits are needed
         ("zz" * 32, "hex digits"),
         ("a" * 65, "65 hex digits"),
     ],
@@ -64,25 +65,29 @@ def test_bad_ids_are_refused_with_the_reason(typed: str, complaint: str) -> None
 
 
 def test_prefix_is_not_a_complete_id() -> None:
-    assert parse_device_id("A1A1-A1A1") == "a1a1a1a1"
+    assert parse_device_id("A1A1A1A1-A1A1A1A1") == "a1" * 8
     with pytest.raises(DeviceIdError, match="not a complete device ID"):
-        normalize_device_id("a1a1a1a1")
+        normalize_device_id("a1" * 8)
+
+
+def test_a_pin_may_be_shorter() -> None:
+    assert parse_device_id("A1A1-A1A1", min_digits=8) == "a1a1a1a1"
 
 
 def test_unique_prefix_resolves() -> None:
-    assert resolve_device_id("c3c3c3c3", [ID_A, ID_B, ID_C]) == ID_C
-    assert resolve_device_id("a1a1a1a1-a1", [ID_A, ID_B, ID_C]) == ID_A
+    assert resolve_device_id("c3c3c3c3" * 2, [ID_A, ID_B, ID_C]) == ID_C
+    assert resolve_device_id("a1a1a1a1-a1a1a1a1-a1", [ID_A, ID_B, ID_C]) == ID_A
 
 
 def test_ambiguous_prefix_lists_the_candidates() -> None:
     with pytest.raises(AmbiguousDeviceId, match="matches 2 devices") as caught:
-        resolve_device_id("a1a1a1a1", [ID_A, ID_B, ID_C])
+        resolve_device_id("a1a1a1a1" * 2, [ID_A, ID_B, ID_C])
     assert set(caught.value.matches) == {ID_A, ID_B}
 
 
 def test_unknown_prefix_is_an_error() -> None:
     with pytest.raises(UnknownDeviceId, match="no known device"):
-        resolve_device_id("deadbeef", [ID_A])
+        resolve_device_id("deadbeef" * 2, [ID_A])
 
 
 def test_full_unknown_id_only_when_accepted() -> None:

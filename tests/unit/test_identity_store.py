@@ -8,7 +8,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -64,8 +65,8 @@ def test_allow_again_is_not_an_error_and_keeps_one_entry(store: DeviceStore) -> 
 def test_allow_by_prefix_of_a_seen_device_copies_its_certificate(store: DeviceStore) -> None:
     device_id, der = make_cert()
     store.record_seen(device_id, "192.0.2.9:11435", "server", der)
-    result = store.allow(device_id[:8], name="workstation")
-    assert result == type(result)(device_id, added=True, cert_known=True)
+    result = store.allow(device_id[:16], name="workstation")
+    assert result == type(result)(device_id, added=True, cert_known=True, name="workstation")
     entry = store.allowed()[device_id]
     assert (entry.cert_der, entry.name) == (der, "workstation")
     # The allow list keeps the certificate even if seen.toml goes away.
@@ -74,18 +75,18 @@ def test_allow_by_prefix_of_a_seen_device_copies_its_certificate(store: DeviceSt
 
 
 def test_prefix_errors(store: DeviceStore) -> None:
-    a, b = "abcdef01" + "1" * 56, "abcdef01" + "2" * 56
+    a, b = "abcdef01" * 2 + "1" * 48, "abcdef01" * 2 + "2" * 48
     store.allow(a)
     store.allow(b)
     with pytest.raises(AmbiguousDeviceId):
-        store.allow("abcdef01")
+        store.allow("abcdef01" * 2)
     with pytest.raises(AmbiguousDeviceId):
-        store.disable("abcdef01")
+        store.disable("abcdef01" * 2)
     with pytest.raises(DeviceIdError, match="too short"):
         store.disable("abc")
     with pytest.raises(UnknownDeviceId):
-        store.allow("12345678")
-    assert store.disable("abcdef012") == b
+        store.allow("12345678" * 2)
+    assert store.disable("abcdef01abcdef012") == b
     assert set(store.allowed()) == {a}
 
 
@@ -224,8 +225,51 @@ def test_seen_file_is_bounded_but_never_drops_allowed_devices(tmp_path: Path) ->
     for i, (device_id, der) in enumerate(devices):
         store.record_seen(device_id, f"192.0.2.{i}:1", "client", der, now=t0.replace(minute=i))
     kept = set(store.seen())
-    assert oldest_id in kept
-    assert kept == {oldest_id, devices[4][0], devices[5][0]}
+    # Allowed devices are kept beside the newest max_seen others.
+    assert kept == {oldest_id, devices[3][0], devices[4][0], devices[5][0]}
+
+
+def test_a_flood_of_hellos_never_evicts_a_discovered_or_allowed_device(tmp_path: Path) -> None:
+    store = DeviceStore(tmp_path, max_seen=2, max_hello_seen=3)
+    t0 = datetime.datetime(2026, 1, 1, tzinfo=UTC)
+    allowed_id, allowed_der = make_cert()
+    heard_id, heard_der = make_cert()
+    store.record_seen(allowed_id, "192.0.2.1:1", "client", allowed_der, now=t0)
+    store.allow(allowed_id)
+    store.record_seen(heard_id, "192.0.2.2:11435", "server", heard_der, name="gpu", now=t0)
+    flood = [make_cert() for _ in range(10)]
+    for i, (device_id, der) in enumerate(flood):
+        later = t0.replace(minute=i + 1)
+        store.record_seen(device_id, "192.0.2.66:0", "client", der, via="hello", now=later)
+    # A hello for a discovered device's (public) certificate does not overwrite its record.
+    store.record_seen(heard_id, "192.0.2.66:0", "client", heard_der, name="evil", via="hello")
+    seen = store.seen()
+    assert {allowed_id, heard_id} <= set(seen)
+    assert (seen[heard_id].address, seen[heard_id].name) == ("192.0.2.2:11435", "gpu")
+    assert {d for d, s in seen.items() if s.via == "hello"} == {d for d, _ in flood[-3:]}
+
+
+def test_a_forged_certificate_is_never_learnt(store: DeviceStore) -> None:
+    _, der = make_cert()
+    # Same profile, but signed by a key that is not the certificate's: bytes anyone can
+    # grind (the ID is a hash over them) without a valid self-signature.
+    cert = x509.load_der_x509_certificate(der)
+    other = ec.generate_private_key(ec.SECP256R1())
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(cert.subject)
+        .issuer_name(cert.issuer)
+        .public_key(cert.public_key())
+        .serial_number(cert.serial_number)
+        .not_valid_before(cert.not_valid_before_utc)
+        .not_valid_after(cert.not_valid_after_utc)
+    )
+    for extension in cert.extensions:
+        builder = builder.add_extension(extension.value, extension.critical)
+    forged = builder.sign(other, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+    with pytest.raises(ValueError, match="self-signature"):
+        store.record_seen(device_id_of(forged), "192.0.2.1:1", "server", forged)
+    assert store.seen() == {}
 
 
 async def test_watch_reports_each_change(store: DeviceStore) -> None:
@@ -239,9 +283,18 @@ async def test_watch_reports_each_change(store: DeviceStore) -> None:
         device_id, der = make_cert()
         store.record_seen(device_id, "192.0.2.1:1", "client", der)
         await asyncio.wait_for(changes.get(), 5)
-        store.disable("1" * 8)
+        store.disable("1" * 16)
         await asyncio.wait_for(changes.get(), 5)
     finally:
         watcher.cancel()
         with pytest.raises(asyncio.CancelledError):
             await watcher
+
+
+def test_forget_seen_drops_one_device(store: DeviceStore) -> None:
+    kept, dropped = make_cert(), make_cert()
+    for device_id, der in (kept, dropped):
+        store.record_seen(device_id, "192.0.2.1:1", "client", der)
+    assert store.forget_seen(dropped[0])
+    assert not store.forget_seen(dropped[0])
+    assert set(store.seen()) == {kept[0]}

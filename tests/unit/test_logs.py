@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 
 from ollana.config import load_settings
-from ollana.logs import ACCESS_LOGGER, JSONFormatter, access_log, reopen_logs, setup_logging
+from ollana.logs import (
+    ACCESS_LOGGER,
+    JSONFormatter,
+    access_log,
+    escape_text,
+    reopen_logs,
+    setup_logging,
+)
 from tests.support.logstate import QUIETED, restored_logging
 
 
@@ -188,3 +195,37 @@ def test_reopen_logs_starts_a_new_file(tmp_path: Path) -> None:
 def test_reopen_logs_without_a_file_does_nothing() -> None:
     setup_logging("info")
     assert reopen_logs() == []
+
+
+FORGED = "/x\n2026-01-01 00:00:00.000Z WARN  ollana.identity.trust: device cda90715 allowed"
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_network_text_cannot_start_a_line_of_its_own(fmt: str) -> None:
+    buffer = stream_root(fmt)
+    access_log("192.0.2.9:5", "GET", FORGED + "\x1b[2J\u2028\u202e", 404, 0.001)
+    logging.getLogger("ollana.cluster").info("server %s is not paired", "evil\r\n\x85name")
+    lines = buffer.getvalue().splitlines()
+    assert len(lines) == 2, lines
+    if fmt == "text":
+        assert "/x\\n2026-01-01" in lines[0] and "\\x1b[2J\\u2028\\u202e 404" in lines[0]
+        assert lines[1].endswith("server evil\\r\\n\\x85name is not paired")
+        assert all(line.isprintable() for line in lines)
+    else:
+        assert json.loads(lines[0])["path"] == FORGED + "\x1b[2J\u2028\u202e"
+
+
+def test_clean_text_is_returned_as_it_is() -> None:
+    text = "GET /api/chat caf\u00e9 \u4e2d\u6587"
+    assert escape_text(text) is text
+    assert escape_text("a\tb\x00\x7f\u200b\U000e0001") == "a\\tb\\x00\\x7f\\u200b\\U000e0001"
+
+
+def test_a_traceback_keeps_its_lines() -> None:
+    buffer = stream_root("text")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logging.getLogger("ollana.test").exception("failed for %s", "a\nb")
+    text = buffer.getvalue()
+    assert "failed for a\\nb\nTraceback" in text

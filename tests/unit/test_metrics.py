@@ -198,7 +198,13 @@ def test_totals_for_the_status_page() -> None:
         "failovers": 0,
         "refusals": {},
         "tls_refused": {"disabled": 1},
-        "discovery": {"sent": 4, "received": 7, "send_errors": 1, "dropped": {"own": 4}},
+        "discovery": {
+            "sent": 4,
+            "received": 7,
+            "send_errors": 1,
+            "dropped": {"own": 4},
+            "unanswered": {},
+        },
     }
 
 

@@ -37,6 +37,8 @@ Each of ``servers`` (sorted by address)::
       "loaded": ["llama3.2:latest"],     # in memory (/api/ps)
       "last_seen_seconds_ago": 0.4 | null,  # last discovery datagram heard from it
       "requests": 12, "failures": 0,     # since it joined the pool
+      "problem": null | "why it cannot be used",  # e.g. a static server not answering,
+                                         # refusing our certificate, or another device now
       "connections": {"open": 3, "idle": 2}  # this client's connections to it
     }
 
@@ -163,18 +165,31 @@ class StatusSource(Protocol):
         """Devices heard on the network that are not allowed; called once per /status."""
         ...
 
+    def dismiss(self, device_id: str) -> bool:
+        """Forget a nearby device and stop listing it (file I/O: called off the event loop)."""
+        ...
+
+    def device_names(self) -> Mapping[str, str]:
+        """The names of allowed devices by ID (file I/O: called off the event loop)."""
+        ...
+
     def counters(self) -> Mapping[str, object]:
         """The mode's own counters (open connections, …), added to the metrics' totals."""
         ...
 
 
 def status_document(
-    source: StatusSource, metrics: Metrics, nearby: Sequence[SeenDevice] | None = None
+    source: StatusSource,
+    metrics: Metrics,
+    nearby: Sequence[SeenDevice] | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> dict[str, object]:
     """The /status JSON object of a running mode (see the module docstring for its schema).
 
-    `nearby` is `source.nearby()` when the caller read it already (off the event loop).
+    `nearby` is `source.nearby()` and `names` `source.device_names()` when the caller read
+    them already (off the event loop).
     """
+    names = source.device_names() if names is None else names
     uptime = max(0.0, time.time() - source.started_at)
     settings = source.settings
     address = settings.listen_address(server_mode=source.mode == "server")
@@ -187,6 +202,7 @@ def status_document(
         "version": __version__,
         "mode": source.mode,
         "device_id": source.device_id,
+        "name": settings.name,
         "pid": os.getpid(),
         "started": _iso(source.started_at),
         "uptime_seconds": round(uptime, 3),
@@ -195,7 +211,7 @@ def status_document(
         "read_only": settings.refuses_management,
         "discovery": settings.discovery,
         "ollama": _ollama(source.ollama, time.monotonic()),
-        "servers": [_server(s) for s in servers],
+        "servers": [_server(s, names) for s in servers],
         "nearby": [_nearby(d) for d in (source.nearby() if nearby is None else nearby)],
         "counters": counters,
     }
@@ -235,6 +251,9 @@ def totals(metrics: Metrics) -> dict[str, object]:
             "received": sums.get("ollana_discovery_datagrams_received_total", 0),
             "send_errors": sums.get("ollana_discovery_send_errors_total", 0),
             "dropped": dict(sorted(dropped.items())),
+            "unanswered": dict(
+                sorted(reasons.get("ollana_discovery_unanswered_total", {}).items())
+            ),
         }
     return document
 
@@ -250,11 +269,12 @@ def _ollama(ollama: OllamaView | None, now: float) -> dict[str, object] | None:
     }
 
 
-def _server(s: ServerSnapshot) -> dict[str, object]:
+def _server(s: ServerSnapshot, names: Mapping[str, str]) -> dict[str, object]:
     return {
         "key": s.key,
         "address": s.address,
         "device_id": s.device_id,
+        "name": names.get(s.device_id or "", ""),
         "state": s.state.value,
         "static": s.static,
         "priority": s.priority,
@@ -266,6 +286,7 @@ def _server(s: ServerSnapshot) -> dict[str, object]:
         "last_seen_seconds_ago": s.last_seen_ago,
         "requests": s.requests,
         "failures": s.failures,
+        "problem": s.problem,
         "connections": {"open": s.connections_open, "idle": s.connections_idle},
     }
 
@@ -273,6 +294,7 @@ def _server(s: ServerSnapshot) -> dict[str, object]:
 def _nearby(device: SeenDevice) -> dict[str, object]:
     return {
         "device_id": device.device_id,
+        "name": device.name,
         "address": device.address,
         "role": device.role,
         "last_seen": _iso(device.last_seen.timestamp()),

@@ -17,7 +17,16 @@ from ollana import __version__
 __all__ = ["COMMANDS", "main"]
 
 # Each command lives in ollana.cli.<name>, as a click command of the same name.
-COMMANDS: Final = ("serve", "device", "status", "discover", "emulate", "demo")
+COMMANDS: Final = (
+    "serve",
+    "device",
+    "pair",
+    "status",
+    "usage",
+    "discover",
+    "emulate",
+    "demo",
+)
 
 
 class _LazyGroup(click.Group):

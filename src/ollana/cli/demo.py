@@ -11,9 +11,12 @@ import click
 __all__ = ["demo"]
 
 
-@click.command()
+@click.command(short_help="Emulated Ollama, server and client here; one streamed answer.")
 def demo() -> None:
-    """Start an emulated Ollama, a server and a client here, and stream one answer."""
+    """Start an emulated Ollama, a server and a client here, and stream one answer.
+
+    Prints each one's address and dashboard; runs until Ctrl-C.
+    """
     from ollana.demo import run_demo
     from ollana.logs import setup_logging
 

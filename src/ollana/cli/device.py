@@ -8,12 +8,10 @@ import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 
 import click
 
-from ollana.config import default_home
+from ollana.cli.options import chosen_home, home_options
 from ollana.identity import (
     AllowedDevice,
     DeviceIdError,
@@ -33,40 +31,30 @@ __all__ = ["device"]
 TABLE_WIDTH = 132
 
 
-@dataclass(frozen=True, slots=True)
-class _Context:
-    home: Path
-
-
 @click.group()
-@click.option(
-    "--home",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where the identity and allow list live  [default: OLLANA_HOME, else the data dir]",
-)
-@click.pass_context
-def device(ctx: click.Context, home: Path | None) -> None:
+@home_options
+def device() -> None:
     """Show this device's ID; list, allow and disable peers."""
-    ctx.obj = _Context(home.expanduser() if home is not None else default_home())
 
 
 @device.command()
-@click.pass_obj
-def show(obj: _Context) -> None:
+@home_options
+def show() -> None:
     """Print this device's ID (made on first use)."""
     with _errors():
-        identity = load_identity(obj.home)
+        identity = load_identity(chosen_home())
     click.echo(f"Device ID: {format_device_id(identity.device_id)}")
 
 
-@device.command("list")
+@device.command("list", short_help="List allowed devices and devices seen nearby.")
 @click.option("--json", "as_json", is_flag=True, help="Print the devices as JSON.")
-@click.pass_obj
-def list_(obj: _Context, as_json: bool) -> None:
+@home_options
+def list_(as_json: bool) -> None:
     """List allowed devices, then devices seen nearby that are not allowed."""
-    store = DeviceStore(obj.home)
+    home = chosen_home()
+    store = DeviceStore(home)
     with _errors():
-        identity = load_identity(obj.home)
+        identity = load_identity(home)
         allowed = store.allowed()
         seen = store.seen()
     nearby = sorted(
@@ -88,15 +76,18 @@ def list_(obj: _Context, as_json: bool) -> None:
         _print_plain(identity.device_id, rows, seen, nearby)
 
 
-@device.command()
+@device.command(short_help="Allow a device (full ID, or a prefix of one seen).")
 @click.argument("device_id", metavar="ID")
 @click.option("--name", help="A name to remember the device by.")
-@click.pass_obj
-def allow(obj: _Context, device_id: str, name: str | None) -> None:
-    """Allow a device (its full ID, or a unique prefix of 8+ digits of a device seen)."""
+@home_options
+def allow(device_id: str, name: str | None) -> None:
+    """Allow a device (its full ID, or a unique prefix of 16+ digits of a device seen).
+
+    `ollana pair` does the same with a short code, on both devices at once.
+    """
     with _errors():
-        result = DeviceStore(obj.home).allow(device_id, name=name)
-    shown = format_device_id(result.device_id)
+        result = DeviceStore(chosen_home()).allow(device_id, name=name)
+    shown = format_device_id(result.device_id) + (f" ({result.name})" if result.name else "")
     if not result.added:
         click.echo(f"Device ID {shown} is already allowed")
         return
@@ -109,18 +100,36 @@ def allow(obj: _Context, device_id: str, name: str | None) -> None:
         )
 
 
-@device.command()
+@device.command(short_help="Disable a device: remove it from the allow list.")
 @click.argument("device_id", metavar="ID")
-@click.pass_obj
-def disable(obj: _Context, device_id: str) -> None:
-    """Remove a device from the allow list (its open connections are closed)."""
+@home_options
+def disable(device_id: str) -> None:
+    """Disable a device: it leaves the allow list and its connections close at once.
+
+    There is no disabled state kept: `ollana device allow ID` lets it in again.
+    """
     with _errors():
         try:
-            removed = DeviceStore(obj.home).disable(device_id)
+            removed = DeviceStore(chosen_home()).disable(device_id)
         except UnknownDeviceId:
             click.echo(f"Device ID {format_device_id(parse_device_id(device_id))} is not allowed")
             sys.exit(1)
-    click.echo(f"Removed Device ID: {format_device_id(removed)}")
+    click.echo(
+        f"Disabled Device ID {format_device_id(removed)}: removed from the allow list"
+        " (`ollana device allow` adds it back)"
+    )
+
+
+# What it does, by another name.
+device.add_command(
+    click.Command(
+        "remove",
+        params=disable.params,
+        callback=disable.callback,
+        help="The same as `disable`: remove a device from the allow list.",
+        hidden=True,
+    )
+)
 
 
 @contextmanager
@@ -154,6 +163,7 @@ def _allowed_json(entry: AllowedDevice, seen: dict[str, SeenDevice]) -> dict[str
 def _seen_json(entry: SeenDevice) -> dict[str, object]:
     return {
         "id": entry.device_id,
+        "name": entry.name,
         "address": entry.address,
         "role": entry.role,
         "last_seen": entry.last_seen.isoformat(),
@@ -177,9 +187,10 @@ def _print_plain(
     if not nearby:
         click.echo("  (none)")
     for s in nearby:
+        name = f"  {s.name}" if s.name else ""
         click.echo(
             f"  {format_device_id(s.device_id)}  {s.address}  {s.role}"
-            f"  last seen {_when(s.last_seen)}"
+            f"  last seen {_when(s.last_seen)}{name}"
         )
 
 
@@ -207,12 +218,16 @@ def _print_rich(
     console.print(allowed if rows else "Allowed devices: (none)")
     near = Table(title="Nearby devices (not allowed)", title_justify="left")
     near.add_column("Device ID", no_wrap=True)
-    for column in ("Address", "Role", "Last seen"):
-        near.add_column(column, no_wrap=True)
+    for column in ("Name", "Address", "Role", "Last seen"):
+        near.add_column(column, no_wrap=column != "Name")
     for s in nearby:
         near.add_row(
-            format_device_id(s.device_id), Text(s.address), Text(s.role), _when(s.last_seen)
+            format_device_id(s.device_id),
+            Text(s.name),
+            Text(s.address),
+            Text(s.role),
+            _when(s.last_seen),
         )
     console.print(near if nearby else "Nearby devices (not allowed): (none)")
     if nearby:
-        console.print("Allow one with: ollana device allow ID-PREFIX")
+        console.print("Pair with one: ollana pair (on the server), or ollana device allow ID")

@@ -9,8 +9,11 @@ from pathlib import Path
 
 import click
 
-from ollana.config import ConfigError, Timings, load_settings
+from ollana.cli.options import home_options
+from ollana.cli.options import settings as load_settings
+from ollana.config import Timings
 from ollana.discovery import Announce, DiscoveryService, Goodbye, Message, TargetSet
+from ollana.discovery.targets import resolve
 from ollana.identity import DeviceStore, StoreError, format_device_id
 
 __all__ = ["discover"]
@@ -31,7 +34,7 @@ class Found:
         a = self.announce
         return {
             "address": self.address, "port": a.port, "device": a.device, "role": a.role,
-            "ollama": a.ollama, "models": a.models, "priority": a.priority,
+            "ollama": a.ollama, "models_digest": a.models, "priority": a.priority,
             "instance": a.instance, "paired": self.paired,
         }  # fmt: skip
 
@@ -44,15 +47,17 @@ class Found:
               help="The UDP discovery port to query (11436).")  # fmt: skip
 @click.option("--target", "targets", multiple=True, metavar="ADDR[:PORT]",
               help="Also query this address (unicast or broadcast); repeatable.")  # fmt: skip
+@home_options
 def discover(timeout: float, as_json: bool, port: int | None, targets: tuple[str, ...]) -> None:
     """List the ollana servers that answer on the LAN now."""
+    settings = load_settings({"discovery_port": port})
     try:
-        settings = load_settings({"discovery_port": port})
         target_set = TargetSet.from_settings(
             settings.discovery_targets + targets, settings.discovery_port
         )
-    except (ConfigError, ValueError) as exc:
+    except ValueError as exc:
         raise click.ClickException(str(exc)) from None
+    _check_resolves(target_set)
     try:
         answers, sent = asyncio.run(_collect(target_set, timeout))
     except OSError as exc:
@@ -95,6 +100,15 @@ async def _collect(targets: TargetSet, timeout: float) -> tuple[list[tuple[str, 
     ) as service:  # fmt: skip
         await asyncio.sleep(timeout)
         return sorted(answers.values(), key=lambda found: found[0]), service.stats().sent
+
+
+def _check_resolves(targets: TargetSet) -> None:
+    """A target that names no address is a usage error, not a query sent nowhere."""
+    _, failed = asyncio.run(resolve(targets.configured))
+    if failed:
+        target, exc = failed[0]
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise click.ClickException(f"discovery target {target.host} does not resolve: {reason}")
 
 
 def _paired_ids(home: Path) -> frozenset[str] | None:

@@ -10,9 +10,10 @@ import sys
 import click
 
 from ollana import lifecycle
+from ollana.cli.options import LOG_LEVEL_CHOICE
 from ollana.config import DEFAULT_OLLAMA_PORT, HostPort, parse_host_port
 from ollana.emulator import DEFAULT_MODELS, EmulatorConfig, ModelStore, run_emulator
-from ollana.logs import LEVELS, setup_logging
+from ollana.logs import setup_logging
 
 __all__ = ["emulate"]
 
@@ -42,7 +43,7 @@ async def _serve(config: EmulatorConfig, address: HostPort) -> None:
         await run_emulator(config, address.host, address.port, ready=ready)
 
 
-@click.command()
+@click.command(short_help="An Ollama-API server with a deterministic model.")
 @click.option(
     "--listen",
     default=f"127.0.0.1:{DEFAULT_OLLAMA_PORT}",
@@ -66,19 +67,40 @@ async def _serve(config: EmulatorConfig, address: HostPort) -> None:
     help="Pace answers at N tokens a second (default: as fast as possible).",
 )
 @click.option(
+    "--parallel",
+    type=click.IntRange(min=0),
+    default=0,
+    metavar="N",
+    help="Run N generations at once, the rest in turn, as OLLAMA_NUM_PARALLEL (0: no limit).",
+)
+@click.option(
+    "--signed-out",
+    is_flag=True,
+    help="Act as an Ollama not signed in to ollama.com: cloud models and /api/me answer 401.",
+)
+@click.option(
     "--log-level",
-    type=click.Choice(list(LEVELS), case_sensitive=False),
+    type=LOG_LEVEL_CHOICE,
     default="info",
     show_default=True,
 )
 def emulate(
-    listen: HostPort, models: tuple[str, ...], tokens_per_second: float | None, log_level: str
+    *,
+    listen: HostPort,
+    models: tuple[str, ...],
+    tokens_per_second: float | None,
+    signed_out: bool,
+    parallel: int,
+    log_level: str,
 ) -> None:
     """Run an Ollama-API server with a deterministic model (tests, benchmarks, demo)."""
     setup_logging(log_level.lower())
     try:
         config = EmulatorConfig(
-            models=models or DEFAULT_MODELS, tokens_per_second=tokens_per_second
+            models=models or DEFAULT_MODELS,
+            tokens_per_second=tokens_per_second,
+            parallel=parallel,
+            signed_in=not signed_out,
         )
         ModelStore(config.models)  # a bad name is a usage error, not a crash once running
     except ValueError as exc:

@@ -10,7 +10,9 @@ from typing import Any
 
 import click
 
-from ollana.config import ConfigError, HostPort, Settings, load_settings
+from ollana.cli.options import LOG_LEVEL_CHOICE, home_options
+from ollana.cli.options import settings as load_settings
+from ollana.config import ConfigError, HostPort, Settings, check_mode
 from ollana.daemon import (
     AlreadyRunning,
     PidFile,
@@ -20,6 +22,7 @@ from ollana.daemon import (
     detach,
     redirect_output,
 )
+from ollana.filemodes import unsafe_directory
 from ollana.http.listener import ListenError
 from ollana.identity import IdentityError, StoreError
 from ollana.logs import setup_logging
@@ -30,10 +33,19 @@ __all__ = ["serve"]
 log = logging.getLogger(__name__)
 
 
-@click.command()
-@click.option("--mode", type=click.Choice(["auto", "server", "client"]), help="Default: auto.")
+@click.command(short_help="Run ollana: server mode next to an Ollama, else client mode.")
 @click.option(
-    "--force-server-mode", is_flag=True, default=None, help="Server mode even if no Ollama answers."
+    "--mode",
+    type=click.Choice(["auto", "server", "client"]),
+    help="auto (default): server mode if an Ollama answers at --ollama, else client mode."
+    " server: serve --ollama even if it does not answer yet.",
+)
+@click.option(
+    "--force-server-mode",
+    is_flag=True,
+    default=None,
+    hidden=True,
+    help="The same as --mode server (kept for old scripts).",
 )
 @click.option("--listen", metavar="HOST:PORT", help="Client 127.0.0.1:11434, server 0.0.0.0:11435.")
 @click.option("--ollama", metavar="URL", help="Server: the local Ollama (default: OLLAMA_HOST).")
@@ -76,15 +88,24 @@ log = logging.getLogger(__name__)
     "--allow-management", is_flag=True, default=None, help="Server: with --open, allow it."
 )
 @click.option("--priority", type=int, help="Server: announced priority (higher wins).")
+@click.option("--name", metavar="NAME", help="This device's name for people (the hostname).")
+@click.option(
+    "--ollama-parallel",
+    type=int,
+    metavar="N",
+    help="Server: requests Ollama runs at once (OLLAMA_NUM_PARALLEL, else 1); more wait"
+    " in a fair queue. 0: no queue.",
+)
+@click.option("--max-queue", type=int, metavar="N", help="Server: more waiting get 503 (512).")
+@click.option(
+    "--no-usage", "usage", flag_value=False, default=None, help="Server: do not record usage."
+)
 @click.option("--retry-buffer", metavar="SIZE", help="Client: bodies kept for retry (16M).")
 @click.option("--wait-for-server", metavar="SECONDS", help="Client: wait for a server (5).")
 @click.option(
     "--grace", metavar="SECONDS", help="On stop, time in-flight requests get to finish (30)."
 )
-@click.option("--config", "config_file", type=click.Path(path_type=Path), help="TOML config file.")
-@click.option(
-    "--home", type=click.Path(dir_okay=True, file_okay=False), help="Identity dir (OLLANA_HOME)."
-)
+@home_options
 @click.option(
     "-d",
     "--daemon",
@@ -102,9 +123,9 @@ log = logging.getLogger(__name__)
     type=click.Path(dir_okay=False),
     help=f"Append the log here; reopened on SIGHUP. With -d, default: {default_log_file()}",
 )
-@click.option("--log-level", metavar="LEVEL", help="trace|debug|info|warn|error (OLLANA_LOG).")
+@click.option("--log-level", type=LOG_LEVEL_CHOICE, help="Default: info (OLLANA_LOG).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), help="Log line format.")
-def serve(config_file: Path | None, open_: bool | None, **flags: Any) -> None:
+def serve(open_: bool | None, **flags: Any) -> None:
     """Run ollana: server mode next to an Ollama, client mode elsewhere.
 
     SIGTERM or SIGINT (Ctrl-C; Ctrl-Break on Windows) stops it gracefully: no new
@@ -118,8 +139,9 @@ def serve(config_file: Path | None, open_: bool | None, **flags: Any) -> None:
         if not eq:
             raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="--limit")
         flags[f"limits.{name.strip().replace('-', '_')}"] = value
+    settings = _absolute(load_settings(flags))
     try:
-        settings = _absolute(load_settings(flags, config_file=config_file))
+        check_mode(settings, settings.mode)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     pipe: ReadyPipe | None = None
@@ -129,19 +151,26 @@ def serve(config_file: Path | None, open_: bool | None, **flags: Any) -> None:
             pid_file=settings.pid_file or default_pid_file(),
             log_file=settings.log_file or default_log_file(),
         )
+    _check_places(settings)
+    if settings.daemon:
         assert settings.pid_file is not None and settings.log_file is not None
         try:
             pipe = detach(settings.pid_file, settings.log_file, sys.argv[1:])
         except OSError as exc:
             raise click.ClickException(f"cannot run in the background: {exc}") from None
-    setup_logging(settings.log_level, settings.log_format, settings.log_file)
+    try:
+        setup_logging(settings.log_level, settings.log_format, settings.log_file)
+    except OSError as exc:
+        raise click.ClickException(f"cannot open the log file: {exc}") from None
     try:
         code = _run(settings, pipe)
-    except (AlreadyRunning, ListenError, IdentityError, StoreError, OSError) as exc:
+    except (AlreadyRunning, ConfigError, ListenError, IdentityError, StoreError, OSError) as exc:
+        # A ListenError's text is whole (who holds the port, the flag): no "[Errno 98]" before it.
+        message = exc.strerror if isinstance(exc, ListenError) and exc.strerror else str(exc)
         if pipe is None:
-            raise click.ClickException(str(exc)) from None
-        log.error("exiting: %s", exc)
-        pipe.error(str(exc))
+            raise click.ClickException(message) from None
+        log.error("exiting: %s", message)
+        pipe.error(message)
         code = 1
     except Exception as exc:
         if pipe is None:
@@ -157,6 +186,7 @@ def serve(config_file: Path | None, open_: bool | None, **flags: Any) -> None:
 
 def _run(settings: Settings, pipe: ReadyPipe | None) -> int:
     """Hold the pid file (if any) and run until stopped."""
+    from ollana.cli.running import check_before_start
     from ollana.runner import run
 
     def ready(mode: ClientMode | ServerMode) -> None:
@@ -184,10 +214,20 @@ def _run(settings: Settings, pipe: ReadyPipe | None) -> int:
             ready,
             on_abort=pid_file.release if pid_file is not None else None,
             on_hangup=hangup,
+            check=check_before_start,
         )
     finally:
         if pid_file is not None:
             pid_file.release()
+
+
+def _check_places(settings: Settings) -> None:
+    """Refuse a pid or log file in a directory other users can write (they could put a link
+    there), naming the fix."""
+    for path, what in ((settings.pid_file, "the pid file"), (settings.log_file, "the log file")):
+        why = unsafe_directory(path.parent, what) if path is not None else None
+        if why is not None:
+            raise click.ClickException(why)
 
 
 def _absolute(settings: Settings) -> Settings:

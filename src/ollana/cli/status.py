@@ -15,7 +15,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ollana.config import DEFAULT_ADMIN_PORT, ConfigError, HostPort, load_settings, parse_host_port
+from ollana.cli.options import home_options, settings
+from ollana.config import DEFAULT_ADMIN_PORT, ConfigError, HostPort, parse_host_port
 from ollana.identity import format_device_id, short_device_id
 
 __all__ = ["status"]
@@ -28,6 +29,7 @@ STATE_STYLES: Final = {"healthy": "green", "suspect": "yellow", "down": "red"}
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @click.option("--admin", "admin", metavar="HOST:PORT",
               help="The admin API to ask  [default: the admin_listen setting]")  # fmt: skip
+@home_options
 def status(as_json: bool, admin: str | None) -> None:
     """Show the running ollana: mode, servers, models, counters."""
     address = _admin_address(admin)
@@ -43,7 +45,7 @@ def _admin_address(given: str | None) -> HostPort:
         if given is not None:
             address = parse_host_port(given, DEFAULT_ADMIN_PORT)
         else:
-            found = load_settings({}).admin_listen
+            found = settings({}).admin_listen
             if found is None:
                 raise click.ClickException(
                     "the admin API is off in the settings (admin_listen = off);"
@@ -95,6 +97,8 @@ def _print(doc: Mapping[str, Any], console: Console) -> None:
     header.add_column()
     header.add_row("ollana", _text(f"{doc.get('version', '?')} · {doc.get('mode', '?')} mode"))
     header.add_row("device", _text(format_device_id(device) if device else "-"))
+    if doc.get("name"):
+        header.add_row("name", _text(doc.get("name")))
     header.add_row("uptime", _text(_duration(doc.get("uptime_seconds"))))
     flags = [name for name in ("open", "read_only") if doc.get(name)]
     if not doc.get("discovery", True):
@@ -112,6 +116,9 @@ def _print(doc: Mapping[str, Any], console: Console) -> None:
     if doc.get("mode") == "client" or servers:
         console.print()
         console.print(_servers_table(servers) if servers else Text("No server is known yet."))
+        for s in servers:
+            if s.get("problem"):
+                console.print(_text(f"{s.get('address', '?')}: {s['problem']}"), style="yellow")
         if any(s.get("models") for s in servers):
             console.print()
             console.print(_models_table(servers))
@@ -128,7 +135,7 @@ def _print(doc: Mapping[str, Any], console: Console) -> None:
 
 def _servers_table(servers: Sequence[Mapping[str, Any]]) -> Table:
     table = _table("Servers")
-    for name in ("server", "device", "state", "latency", "in flight", "models", "seen"):
+    for name in ("server", "device", "name", "state", "latency", "in flight", "models", "seen"):
         numeric = name in ("latency", "in flight", "models", "seen")
         table.add_column(name, justify="right" if numeric else "left", no_wrap=True)
     for s in servers:
@@ -139,6 +146,7 @@ def _servers_table(servers: Sequence[Mapping[str, Any]]) -> Table:
         table.add_row(
             _text(s.get("address", "?")),
             _text(short_device_id(device) if device else "-"),
+            _text(s.get("name") or ""),
             Text(state, style=STATE_STYLES.get(state, "")),
             _text("-" if not isinstance(latency, int | float) else f"{latency:.1f} ms"),
             _text(s.get("inflight", 0)),
@@ -168,15 +176,16 @@ def _models_table(servers: Sequence[Mapping[str, Any]]) -> Table:
 
 def _nearby_table(nearby: Sequence[Mapping[str, Any]]) -> Table:
     table = _table("Nearby devices, not allowed")
-    table.caption = "pair one with: ollana device allow ID"
+    table.caption = "pair one with: ollana pair (on a server), then ollana pair CODE"
     table.caption_justify = "left"
-    for name in ("ID", "address", "role", "seen"):
+    for name in ("ID", "name", "address", "role", "seen"):
         table.add_column(name, justify="right" if name == "seen" else "left", no_wrap=True)
     now = datetime.datetime.now(datetime.UTC)
     for d in nearby:
         device = str(d.get("device_id", ""))
         table.add_row(
             _text(short_device_id(device)),
+            _text(d.get("name") or ""),
             _text(d.get("address", "?")),
             _text(d.get("role", "?")),
             _text(_ago(d.get("last_seen"), now)),

@@ -14,12 +14,13 @@ from aiohttp import web
 
 from ollana.cluster.models import Route
 from ollana.cluster.pool import Pool, Server
+from ollana.cluster.rawlist import raw_items
 from ollana.cluster.router import Router
 from ollana.http import PIN_HEADER, error_response, json_response
 from ollana.http.client import FETCH_ERRORS
 from ollana.ollama_api import PS_PATH, TAGS_PATH, V1_MODELS_PATH, model_names, normalize_model
 
-__all__ = ["MERGED_LISTS", "Aggregator", "merge"]
+__all__ = ["MERGED_LISTS", "Aggregator", "Listed", "listed", "merge"]
 
 log = logging.getLogger(__name__)
 
@@ -43,21 +44,48 @@ MERGED_LISTS: Final[Mapping[str, _List]] = {
 }
 
 
-def merge(kind: _List, answers: list[Any]) -> dict[str, Any]:
-    """The union of several answers' lists, de-duplicated by model, first answer first."""
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """One server's list answer: parsed, and each entry's text as the server wrote it."""
+
+    document: Any
+    raw: tuple[str, ...]
+
+
+def listed(kind: _List, body: bytes) -> Listed:
+    """A list answer read for merging; raises ValueError for one that is not JSON."""
+    text = body.decode()
+    document = json.loads(text)
+    items = document.get(kind.key) if isinstance(document, dict) else None
+    raw = raw_items(text, kind.key) if isinstance(items, list) else None
+    return Listed(document, tuple(raw or ()))
+
+
+def merge(kind: _List, answers: list[Listed | None]) -> bytes:
+    """The union of several answers' lists, de-duplicated by model, first answer first.
+
+    Each entry goes out byte for byte as its server wrote it, fields Ollama adds included.
+    """
     seen: set[str] = set()
-    merged: list[Any] = []
+    merged: list[str] = []
     for answer in answers:
-        items = answer.get(kind.key) if isinstance(answer, dict) else None
-        for item in items if isinstance(items, list) else ():
+        items = (
+            answer.document.get(kind.key) if answer and isinstance(answer.document, dict) else None
+        )
+        if answer is None or not isinstance(items, list) or len(items) != len(answer.raw):
+            continue
+        for item, raw in zip(items, answer.raw, strict=True):
             ident = item.get(kind.id_field) if isinstance(item, dict) else None
             if not isinstance(ident, str):
                 continue
             name = normalize_model(ident)
             if name not in seen:
                 seen.add(name)
-                merged.append(item)
-    return {**dict(kind.skeleton), kind.key: merged}
+                merged.append(raw)
+    head = "".join(f"{json.dumps(k)}:{json.dumps(v)}," for k, v in kind.skeleton)
+    # As Ollama writes a list it built from nothing: null where its Go slice was nil.
+    array = "null" if kind.null_when_empty and not merged else f"[{','.join(merged)}]"
+    return f'{{{head}"{kind.key}":{array}}}'.encode() + kind.end
 
 
 class Aggregator:
@@ -92,23 +120,20 @@ class Aggregator:
             # An empty list would say "no models"; the truth is that no server is reachable.
             why = f"no Ollama server is reachable through ollana: {self._router.why_none()}"
             return error_response(503, why)
-        answers = await asyncio.gather(*(self._fetch(s, request.raw_path) for s in servers))
-        merged = merge(kind, answers)
-        if kind.null_when_empty and not merged[kind.key]:
-            merged[kind.key] = None  # as Ollama writes a list it built from nothing
-        body = json.dumps(merged, separators=(",", ":")).encode() + kind.end
-        return json_response(200, body, kind.content_type)
+        answers = await asyncio.gather(*(self._fetch(kind, s, request.raw_path) for s in servers))
+        return json_response(200, merge(kind, answers), kind.content_type)
 
-    async def _fetch(self, server: Server, path_qs: str) -> Any:
+    async def _fetch(self, kind: _List, server: Server, path_qs: str) -> Listed | None:
         assert server.upstream is not None
         try:
-            status, answer = await server.upstream.fetch_json(path_qs, self._timeout)
+            status, body = await server.upstream.fetch(path_qs, self._timeout)
             if status != 200:
                 return None
+            answer = listed(kind, body)
         except FETCH_ERRORS as exc:
             log.info("list from %s failed: %r", server.label, exc)
             return None
-        names = frozenset(model_names(answer))
+        names = frozenset(model_names(answer.document))
         if path_qs.startswith(TAGS_PATH):
             self._pool.learned(server, installed=names)
         elif path_qs.startswith(PS_PATH):

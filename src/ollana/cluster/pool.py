@@ -55,6 +55,7 @@ class ServerSnapshot:
     last_seen_ago: float | None
     requests: int
     failures: int
+    problem: str | None = None  # why it cannot be used, when something more than its state says
     connections_open: int = 0  # to this server, in use or idle
     connections_idle: int = 0
     label: str = ""  # how logs and metrics name it
@@ -85,6 +86,7 @@ class Server:
         "ollama_version",
         "priority",
         "probe_task",
+        "problem",
         "refreshed",
         "requests",
         "state",
@@ -124,6 +126,7 @@ class Server:
         self.ollama_version: str | None = None
         self.upstream: ConnectionPool | None = None  # where requests are forwarded
         self.probe_task: asyncio.Task[None] | None = None
+        self.problem: str | None = None
         # What is in flight here; ejecting the server ends them (a vanished server never
         # answers): waiting attempts go to the next server, streams end with their error.
         self.attempts: set[asyncio.Future[Response]] = set()
@@ -156,6 +159,7 @@ class Server:
             last_seen_ago=None if self.last_seen is None else round(now - self.last_seen, 3),
             requests=self.requests,
             failures=self.total_failures,
+            problem=self.problem,
             connections_open=0 if self.upstream is None else self.upstream.opened,
             connections_idle=0 if self.upstream is None else self.upstream.idle,
             label=self.label,
@@ -249,6 +253,17 @@ class Pool(Service):
             server.models_digest = models_digest
             self.refresh_models_soon(server)
 
+    def probe_now(self, server: Server) -> None:
+        """Probe this server at once (it was just reintroduced), whatever its state."""
+        if self._servers.get(server.key) is server:
+            self._restart_probe(server)
+
+    def trouble(self, server: Server, problem: str | None) -> None:
+        """Say why a server cannot be used (status shows it); None once it can."""
+        if server.problem != problem:
+            server.problem = problem
+            self._notify()
+
     # --- what passes through ----------------------------------------------------------------
 
     def began(self, server: Server) -> None:
@@ -290,6 +305,10 @@ class Pool(Service):
             elif route.target is not None:
                 server.models = server.models | {route.target}
             self.refresh_models_soon(server)
+        elif route.unload:
+            if model not in server.loaded:
+                return
+            server.loaded = server.loaded - {model}
         elif model not in server.loaded:
             # Ollama loads a model on first use; the slow refresh corrects this guess.
             server.loaded = server.loaded | {model}
@@ -379,7 +398,7 @@ class Pool(Service):
             if server.routable:
                 continue
             since = now - (server.last_ok or self._started)
-            why = server.down_reason or "not answering"
+            why = server.problem or server.down_reason or "not answering"
             reasons.append(
                 f"server {server.label} at {server.address} is down ({why}) for {since:.0f} s"
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
@@ -19,7 +20,7 @@ from ollana.cluster.pool import Pool, Server, ServerState
 from ollana.http import UpstreamError, open_upstream
 from ollana.http.client import Response
 from ollana.http.relay import CROWDED
-from ollana.identity.ids import DeviceIdError, parse_device_id
+from ollana.identity.ids import MIN_PIN_LENGTH, DeviceIdError, parse_device_id
 from ollana.ollama_api import BLOBS_PATH
 
 __all__ = ["AFFINITY_ENTRIES", "CROWDED_WAIT", "NoServerError", "Router", "order"]
@@ -34,6 +35,11 @@ AFFINITY_ENTRIES: Final = 4096
 # until the request's wait for a server runs out: its other devices' idle connections are
 # being closed to make room.
 CROWDED_WAIT: Final = 0.2
+# Answered statuses another server may not give: Ollama's full queue, a cloud model's rate
+# limit, a cloud model on an Ollama not signed in to ollama.com (its only 401 on a model).
+RETRY_STATUSES: Final = frozenset({503, 429, 401})
+RESPONSE_ID_WITHIN: Final = 4096  # a Responses answer names its id in its first event
+_RESPONSE_ID: Final = re.compile(rb'"id"\s*:\s*"(resp[_-][^"\\]{1,120})"')
 
 
 class NoServerError(Exception):
@@ -74,12 +80,73 @@ class Router:
         self._nobody = nobody
         self._conversations = _Recent()
         self._blobs = _Recent()
+        self._responses = _Recent()  # Responses API answer IDs -> the server that made them
         self._last_blob: str | None = None
         self.crowded_wait = CROWDED_WAIT
 
     def candidates(self, route: Route) -> list[Server]:
         """Routable servers for a request, best first (see `order`)."""
-        return order(self._pool.healthy(), route, self._sticky(route))
+        servers = order(self._pool.healthy(), route, self._sticky(route))
+        made = self._responses.get(route.previous_response or "")
+        if made is not None:
+            # Only the server that made a response knows it: first, whatever its tier.
+            servers.sort(key=lambda s: s.key != made)
+        return servers
+
+    def response_watch(
+        self, server: Server, then: Callable[[bytes], None] | None = None
+    ) -> Callable[[bytes], None]:
+        """A relay's `on_chunk` that keeps which server made a Responses answer's `id`.
+
+        It looks at most RESPONSE_ID_WITHIN bytes into the answer; `then` sees every chunk.
+        """
+        seen = bytearray()
+
+        def watch(chunk: bytes) -> None:
+            if then is not None:
+                then(chunk)
+            if len(seen) >= RESPONSE_ID_WITHIN:
+                return
+            seen.extend(chunk[: RESPONSE_ID_WITHIN - len(seen)])
+            found = _RESPONSE_ID.search(seen)
+            if found is not None:
+                self._responses.remember(found[1].decode("ascii", "replace"), server.key)
+                seen.extend(bytes(RESPONSE_ID_WITHIN))  # done: look no further
+
+        return watch
+
+    async def unload_elsewhere(
+        self, method: str, path_qs: str, headers: CIMultiDict[str], body: bytes, exchange: Exchange
+    ) -> None:
+        """Send a keep_alive 0 unload to every other server that has the model loaded."""
+        route = exchange.route
+
+        async def unload(server: Server) -> None:
+            assert server.upstream is not None
+            sent = Exchange(self._pool, self._metrics, server, route)
+            try:
+                response = await open_upstream(server.upstream, method, path_qs, headers, body)
+            except UpstreamError as exc:
+                sent.failed()
+                log.info("unload of %s on %s failed: %s", route.model, server.label, exc)
+                return
+            sent.answered(response)
+            status = 599
+            try:
+                async with response:
+                    await response.content.read()
+                    status = response.status
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                log.info("unload of %s on %s failed: %s", route.model, server.label, exc)
+            finally:
+                sent.finish(status)
+
+        others = [
+            s
+            for s in self._pool.healthy()
+            if s is not exchange.server and route.model in s.loaded and s.upstream is not None
+        ]
+        await asyncio.gather(*(unload(s) for s in others))
 
     def _sticky(self, route: Route) -> str | None:
         if route.blobs:
@@ -148,15 +215,15 @@ class Router:
                         path_qs,
                         headers,
                         body,
-                        # The last candidate's 503 goes back as Ollama wrote it.
-                        retry_on_503=index + 1 < len(candidates),
+                        # The last candidate's answer goes back as Ollama wrote it.
+                        retry_statuses=_retry_statuses(route, candidates[index + 1 :]),
                     )
                     replayable = not isinstance(body, aiohttp.StreamReader)
                     response = await _unless_ejected(server, attempt, replayable)
                 except UpstreamError as exc:
                     exchange.failed()
                     tried[server.label] = str(exc)
-                    if exc.status != 503:
+                    if exc.status not in RETRY_STATUSES:
                         self._pool.passive_failure(server, str(exc))
                     log.info("%s %s via %s failed: %s", method, route.path, server.label, exc)
                     if exc.reason == CROWDED and exc.retryable:
@@ -230,6 +297,20 @@ class Router:
             self._blobs.remember(digest, server.key)
 
 
+def _retry_statuses(route: Route, following: list[Server]) -> frozenset[int]:
+    """Which answers of a server send the request on to the next: none for the last one.
+
+    A 429 or 401 is worth another try only where the model is too; anywhere else the answer
+    would be "not found", worse than the rate limit or the sign-in link.
+    """
+    if not following:
+        return frozenset()
+    model = route.model
+    if model is not None and any(model in s.models for s in following):
+        return RETRY_STATUSES
+    return frozenset({503})
+
+
 async def _unless_ejected(
     server: Server, attempt: Coroutine[Any, Any, Response], replayable: bool
 ) -> Response:
@@ -260,7 +341,7 @@ def order(servers: list[Server], route: Route, sticky: str | None = None) -> lis
     if route.pin:
         host = route.pin.strip().lower()
         try:
-            prefix: str | None = parse_device_id(route.pin)
+            prefix: str | None = parse_device_id(route.pin, min_digits=MIN_PIN_LENGTH)
         except DeviceIdError:
             prefix = None  # not an ID: a host, or host:port
         servers = [s for s in servers if _matches(s, prefix, host)]

@@ -4,7 +4,12 @@ A goodbye removes a server from every client at once, and a datagram's fields ar
 what its sender claims: anyone on the LAN can name another device in one. A goodbye is
 taken as the device's own only when it comes from an address that device announced from,
 names the run (instance) that announced, and is not older, by the sender's clock, than that
-run's last announce (a replayed one is). Anything else is dropped as forged. Pure: no I/O.
+run's last announce (a replayed one is). Anything else is dropped as forged. The same
+goodbye heard again (it goes to every broadcast address, so it arrives more than once) is a
+copy, not a forgery. Pure: no I/O.
+
+This is all a peer can check of a device it has not paired: paired devices sign their
+datagrams (see authority.py).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ class _Origin:
     instance: str
     ts: float
     addresses: list[str] = field(default_factory=list)
+    farewell: float | None = None  # the ts of the goodbye accepted for this run
 
 
 class Origins:
@@ -44,6 +50,8 @@ class Origins:
         if origin is None or origin.instance != msg.instance:
             origin = _Origin(msg.instance, msg.ts)  # a new run starts afresh
         origin.ts = max(origin.ts, msg.ts)
+        if origin.farewell is not None and msg.ts > origin.farewell:
+            origin.farewell = None  # back (a server whose Ollama came back up)
         if host not in origin.addresses:
             origin.addresses.append(host)
             del origin.addresses[:-MAX_ADDRESSES]
@@ -59,7 +67,18 @@ class Origins:
             or origin.instance != msg.instance
             or host not in origin.addresses
             or msg.ts < origin.ts
+            or origin.farewell is not None  # the same goodbye again is a copy or a replay
         ):
             return False
-        del self._devices[msg.device]  # the same goodbye again is a replay
+        origin.farewell = origin.ts = msg.ts
         return True
+
+    def repeated(self, msg: Goodbye, host: str) -> bool:
+        """Whether a goodbye is another copy of the one accepted last for its run."""
+        origin = self._devices.get(msg.device)
+        return (
+            origin is not None
+            and origin.instance == msg.instance
+            and host in origin.addresses
+            and origin.farewell == msg.ts
+        )

@@ -3,6 +3,10 @@
 A datagram is ``b"LANA"``, a version byte, a type byte, then a compact UTF-8 JSON object.
 A bare 4-byte ``b"LANA"`` (what ollana 0.x sends) is a query. Decoding input from the
 network raises nothing but :class:`DecodeError`.
+
+A signed datagram is the unsigned one with ``,"sig":"<base64>"`` put before its closing
+brace: the signature covers the unsigned datagram's exact bytes, which `split_signature`
+gives back, and decoders that do not know the field ignore it.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import math
 import re
 import secrets
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Literal
 
@@ -26,6 +30,7 @@ __all__ = [
     "MAX_DATAGRAM",
     "MAX_NAME_BYTES",
     "PRIORITY_RANGE",
+    "SIGNATURE_SIZE",
     "VERSION",
     "Announce",
     "DecodeError",
@@ -33,12 +38,15 @@ __all__ = [
     "Message",
     "Query",
     "Role",
+    "Sign",
+    "Signed",
     "clamp_priority",
     "decode",
     "encode",
     "models_digest",
     "new_instance_id",
     "safe_version",
+    "split_signature",
     "valid_name",
 ]
 
@@ -48,10 +56,14 @@ MAX_DATAGRAM = 1400
 # The field limits below keep the worst-case JSON without the certificate at about 420
 # bytes (name, MAC and queue included), which leaves about 970 base64 characters for it;
 # ollana's P-256 self-signed certificates are 500-560 bytes of DER. The margin is for a
-# signature and a forward-compatible field.
+# signature (about 95 bytes: a raw P-256 signature in base64 and its key) and a
+# forward-compatible field.
 MAX_CERT_SIZE = 640
 MAX_NAME_BYTES = 64
 _HEADER = 6
+SIGNATURE_SIZE = 64  # a P-256 ECDSA signature as r || s, 32 bytes each
+_SIG_KEY = b',"sig":"'
+_SIG_END = b'"}'
 
 Role = Literal["client", "server"]
 _ROLES = ("client", "server")
@@ -86,6 +98,7 @@ class _Message:
     name: str = ""  # a label for people (the hostname by default), never an identity
     mac: str = ""  # the announcing interface's MAC address, for Wake-on-LAN
     queue: int = 0  # requests waiting in the server's queue
+    pairing: bool = False  # the server has a pairing window open (`ollana pair`)
 
     TYPE: ClassVar[int] = 0
 
@@ -119,12 +132,25 @@ class Goodbye(_Message):
 
 
 Message = Query | Announce | Goodbye
+Sign = Callable[[bytes], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Signed:
+    """The part of a datagram a signature covers (an unsigned datagram), and the signature."""
+
+    data: bytes
+    signature: bytes
+
+
 _TYPES: dict[int, type[Query] | type[Announce] | type[Goodbye]] = {
     cls.TYPE: cls for cls in (Query, Announce, Goodbye)
 }
 _FIELDS = tuple(f.name for f in dataclasses.fields(_Message))
 # Omitted from the JSON when they hold their default, to keep queries small.
-_OPTIONAL = frozenset({"port", "cert", "ollama", "models", "priority", "name", "mac", "queue"})
+_OPTIONAL = frozenset(
+    {"port", "cert", "ollama", "models", "priority", "name", "mac", "queue", "pairing"}
+)
 
 
 def _problem(msg: _Message) -> str:
@@ -157,6 +183,9 @@ def _problem(msg: _Message) -> str:
         return "mac must be six lowercase hex pairs separated by ':'"
     if type(msg.queue) is not int or not 0 <= msg.queue <= QUEUE_MAX:
         return "queue must be a whole number from 0"
+    pairing: object = msg.pairing
+    if type(pairing) is not bool:
+        return "pairing must be true or false"
     return ""
 
 
@@ -182,8 +211,11 @@ def _plausible_der(data: bytes) -> bool:
     return length >= 0x80 and 2 + count + length == len(data) and data[2] != 0
 
 
-def encode(msg: Message) -> bytes:
-    """The datagram for a message (at most MAX_DATAGRAM bytes)."""
+def encode(msg: Message, sign: Sign | None = None) -> bytes:
+    """The datagram for a message (at most MAX_DATAGRAM bytes), signed when `sign` is given.
+
+    `sign(data)` returns SIGNATURE_SIZE bytes over the unsigned datagram `data`.
+    """
     fields: dict[str, Any] = {}
     for name, value in asdict(msg).items():
         if name in _OPTIONAL and not value:
@@ -192,6 +224,13 @@ def encode(msg: Message) -> bytes:
     # Names travel as UTF-8, not \u escapes: six bytes a character would not fit.
     body = json.dumps(fields, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode()
     data = MAGIC + bytes((VERSION, msg.TYPE)) + body
+    if sign is not None:
+        if body == b"{}":
+            raise ValueError("an empty message cannot be signed")
+        signature = sign(data)
+        if len(signature) != SIGNATURE_SIZE:
+            raise ValueError(f"a signature has {SIGNATURE_SIZE} bytes, not {len(signature)}")
+        data = data[:-1] + _SIG_KEY + base64.b64encode(signature) + _SIG_END
     if len(data) > MAX_DATAGRAM:  # the field limits make this unreachable
         raise ValueError(f"datagram of {len(data)} bytes exceeds {MAX_DATAGRAM}")
     return data
@@ -224,6 +263,28 @@ def decode(data: bytes) -> Message:
         return cls(**fields)
     except (ValueError, TypeError, OverflowError) as exc:
         raise DecodeError("field", str(exc)) from None
+
+
+def split_signature(data: bytes) -> Signed | None:
+    """The unsigned datagram and the signature of a signed one; None when it carries none.
+
+    Only the form `encode` writes is recognised: the signature last, before the final brace.
+    Whatever else the datagram holds, the signature covers exactly the unsigned bytes, so a
+    caller that verifies it should decode `Signed.data`, not the datagram.
+    """
+    if len(data) > MAX_DATAGRAM or not data.endswith(_SIG_END):
+        return None
+    at = data.rfind(_SIG_KEY, _HEADER)
+    if at < 0:
+        return None
+    text = data[at + len(_SIG_KEY) : -len(_SIG_END)]
+    try:
+        signature = base64.b64decode(text, validate=True)
+    except binascii.Error:
+        return None
+    if len(signature) != SIGNATURE_SIZE:
+        return None
+    return Signed(data[:at] + b"}", signature)
 
 
 def _reject_constant(name: str) -> Any:

@@ -7,6 +7,11 @@ goodbye and broadcast query. A unicast datagram to a shared port reaches only on
 sockets, though, so everything this service sends leaves from its own *reply* socket, bound
 to an ephemeral port: a server answers a query at the query's source address and port, and
 that answer reaches exactly the process that asked, even beside other ollana processes.
+
+Answers are not a reflector: only hosts on a directly connected subnet (or loopback, or a
+configured target) get one, within a budget per querier and overall, and a query without a
+certificate gets an answer without one (and unsigned). Announces and goodbyes of a server
+are signed with its device key when it has one (see authority.py for what peers check).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ollana.config import DEFAULT_DISCOVERY_PORT, HostPort, Limits, Timings
-from ollana.discovery.origins import Origins
+from ollana.discovery.authority import Authority
 from ollana.discovery.protocol import (
     Announce,
     DecodeError,
@@ -33,10 +38,13 @@ from ollana.discovery.protocol import (
     Message,
     Query,
     Role,
+    Sign,
     decode,
     encode,
     new_instance_id,
+    split_signature,
 )
+from ollana.discovery.replies import MAX_SOURCES, REPLY_BUDGET, RateLimit, ReplyPolicy
 from ollana.discovery.targets import resolve
 from ollana.lifecycle import Service
 
@@ -48,9 +56,7 @@ log = logging.getLogger(__name__)
 # powered on together do not answer in lockstep, then one repeat a second later.
 START_DELAY_MAX = 0.25
 REPEAT_GAP = 1.0
-REPLY_GAP = 1.0  # at most one answer per second to one querier (address and port)
 JITTER = 0.2  # periodic announces and queries at interval x (1 ± JITTER)
-MAX_SOURCES = 1024  # per-source rate state kept, least recently seen forgotten first
 
 OnMessage = Callable[[Message, tuple[str, int]], None]
 Targets = Sequence[HostPort] | Callable[[], Sequence[HostPort]]
@@ -65,26 +71,7 @@ class DiscoveryStats:
     delivered: int
     dropped: Mapping[str, int]
     send_errors: int
-
-
-class _RateLimit:
-    """Token buckets per key (burst = one second's worth), forgetting the least recent keys."""
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self._rate, self._burst = rate, burst
-        self._buckets: OrderedDict[Hashable, tuple[float, float]] = OrderedDict()
-
-    def allow(self, key: Hashable, now: float) -> bool:
-        """Take a token for key if one is there."""
-        if self._rate <= 0:
-            return True
-        tokens, last = self._buckets.pop(key, (self._burst, now))
-        tokens = min(self._burst, tokens + (now - last) * self._rate)
-        allowed = tokens >= 1.0
-        self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
-        if len(self._buckets) > MAX_SOURCES:
-            self._buckets.popitem(last=False)
-        return allowed
+    unanswered: Mapping[str, int] = dataclasses.field(default_factory=dict)  # why not answered
 
 
 class _Endpoint(asyncio.DatagramProtocol):
@@ -131,11 +118,16 @@ class DiscoveryService(Service):
         ollama_version: str = "",
         models_digest: str = "",
         priority: int = 0,
+        name: str = "",
         available: bool = True,
         needs_servers: Callable[[], bool] = lambda: True,
         timings: Timings | None = None,
         limits: Limits | None = None,
         bind_host: str = "0.0.0.0",
+        sign: Sign | None = None,
+        paired: Callable[[str], bool] | None = None,
+        cert_of: Callable[[str], bytes | None] | None = None,
+        reply_budget: float = REPLY_BUDGET,
     ) -> None:
         if role == "server" and discovery_port is None:
             raise ValueError("a server needs the discovery port, to hear queries")
@@ -147,10 +139,10 @@ class DiscoveryService(Service):
         if role == "server":
             self._hello = Announce(
                 instance=self.instance, device=device_id, port=server_port, cert=cert_der,
-                ollama=ollama_version, models=models_digest, priority=priority,
+                ollama=ollama_version, models=models_digest, priority=priority, name=name,
             )  # fmt: skip
         else:
-            self._hello = Query(instance=self.instance, device=device_id, cert=cert_der)
+            self._hello = Query(instance=self.instance, device=device_id, cert=cert_der, name=name)
         self._on_message = on_message
         self._needs_servers = needs_servers
         self._discovery_port = discovery_port
@@ -160,9 +152,10 @@ class DiscoveryService(Service):
         self._available = available
         self._repeat = available  # the next announce is followed by another REPEAT_GAP later
         rate = (limits or Limits()).datagram_rate
-        self._flood = _RateLimit(rate, max(1.0, rate))
-        self._replies = _RateLimit(1.0 / REPLY_GAP, 1.0)
-        self._origins = Origins()
+        self._flood = RateLimit(rate, max(1.0, rate))
+        self._replies = ReplyPolicy(reply_budget)
+        self._sign = sign
+        self._authority = Authority(paired, cert_of)
         self._announcers: OrderedDict[str, None] = OrderedDict()
         self._addresses: tuple[tuple[str, int], ...] = ()
         self._listen: _Socket | None = None
@@ -258,8 +251,19 @@ class DiscoveryService(Service):
             self._send_all(self._goodbye())
         self._wake.set()
 
-    def update_announce(self, *, models: str | None = None, ollama: str | None = None) -> None:
-        """Server: change what announces carry (models digest, Ollama version); announce now."""
+    def update_announce(
+        self,
+        *,
+        models: str | None = None,
+        ollama: str | None = None,
+        queue: int | None = None,
+        pairing: bool | None = None,
+    ) -> None:
+        """Server: change what announces carry (models digest, Ollama version, whether a
+        pairing window is open); announce now.
+
+        A new queue length alone waits for the next announce: it changes too often.
+        """
         if not isinstance(self._hello, Announce):
             return
         hello = self._hello
@@ -267,10 +271,17 @@ class DiscoveryService(Service):
             hello,
             models=hello.models if models is None else models,
             ollama=hello.ollama if ollama is None else ollama,
+            queue=hello.queue if queue is None else queue,
+            pairing=hello.pairing if pairing is None else pairing,
         )
         if updated != hello:
             self._hello = updated
-            self._wake.set()
+            if (updated.models, updated.ollama, updated.pairing) != (
+                hello.models,
+                hello.ollama,
+                hello.pairing,
+            ):
+                self._wake.set()
 
     def query(self) -> None:
         """Client: send a query to every target now."""
@@ -279,7 +290,10 @@ class DiscoveryService(Service):
     def stats(self) -> DiscoveryStats:
         """A snapshot of the counters."""
         counts = (self._sent, self._received, self._delivered)
-        return DiscoveryStats(*counts, MappingProxyType(dict(self._dropped)), self._send_errors)
+        unanswered = MappingProxyType(dict(self._replies.unanswered()))
+        return DiscoveryStats(
+            *counts, MappingProxyType(dict(self._dropped)), self._send_errors, unanswered
+        )
 
     # --- sending -----------------------------------------------------------------------
 
@@ -319,6 +333,7 @@ class DiscoveryService(Service):
         """Targets as (IPv4, port); host names are looked up again each round."""
         targets = self._targets() if callable(self._targets) else self._targets
         self._addresses, failures = await resolve(targets)
+        self._replies.refresh(host for host, _ in self._addresses)
         for target, exc in failures:
             self._send_failed((target.host, target.port), exc)
 
@@ -329,9 +344,14 @@ class DiscoveryService(Service):
         return Goodbye(instance=self.instance, device=self._device, role=self.role, ts=time.time())
 
     def _send_all(self, msg: Message) -> None:
-        data = encode(msg)
+        data = self._encode(msg)
         for address in self._addresses:
             self._send(data, address)
+
+    def _encode(self, msg: Message) -> bytes:
+        """A server's announces and goodbyes go signed, when it has a key to sign with."""
+        signs = self._sign is not None and isinstance(msg, Announce | Goodbye)
+        return encode(msg, self._sign if signs else None)
 
     def _send(self, data: bytes, address: tuple[str, int]) -> None:
         if self._reply is None or self._reply.transport.is_closing():
@@ -366,8 +386,10 @@ class DiscoveryService(Service):
         if not self._flood.allow(source[0], now):
             self._dropped["rate"] += 1
             return
+        signed = split_signature(data)
         try:
-            msg = decode(data)
+            # What a signature covers is what counts: the datagram without it.
+            msg = decode(signed.data if signed is not None else data)
         except DecodeError as exc:
             self._dropped[exc.reason] += 1
             log.debug("discovery: dropped a datagram from %s:%d: %s", *source, exc)
@@ -384,30 +406,42 @@ class DiscoveryService(Service):
                     source[0], msg.device,
                 )  # fmt: skip
             return
-        if isinstance(msg, Announce):
-            self._origins.announced(msg, source[0])
-        elif isinstance(msg, Goodbye) and not self._origins.genuine(msg, source[0]):
-            self._dropped["forged"] += 1  # not from where, or from the run, that announced
-            log.debug("discovery: dropped a forged goodbye from %s:%d", *source)
+        refused = self._authority.check(msg, signed, source[0], now)
+        if refused:
+            self._dropped[refused] += 1
+            log.debug("discovery: dropped a %s datagram from %s:%d", refused, *source)
             return
         answer = isinstance(msg, Query) and self.role == "server" and self._available
         # A server that started after this client never heard the client's queries, which
         # carry its certificate: it could not trust the client even once it allows its ID,
-        # nor list it among the devices nearby. The first announce of each run gets one.
+        # nor list it among the devices nearby. The first announce of each run gets one,
+        # if it carried a certificate itself (so that the answer is no larger than it).
         introduce = (
             isinstance(msg, Announce)
             and self.role == "client"
             and self._hello.cert is not None
+            and msg.cert is not None
             and self._first_announce(msg.instance or source[0])
         )
-        if (answer or introduce) and self._replies.allow(source, now):
-            self._send(encode(self._stamped()), source)
+        if answer or introduce:
+            self._answer(msg, source, now)
         self._delivered += 1
         if self._on_message is not None:
             try:
                 self._on_message(msg, source)
             except Exception:
                 log.exception("discovery: the message handler failed")
+
+    def _answer(self, msg: Message, source: tuple[str, int], now: float) -> None:
+        """Answer at source, unless that would make this service a reflector."""
+        if not self._replies.allow(source, now):
+            return
+        reply = self._stamped()
+        if msg.cert is None and reply.cert is not None:
+            # Small for whoever did not say who it is: no certificate, no signature.
+            self._send(encode(dataclasses.replace(reply, cert=None)), source)
+        else:
+            self._send(self._encode(reply), source)
 
     def _first_announce(self, instance: str) -> bool:
         """Whether this is the first announce heard from a server run (bounded memory)."""

@@ -8,16 +8,18 @@ import logging
 import socket
 import struct
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from ollana.config import HostPort, parse_host_port
 
 __all__ = [
     "LIMITED_BROADCAST",
+    "LocalNetworks",
     "TargetSet",
     "broadcast_address",
     "interface_broadcasts",
+    "interface_networks",
     "parse_target",
     "resolve",
 ]
@@ -68,29 +70,84 @@ def interface_broadcasts() -> tuple[str, ...]:
         log.debug("cannot list network interfaces: %s", exc)
         return ()
     found: list[str] = []
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        for name in names:
-            address = _interface_broadcast(sock, name)
-            if address is not None and address not in found:
-                found.append(address)
+    for flags, address, prefixlen in _interfaces(names):
+        if flags & (_IFF_BROADCAST | _IFF_LOOPBACK) != _IFF_BROADCAST:
+            continue
+        broadcast = broadcast_address(address, prefixlen)
+        if broadcast is not None and broadcast not in found:
+            found.append(broadcast)
     return tuple(found)
 
 
-def _interface_broadcast(sock: socket.socket, name: str) -> str | None:
+def interface_networks() -> tuple[ipaddress.IPv4Network, ...] | None:
+    """The IPv4 subnets of every up interface, loopback included; None where unknown."""
+    if not _IOCTLS or not hasattr(socket, "if_nameindex"):
+        return None
+    try:
+        names = [name for _, name in socket.if_nameindex()]
+    except OSError as exc:
+        log.debug("cannot list network interfaces: %s", exc)
+        return None
+    networks = (
+        ipaddress.IPv4Interface(f"{address}/{prefixlen}").network
+        for _, address, prefixlen in _interfaces(names)
+    )
+    return tuple(dict.fromkeys(networks))
+
+
+def _interfaces(names: Iterable[str]) -> Iterator[tuple[int, str, int]]:
+    """(flags, address, prefix length) of each up interface with an IPv4 address."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for name in names:
+            found = _interface(sock, name)
+            if found is not None:
+                yield found
+
+
+def _interface(sock: socket.socket, name: str) -> tuple[int, str, int] | None:
     import fcntl
 
     get_flags, get_address, get_netmask = _IOCTLS
     request = struct.pack(f"{_IFREQ_SIZE}s", name.encode()[:15])
     try:
         flags = struct.unpack_from("H", fcntl.ioctl(sock, get_flags, request), 16)[0]
-        if flags & (_IFF_UP | _IFF_BROADCAST | _IFF_LOOPBACK) != _IFF_UP | _IFF_BROADCAST:
+        if not flags & _IFF_UP:
             return None
         address = fcntl.ioctl(sock, get_address, request)[_ADDR_OFFSET : _ADDR_OFFSET + 4]
         netmask = fcntl.ioctl(sock, get_netmask, request)[_ADDR_OFFSET : _ADDR_OFFSET + 4]
     except OSError:  # no IPv4 address, or the interface went away meanwhile
         return None
     prefixlen = bin(int.from_bytes(netmask, "big")).count("1")
-    return broadcast_address(socket.inet_ntoa(address), prefixlen)
+    return int(flags), socket.inet_ntoa(address), prefixlen
+
+
+class LocalNetworks:
+    """Who discovery answers: hosts on a directly connected subnet, loopback, configured targets.
+
+    An answer to a query whose source address is forged goes to the forged address: answering
+    only neighbours keeps a querier from turning a server against a host elsewhere.
+    """
+
+    def __init__(self) -> None:
+        self._networks: tuple[ipaddress.IPv4Network, ...] | None = None
+        self._targets: frozenset[str] = frozenset()
+
+    def refresh(self, targets: Iterable[str] = ()) -> None:
+        """Read the interfaces again; targets: configured (resolved) addresses, answered too."""
+        self._networks = interface_networks()
+        self._targets = frozenset(targets)
+
+    def answerable(self, host: str) -> bool:
+        """Whether a datagram from host may be answered."""
+        try:
+            address = ipaddress.IPv4Address(host)
+        except ValueError:
+            return False
+        if address.is_loopback or host in self._targets:
+            return True
+        if self._networks is None:
+            return True  # this platform cannot list its subnets: as before, answer
+        return any(address in network for network in self._networks)
 
 
 def parse_target(text: str, port: int) -> HostPort:

@@ -8,14 +8,32 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
+from ollana.emulator.account import Account
+from ollana.emulator.anthropic import AnthropicApi
 from ollana.emulator.catalogue import DEFAULT_MODELS
+from ollana.emulator.encoding import zstd_bodies
 from ollana.emulator.guard import Guard
 from ollana.emulator.manage import ManageApi
 from ollana.emulator.native import NativeApi
 from ollana.emulator.openai import OpenAIApi
 from ollana.emulator.responses import TEXT, empty, raw
+from ollana.emulator.responses_api import ResponsesApi
 from ollana.emulator.state import EmulatorStats, ModelStore
+from ollana.ollama_api import (
+    ANTHROPIC_MESSAGES_PATH,
+    BLOBS_PATH,
+    EXPERIMENTAL_PATH,
+    MODELS_PATH,
+    PS_PATH,
+    RESPONSES_PATH,
+    TAGS_PATH,
+    TRANSCRIPTIONS_PATH,
+    USER_KEYS_PATH,
+    V1_MODELS_PATH,
+    VERSION_PATH,
+)
 
 __all__ = ["STATS_KEY", "STORE_KEY", "EmulatorConfig", "create_app", "run_emulator", "serving"]
 
@@ -29,7 +47,7 @@ SHUTDOWN_GRACE = 1.0  # seconds in-flight streams get when the emulator stops
 # Ollama registers POST routes first, then DELETE, then HEAD, then GET: gin lists the
 # methods of a 405's Allow header in that order.
 _METHOD_ORDER = ("POST", "DELETE", "HEAD", "GET")
-_BLOBS, _MODELS = "/api/blobs/", "/v1/models/"
+_FAMILIES = (BLOBS_PATH, MODELS_PATH, USER_KEYS_PATH)  # a path parameter after the prefix
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,14 +58,28 @@ class EmulatorConfig:
     tokens_per_second: float | None = None  # None: tokens go out as fast as they can
     version: str = "0.5.7"
     origins: tuple[str, ...] = ()  # allowed beside Ollama's defaults, as OLLAMA_ORIGINS adds
+    signed_in: bool = True  # to ollama.com: signed out, cloud models and /api/me answer 401
+    parallel: int = 0  # like OLLAMA_NUM_PARALLEL: generations at once, the rest wait in turn
 
 
-def _routes(native: NativeApi, manage: ManageApi, v1: OpenAIApi) -> dict[str, dict[str, Handler]]:
+@dataclass(frozen=True, slots=True)
+class _Apis:
+    native: NativeApi
+    manage: ManageApi
+    v1: OpenAIApi
+    anthropic: AnthropicApi
+    responses: ResponsesApi
+    account: Account
+
+
+def _routes(api: _Apis) -> dict[str, dict[str, Handler]]:
+    native, manage, v1, account = api.native, api.manage, api.v1, api.account
     return {
         "/": {"GET": native.root, "HEAD": native.root},
-        "/api/version": {"GET": native.version, "HEAD": native.version},
-        "/api/tags": {"GET": native.tags, "HEAD": native.tags},
-        "/api/ps": {"GET": native.ps},
+        VERSION_PATH: {"GET": native.version, "HEAD": native.version},
+        "/api/status": {"GET": account.status},
+        TAGS_PATH: {"GET": native.tags, "HEAD": native.tags},
+        PS_PATH: {"GET": native.ps},
         "/api/show": {"POST": native.show},
         "/api/generate": {"POST": native.generate},
         "/api/chat": {"POST": native.chat},
@@ -58,12 +90,21 @@ def _routes(native: NativeApi, manage: ManageApi, v1: OpenAIApi) -> dict[str, di
         "/api/create": {"POST": manage.create},
         "/api/copy": {"POST": manage.copy},
         "/api/delete": {"DELETE": manage.delete},
-        _BLOBS + "{digest}": {"POST": manage.create_blob, "HEAD": manage.head_blob},
+        BLOBS_PATH + "{digest}": {"POST": manage.create_blob, "HEAD": manage.head_blob},
+        "/api/me": {"POST": account.me},
+        "/api/signout": {"POST": account.signout},
+        USER_KEYS_PATH + "{key}": {"DELETE": account.signout},
+        EXPERIMENTAL_PATH + "web_search": {"POST": account.web_search},
+        EXPERIMENTAL_PATH + "web_fetch": {"POST": account.web_search},
+        EXPERIMENTAL_PATH + "model-recommendations": {"GET": account.recommendations},
         "/v1/chat/completions": {"POST": v1.chat},
         "/v1/completions": {"POST": v1.completions},
         "/v1/embeddings": {"POST": v1.embeddings},
-        "/v1/models": {"GET": v1.models},
-        _MODELS + "{model}": {"GET": v1.model},
+        V1_MODELS_PATH: {"GET": v1.models},
+        MODELS_PATH + "{model}": {"GET": v1.model},
+        RESPONSES_PATH: {"POST": api.responses.create},
+        TRANSCRIPTIONS_PATH: {"POST": api.responses.transcribe},
+        ANTHROPIC_MESSAGES_PATH: {"POST": api.anthropic.messages},
     }
 
 
@@ -84,7 +125,7 @@ def _methods_at(routes: dict[str, dict[str, Handler]], path: str) -> dict[str, H
     """The methods routed at a concrete path (for gin's trailing-slash redirect)."""
     if path in routes:
         return routes[path]
-    for prefix in (_BLOBS, _MODELS):
+    for prefix in _FAMILIES:
         rest = path.removeprefix(prefix)
         if rest != path and rest and "/" not in rest:
             return next(m for p, m in routes.items() if p.startswith(prefix))
@@ -118,6 +159,26 @@ async def _no_server_header(request: web.Request, response: web.StreamResponse) 
     response.headers.popall("Server", None)
 
 
+_GENERATIONS = frozenset({
+    "/api/generate", "/api/chat", "/api/embed", "/api/embeddings", "/v1/chat/completions",
+    "/v1/completions", "/v1/embeddings",
+})  # fmt: skip
+
+
+def _one_queue(parallel: int) -> Middleware:
+    """Ollama's scheduling: `parallel` generations at once, the rest first come, first served."""
+    slots = asyncio.Semaphore(parallel)  # asyncio wakes its waiters in order
+
+    @web.middleware
+    async def queue(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method != "POST" or request.path not in _GENERATIONS:
+            return await handler(request)
+        async with slots:
+            return await handler(request)
+
+    return queue
+
+
 def create_app(config: EmulatorConfig) -> web.Application:
     """An aiohttp application that answers as Ollama does."""
     store = ModelStore(config.models)
@@ -126,15 +187,24 @@ def create_app(config: EmulatorConfig) -> web.Application:
     tps = config.tokens_per_second
     interval = 1.0 / tps if tps and tps > 0 else 0.0
     guard = Guard(config.origins)
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[guard.middleware])
+    account = Account(config.signed_in)
+    middlewares: list[Middleware] = [guard.middleware, zstd_bodies, account.cloud_guard]
+    if config.parallel > 0:
+        middlewares.append(_one_queue(config.parallel))
+    app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
     app[STATS_KEY] = stats
     app[STORE_KEY] = store
     app.on_response_prepare.append(_no_server_header)
     app.on_response_prepare.append(guard.on_response_prepare)
     routes = _routes(
-        NativeApi(store, stats, config.version, interval),
-        ManageApi(store),
-        OpenAIApi(store, stats, interval),
+        _Apis(
+            NativeApi(store, stats, config.version, interval),
+            ManageApi(store),
+            OpenAIApi(store, stats, interval),
+            AnthropicApi(store, stats, interval),
+            ResponsesApi(store, stats, interval),
+            account,
+        )
     )
     for path, methods in routes.items():
         for method, handler in methods.items():
@@ -150,6 +220,7 @@ async def serving(app: web.Application, host: str, port: int) -> AsyncIterator[i
     runner = web.AppRunner(
         app,
         handler_cancellation=True,  # a client that leaves cancels its generation at once
+        auto_decompress=False,  # Ollama undoes zstd itself, on some routes only
         access_log=None,
         shutdown_timeout=SHUTDOWN_GRACE,
     )

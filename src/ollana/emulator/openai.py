@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from ollana.emulator import schemas
+from ollana.emulator.encoding import body_bytes
 from ollana.emulator.generation import LineFormat, Timing, run_stream, run_whole
 from ollana.emulator.gojson import DecodeError, GoType, MissingBody, decode, dumps, go_quote
 from ollana.emulator.model import Answer, answer, chat_key, count_tokens, embed
@@ -111,7 +112,7 @@ class OpenAIApi:
 
     async def _decode(self, request: web.Request, schema: GoType) -> dict[str, Any] | web.Response:
         try:
-            return decode(await request.read(), schema)
+            return decode(await body_bytes(request), schema)
         except MissingBody:
             return openai_error(400, "EOF", from_handler=False)
         except DecodeError as exc:

@@ -11,12 +11,16 @@ from typing import Any
 from ollana.emulator.catalogue import Layer, ModelSpec, build_layers, spec_for
 from ollana.emulator.gojson import go_time
 from ollana.emulator.names import ModelName, parse_name
+from ollana.ollama_api import is_cloud_model
 
-__all__ = ["DEFAULT_KEEP_ALIVE_NS", "EmulatorStats", "InstalledModel", "ModelStore"]
+__all__ = ["CLOUD_HOST", "DEFAULT_KEEP_ALIVE_NS", "EmulatorStats", "InstalledModel", "ModelStore"]
 
 DEFAULT_KEEP_ALIVE_NS = 5 * 60 * 10**9  # Ollama keeps a model loaded 5 minutes by default
 _DEFAULT_MODIFIED_NS = 1_733_011_200 * 10**9  # 2024-12-01T00:00:00Z: listed models stay put
 _LOADED_OVERHEAD = 1.25  # a loaded model also holds its context: /api/ps shows more than /api/tags
+
+
+CLOUD_HOST = "https://ollama.com:443"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,14 +41,21 @@ class InstalledModel:
     def tags_entry(self) -> dict[str, Any]:
         """Its api.ListModelResponse."""
         display = self.name.display
-        return {
-            "name": display,
-            "model": display,
+        entry: dict[str, Any] = {"name": display, "model": display}
+        if is_cloud_model(display):
+            # A cloud model is a stub that names where it runs.
+            base, _, tag = display.rpartition(":")
+            remote = base if tag == "cloud" else f"{base}:{tag.removesuffix('-cloud')}"
+            entry["remote_model"] = remote
+            entry["remote_host"] = CLOUD_HOST
+        entry |= {
             "modified_at": go_time(self.modified_ns),
             "size": self.size,
             "digest": self.digest,
             "details": self.spec.details,
+            "capabilities": ["completion"] if self.spec.completion else ["embedding"],
         }
+        return entry
 
 
 class ModelStore:

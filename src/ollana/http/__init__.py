@@ -21,6 +21,7 @@ from ollana.http.client import (
 )
 from ollana.http.headers import (
     HOP_BY_HOP,
+    MODEL_HEADER,
     PIN_HEADER,
     VERSION_HEADER,
     continue_if_expected,
@@ -35,6 +36,7 @@ from ollana.http.responses import bare_response, error_response, json_response
 __all__ = [
     "FETCH_ERRORS",
     "HOP_BY_HOP",
+    "MODEL_HEADER",
     "PIN_HEADER",
     "VERSION_HEADER",
     "Check",

@@ -11,6 +11,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 __all__ = [
     "BUSY_HEADER",
     "HOP_BY_HOP",
+    "MODEL_HEADER",
     "PIN_HEADER",
     "VERSION_HEADER",
     "continue_if_expected",
@@ -37,6 +38,9 @@ PIN_HEADER: Final = "X-Ollana-Server"
 # On a 503 of a listener's own (with Retry-After): no room for the connection, nothing was
 # done, and the same server may take the request a moment later.
 BUSY_HEADER: Final = "X-Ollana-Busy"
+# From a client to a server: the model a request names (read from its body), so that the
+# server queues it with that model's requests without parsing the body again.
+MODEL_HEADER: Final = "X-Ollana-Model"
 _OLLANA_PREFIX: Final = "x-ollana-"
 
 
@@ -59,16 +63,19 @@ async def continue_if_expected(request: web.BaseRequest) -> None:
 
 
 def request_headers(
-    headers: CIMultiDictProxy[str], extra: Mapping[str, str] | None = None
+    headers: CIMultiDictProxy[str], extra: Mapping[str, str] | None = None, drop: str = ""
 ) -> CIMultiDict[str]:
-    """The headers to send upstream: the client's, less hop-by-hop and Connection-named ones."""
-    drop = HOP_BY_HOP
+    """The headers to send upstream: the client's, less hop-by-hop and Connection-named ones.
+
+    `drop` names one more header that ends at this hop.
+    """
+    dropped = HOP_BY_HOP | {drop.lower()} if drop else HOP_BY_HOP
     connection = headers.get(hdrs.CONNECTION)
     if connection:
-        drop = drop | {t.strip().lower() for t in connection.split(",")}
+        dropped = dropped | {t.strip().lower() for t in connection.split(",")}
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
-        if name.lower() not in drop:
+        if name.lower() not in dropped:
             out.add(name, value)
     if extra:
         out.update(extra)

@@ -61,6 +61,8 @@ class Listener(Service):
             on_handshake_failure=on_handshake_failure,
             handler_cancellation=True,
             access_log=None,
+            # A proxy forwards a compressed body as it came (routing decodes its own copy).
+            auto_decompress=False,
         )
         self._runner = web.ServerRunner(self._server, handle_signals=False, shutdown_timeout=grace)
         self._site: web.TCPSite | None = None

@@ -6,7 +6,7 @@ import asyncio
 import errno
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -58,7 +58,7 @@ async def open_upstream(
     headers: CIMultiDict[str],
     body: bytes | aiohttp.StreamReader | None,
     *,
-    retry_on_503: bool = False,
+    retry_statuses: Collection[int] = (),
 ) -> Response:
     """Send a request upstream and return once its response head has arrived.
 
@@ -103,11 +103,17 @@ async def open_upstream(
         # server may well take the request a moment later.
         why = await _error_text(response)
         raise UpstreamError(503, f"{host} answered 503: {why}", replayable, CROWDED)
-    if retry_on_503 and response.status == 503:
-        # Ollama's queue is full, or the server's Ollama is down: another server may take it.
+    status = response.status
+    if status in retry_statuses:
+        # Ollama's queue is full or it is down (503), its cloud rate limit was hit (429), or
+        # it is not signed in to run a cloud model (401): another server may take it.
         why = await _error_text(response)
-        raise UpstreamError(503, f"{host} answered 503: {why}", True, "busy")
+        reason = _STATUS_REASONS.get(status, "busy")
+        raise UpstreamError(status, f"{host} answered {status}: {why}", True, reason)
     return response
+
+
+_STATUS_REASONS: Final = {503: "busy", 429: "rate-limited", 401: "signin"}
 
 
 async def _error_text(response: Response) -> str:
@@ -139,13 +145,15 @@ class _Broken(Exception):
         self.why = _why(exc)
 
 
-async def _end_broken(response: web.StreamResponse, upstream: Response, broken: _Broken) -> None:
+async def _end_broken(
+    response: web.StreamResponse, upstream: Response, broken: _Broken, path: str
+) -> None:
     log.info("upstream %s broke mid-response: %s", upstream.host, " ".join(broken.why.split()))
     # What the app shows its user: what happened, on one line (not the parser's wording).
     done = "went silent" if broken.silent else "closed the connection"
     message = f"{upstream.host} {done} mid-answer"
     if upstream.content_type in _STREAM_TYPES:
-        await response.write(stream_error_chunk(upstream.content_type, message))
+        await response.write(stream_error_chunk(upstream.content_type, message, path))
         await response.write_eof()
     # A body of known length cannot carry an error: closing the connection says it.
     response.force_close()
@@ -155,8 +163,12 @@ async def relay(
     request: web.BaseRequest,
     upstream: Response,
     extra_headers: Mapping[str, str] | None = None,
+    on_chunk: Callable[[bytes], None] | None = None,
 ) -> web.StreamResponse:
-    """Stream an upstream response to the client chunk by chunk; a broken stream ends cleanly."""
+    """Stream an upstream response to the client chunk by chunk; a broken stream ends cleanly.
+
+    `on_chunk` sees every body chunk as it passes (a usage meter): it must be quick.
+    """
     headers = request_headers(upstream.headers, extra_headers)
     headers.setdefault(hdrs.SERVER, "")  # none upstream: none from us either (HeldStream)
     response = HeldStream(status=upstream.status, reason=upstream.reason, headers=headers)
@@ -174,6 +186,8 @@ async def relay(
             except _READ_ERRORS as exc:
                 raise _Broken(exc) from exc
             while not content.at_eof():
+                if on_chunk is not None:
+                    on_chunk(chunk)
                 # (An empty write sends a held head: the client learns the answer started.)
                 await write(chunk)
                 try:
@@ -181,8 +195,10 @@ async def relay(
                 except _READ_ERRORS as exc:
                     raise _Broken(exc) from exc
         except _Broken as broken:
-            await _end_broken(response, upstream, broken)
+            await _end_broken(response, upstream, broken, request.path)
             return response
+        if on_chunk is not None:
+            on_chunk(chunk)
         # The last bytes, the chunked-encoding end marker and a head still held leave together.
         await response.write_eof(chunk)
     finally:

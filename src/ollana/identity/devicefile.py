@@ -13,7 +13,8 @@ devices.toml, the allow list, is meant to be read and edited by people::
     '''                              # optional until the device has been seen
 
 seen.toml holds devices heard on the network (``[[seen]]`` tables with id, address,
-role, last_seen and cert). It is written by ollana alone and may be deleted at any time.
+role, last_seen, cert, and optionally name and via: "discovery" or "hello"). It is
+written by ollana alone and may be deleted at any time.
 Keeping it apart from the allow list means frequent discovery writes never race a
 person editing devices.toml.
 """
@@ -54,7 +55,8 @@ SEEN_HEADER = """\
 # lets `ollana device list` show nearby devices. Safe to delete.
 """
 _ALLOWED_KEYS = frozenset({"id", "name", "added", "cert"})
-_SEEN_KEYS = frozenset({"id", "address", "role", "last_seen", "cert"})
+_SEEN_KEYS = frozenset({"id", "address", "role", "last_seen", "cert", "name", "via"})
+VIA = frozenset({"discovery", "hello"})
 _ESCAPES = {
     '"': '\\"',
     "\\": "\\\\",
@@ -91,6 +93,8 @@ class SeenDevice:
     role: str
     last_seen: datetime.datetime
     cert_der: bytes
+    name: str = ""  # what the device calls itself: a label, never an identity
+    via: str = "discovery"  # how it was heard: "discovery", or "hello" (unauthenticated)
 
 
 def cert_der_from(data: bytes) -> bytes:
@@ -124,8 +128,11 @@ def parse_seen(text: str) -> dict[str, SeenDevice]:
     for where, entry in _entries(text, "seen", _SEEN_KEYS):
         device_id = _device_id(entry, where)
         address, role = entry.get("address", ""), entry.get("role", "")
-        if not isinstance(address, str) or not isinstance(role, str):
-            raise FileFormatError(f"{where}: address and role must be strings")
+        name, via = entry.get("name", ""), entry.get("via", "discovery")
+        if not all(isinstance(v, str) for v in (address, role, name, via)):
+            raise FileFormatError(f"{where}: address, role, name and via must be strings")
+        if via not in VIA:
+            raise FileFormatError(f"{where}: via must be one of {', '.join(sorted(VIA))}")
         if "last_seen" not in entry:
             raise FileFormatError(f"{where}: last_seen is missing")
         cert = _cert(entry, where, device_id, required=True, thorough=False)
@@ -136,6 +143,8 @@ def parse_seen(text: str) -> dict[str, SeenDevice]:
             role=role,
             last_seen=_datetime(entry["last_seen"], where, "last_seen"),
             cert_der=cert,
+            name=name,
+            via=via,
         )
     return devices
 
@@ -165,8 +174,12 @@ def render_seen(devices: Iterable[SeenDevice]) -> str:
             f"address = {_string(d.address)}",
             f"role = {_string(d.role)}",
             f"last_seen = {_render_datetime(d.last_seen)}",
-            f"cert = {_pem_block(d.cert_der)}",
         ]
+        if d.name:
+            lines.append(f"name = {_string(d.name)}")
+        if d.via != "discovery":
+            lines.append(f"via = {_string(d.via)}")
+        lines.append(f"cert = {_pem_block(d.cert_der)}")
         blocks.append("\n".join(lines) + "\n")
     return "\n".join(blocks)
 

@@ -2,7 +2,10 @@
 
 An ID is 64 lowercase hex digits. People see it in 8 groups of 8 joined by '-'
 (``1a2b3c4d-…``); wherever they type one, groups, separators (``-``, ``:``, white
-space, line breaks) and case do not matter, and a unique prefix of at least 8 digits is enough.
+space, line breaks) and case do not matter, and a unique prefix of at least 16 digits
+(64 bits) is enough: far too many for anyone to grind a certificate whose ID starts with
+someone else's digits. A request pin (X-Ollana-Server) needs 8: it only picks among
+servers already allowed.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Iterable
 
 __all__ = [
     "DEVICE_ID_LENGTH",
+    "MIN_PIN_LENGTH",
     "MIN_PREFIX_LENGTH",
     "AmbiguousDeviceId",
     "DeviceIdError",
@@ -26,7 +30,8 @@ __all__ = [
 ]
 
 DEVICE_ID_LENGTH = 64
-MIN_PREFIX_LENGTH = 8
+MIN_PREFIX_LENGTH = 16
+MIN_PIN_LENGTH = 8
 GROUP_SIZE = 8
 _SEPARATORS = str.maketrans("", "", "-: \t\r\n")
 _HEX = frozenset(string.hexdigits.lower())
@@ -63,8 +68,8 @@ def short_device_id(device_id: str) -> str:
     return device_id[:GROUP_SIZE]
 
 
-def parse_device_id(text: str) -> str:
-    """Turn typed text into a lowercase hex ID or prefix (8 to 64 digits)."""
+def parse_device_id(text: str, *, min_digits: int = MIN_PREFIX_LENGTH) -> str:
+    """Turn typed text into a lowercase hex ID or prefix (`min_digits` to 64 digits)."""
     cleaned = text.strip().translate(_SEPARATORS).lower()
     if not cleaned:
         raise DeviceIdError("no device ID given")
@@ -79,10 +84,9 @@ def parse_device_id(text: str) -> str:
             f"{text.strip()!r} is not a device ID: it has {len(cleaned)} hex digits,"
             f" a device ID has {DEVICE_ID_LENGTH}"
         )
-    if len(cleaned) < MIN_PREFIX_LENGTH:
+    if len(cleaned) < min_digits:
         raise DeviceIdError(
-            f"{text.strip()!r} is too short: type at least {MIN_PREFIX_LENGTH} hex digits"
-            " of the device ID"
+            f"{text.strip()!r} is too short: type at least {min_digits} hex digits of the device ID"
         )
     return cleaned
 

@@ -15,7 +15,8 @@ import datetime
 import logging
 import os
 import unicodedata
-from collections.abc import Callable, Iterator, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
@@ -25,7 +26,6 @@ from ollana.identity.devicefile import (
     AllowedDevice,
     FileFormatError,
     SeenDevice,
-    cert_der_from,
     parse_allowed,
     parse_seen,
     render_allowed,
@@ -33,9 +33,12 @@ from ollana.identity.devicefile import (
 )
 from ollana.identity.files import LOCK_FILE, atomic_write, exclusive_lock
 from ollana.identity.ids import device_id_of, normalize_device_id, resolve_device_id
+from ollana.identity.names import clean_name
+from ollana.identity.profile import check_device_certificate
 
 __all__ = [
     "DEVICES_FILE",
+    "MAX_HELLO_SEEN",
     "MAX_SEEN",
     "SEEN_FILE",
     "SEEN_REFRESH",
@@ -52,6 +55,11 @@ DEVICES_FILE = "devices.toml"
 SEEN_FILE = "seen.toml"
 # Bounds seen.toml against a flood of made-up devices; allowed devices are never dropped.
 MAX_SEEN = 256
+# Devices known only from unauthenticated hellos have a share of their own, so that a
+# flood of hellos never pushes out a device heard over discovery (nor an allowed one).
+MAX_HELLO_SEEN = 32
+# Remembered to skip rewrites and repeated certificate checks; bounded against floods.
+MAX_RECENT = 1024
 # A device heard again at the same address within this many seconds is not rewritten.
 SEEN_REFRESH = 60.0
 WATCH_INTERVAL = 0.5
@@ -73,6 +81,7 @@ class AllowResult:
     device_id: str
     added: bool
     cert_known: bool
+    name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,15 +96,21 @@ class DeviceStore:
     """Allowed and seen devices of one home directory."""
 
     def __init__(
-        self, home: Path, *, max_seen: int = MAX_SEEN, seen_refresh: float = SEEN_REFRESH
+        self,
+        home: Path,
+        *,
+        max_seen: int = MAX_SEEN,
+        max_hello_seen: int = MAX_HELLO_SEEN,
+        seen_refresh: float = SEEN_REFRESH,
     ) -> None:
         self.home = home
         self.devices_path = home / DEVICES_FILE
         self.seen_path = home / SEEN_FILE
         self._lock_path = home / LOCK_FILE
         self._max_seen = max_seen
+        self._max_hello = max_hello_seen
         self._seen_refresh = seen_refresh
-        self._recent: dict[str, SeenDevice] = {}
+        self._recent: OrderedDict[str, SeenDevice] = OrderedDict()
 
     # --- reading ------------------------------------------------------------------------
 
@@ -129,8 +144,14 @@ class DeviceStore:
 
     # --- changing -----------------------------------------------------------------------
 
-    def allow(self, id_or_prefix: str, *, name: str | None = None) -> AllowResult:
-        """Allow a device by full ID or by a prefix unique among known devices."""
+    def allow(
+        self, id_or_prefix: str, *, name: str | None = None, cert_der: bytes | None = None
+    ) -> AllowResult:
+        """Allow a device by full ID or by a prefix unique among known devices.
+
+        `cert_der` is the device's certificate when the caller has it (pairing); without
+        a `name`, the one the device announced (if seen) is kept.
+        """
         if name is not None:
             name = _check_text(name.strip(), "name", MAX_NAME_LENGTH) or None
         with self._locked():
@@ -138,8 +159,11 @@ class DeviceStore:
             device_id = resolve_device_id(
                 id_or_prefix, set(allowed) | set(seen), accept_unknown=True
             )
+            if cert_der is not None and device_id_of(cert_der) != device_id:
+                raise ValueError(f"the certificate given is not device {device_id}'s")
             known = allowed.get(device_id)
-            learned = seen[device_id].cert_der if device_id in seen else None
+            learned = cert_der or (seen[device_id].cert_der if device_id in seen else None)
+            name = name or (seen[device_id].name if device_id in seen else None) or None
             if known is not None:
                 updated = replace(
                     known, cert_der=known.cert_der or learned, name=name or known.name
@@ -147,12 +171,17 @@ class DeviceStore:
                 if updated != known:
                     allowed[device_id] = updated
                     self._write(self.devices_path, render_allowed(allowed.values()))
-                return AllowResult(device_id, added=False, cert_known=updated.cert_der is not None)
+                return AllowResult(
+                    device_id,
+                    added=False,
+                    cert_known=updated.cert_der is not None,
+                    name=updated.name,
+                )
             allowed[device_id] = AllowedDevice(
                 device_id=device_id, name=name, cert_der=learned, added=_now()
             )
             self._write(self.devices_path, render_allowed(allowed.values()))
-            return AllowResult(device_id, added=True, cert_known=learned is not None)
+            return AllowResult(device_id, added=True, cert_known=learned is not None, name=name)
 
     def disable(self, id_or_prefix: str) -> str:
         """Remove a device from the allow list; UnknownDeviceId if it is not in it."""
@@ -170,36 +199,92 @@ class DeviceStore:
         role: str,
         cert_der: bytes,
         *,
+        name: str = "",
+        via: str = "discovery",
         now: datetime.datetime | None = None,
     ) -> bool:
-        """Remember a device heard on the network; False when nothing needed writing.
+        """Remember a device heard on the network now; False when nothing needed writing.
 
-        ValueError if the certificate is not one or is not the device's; learning a
-        certificate grants nothing. This does blocking file I/O (a few ms at most).
+        ValueError if the certificate is not an ollana device's or not the device's;
+        learning a certificate grants nothing. Blocking file I/O: a running process
+        batches records with SeenRecorder instead.
+        """
+        record = self.seen_record(device_id, address, role, cert_der, name=name, via=via, now=now)
+        return record is not None and self.record_many([record]) > 0
+
+    def seen_record(
+        self,
+        device_id: str,
+        address: str,
+        role: str,
+        cert_der: bytes,
+        *,
+        name: str = "",
+        via: str = "discovery",
+        now: datetime.datetime | None = None,
+    ) -> SeenDevice | None:
+        """A checked record of a device heard, or None if it was recorded just so recently.
+
+        ValueError if anything the network sent is not acceptable. No file I/O.
         """
         device_id = normalize_device_id(device_id)
-        der = cert_der_from(cert_der)
-        if device_id_of(der) != device_id:
+        last = self._recent.get(device_id)
+        if last is None or last.cert_der != cert_der:
+            check_device_certificate(cert_der)  # a valid self-signature: ids are not ground
+        if device_id_of(cert_der) != device_id:
             raise ValueError(f"the certificate sent does not belong to device {device_id}")
+        cleaned = clean_name(name)
+        if cleaned is None:
+            raise ValueError("name must be up to 64 bytes of printable text")
         record = SeenDevice(
             device_id=device_id,
             address=_check_text(address, "address", MAX_FIELD_LENGTH),
             role=_check_text(role, "role", MAX_FIELD_LENGTH),
             last_seen=now or _now(),
-            cert_der=der,
+            cert_der=cert_der,
+            name=cleaned,
+            via=via,
         )
-        last = self._recent.get(device_id)
         if last is not None and _same_place(last, record):
             age = (record.last_seen - last.last_seen).total_seconds()
             if 0 <= age < self._seen_refresh:
-                return False
+                return None
+        return record
+
+    def record_many(self, records: Iterable[SeenDevice]) -> int:
+        """Write checked records (from seen_record) in one change; how many were taken."""
+        batch = list(records)
+        if not batch:
+            return 0
+        taken = 0
         with self._locked():
             seen = self.seen()
-            seen[device_id] = record
-            if len(seen) > self._max_seen:
+            for record in batch:
+                earlier = seen.get(record.device_id)
+                # A hello proves nothing: it never replaces what discovery told us.
+                if earlier is not None and earlier.via == "discovery" and record.via == "hello":
+                    continue
+                seen[record.device_id] = record
+                taken += 1
+            if taken:
                 seen = self._pruned(seen)
+                self._write(self.seen_path, render_seen(seen.values()))
+        for record in batch:
+            self._recent[record.device_id] = record
+            self._recent.move_to_end(record.device_id)
+        while len(self._recent) > MAX_RECENT:
+            self._recent.popitem(last=False)
+        return taken
+
+    def forget_seen(self, device_id: str) -> bool:
+        """Drop a device from the devices seen nearby; False if it was not there."""
+        device_id = normalize_device_id(device_id)
+        with self._locked():
+            seen = self.seen()
+            if seen.pop(device_id, None) is None:
+                return False
             self._write(self.seen_path, render_seen(seen.values()))
-        self._recent[device_id] = record
+        self._recent.pop(device_id, None)
         return True
 
     # --- watching -----------------------------------------------------------------------
@@ -258,7 +343,9 @@ class DeviceStore:
             return seen
         newest = sorted(seen.values(), key=lambda d: d.last_seen, reverse=True)
         kept = [d for d in newest if d.device_id in keep]
-        kept += [d for d in newest if d.device_id not in keep][: max(0, self._max_seen - len(kept))]
+        others = [d for d in newest if d.device_id not in keep]
+        kept += [d for d in others if d.via != "hello"][: self._max_seen]
+        kept += [d for d in others if d.via == "hello"][: self._max_hello]
         return {d.device_id: d for d in kept}
 
 
@@ -293,7 +380,7 @@ def _stat(path: Path) -> _Signature:
 
 
 def _same_place(a: SeenDevice, b: SeenDevice) -> bool:
-    return (a.address, a.role, a.cert_der) == (b.address, b.role, b.cert_der)
+    return replace(a, last_seen=b.last_seen) == b
 
 
 def _check_text(value: str, what: str, limit: int) -> str:

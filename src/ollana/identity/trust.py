@@ -127,6 +127,14 @@ class TLSManager(Service):
         """Whether a device may talk to us (open mode: every device)."""
         return self.open_mode or device_id in self._snapshot.allowed
 
+    def paired(self, device_id: str) -> bool:
+        """Whether a device is on the allow list (open mode or not)."""
+        return device_id in self._snapshot.allowed
+
+    def cert_of(self, device_id: str) -> bytes | None:
+        """The DER certificate known for an allowed device, if any."""
+        return self._snapshot.certs.get(device_id)
+
     def server_context(self) -> ssl.SSLContext:
         """The context for the TLS listener; it always hands out the current trust store."""
         return self._base

@@ -17,11 +17,14 @@ from ollana.http import bare_response
 from ollana.http.client import ConnectionPool
 from ollana.http.guard import LocalGuard
 from ollana.http.listener import Listener
-from ollana.identity import HelloError, introduce, short_device_id
+from ollana.identity import short_device_id
+from ollana.identity.names import display_name
 from ollana.local_ollama import who_listens
 from ollana.modes.mode import Mode, record_seen
+from ollana.modes.static_servers import keep_introduced
 from ollana.ollama_api import ROOT_ANSWER, ROOT_CONTENT_TYPE
 from ollana.proxy.client import ClientProxy
+from ollana.usage import USAGE_FILE, UsageStore
 
 __all__ = ["ClientMode"]
 
@@ -48,6 +51,7 @@ class ClientMode(Mode):
             explain=self._unpaired_reasons,
             nobody=self._nobody,
         )
+        self.usage = UsageStore(settings.home / USAGE_FILE) if settings.usage else None
         self.aggregator = Aggregator(
             self.pool, self.router, settings.wait_for_server, settings.limits.connect_timeout
         )
@@ -62,6 +66,7 @@ class ClientMode(Mode):
                 check_hosts=_is_loopback(settings.listen_address(server_mode=False).host),
             ),
             metrics=self.metrics,
+            usage=self.usage,
         )
         self.listener = Listener(
             self.proxy.handle,
@@ -77,6 +82,8 @@ class ClientMode(Mode):
 
     async def _start(self) -> None:
         self._stack.callback(self.tls.on_revoked(self._revoked))
+        if self.usage is not None:  # entered first: it closes after the listener drained
+            await self._stack.enter_async_context(self.usage)
         await self._stack.enter_async_context(self.pool)
         self._stack.callback(self.metrics.watch_pool(self.pool))
         await self._stack.enter_async_context(self.listener)
@@ -85,7 +92,10 @@ class ClientMode(Mode):
         )
         # Static ones only: discovery may have added servers already, and they know us.
         for server in [s for s in self.pool if s.static]:
-            self._spawn(self._hello(server), f"hello {server.address}")
+            introduced = keep_introduced(
+                server, self.pool, self.tls, self.settings.timings, self.name
+            )
+            self._spawn(introduced, f"hello {server.address}")
 
     # --- status -------------------------------------------------------------------------
 
@@ -140,29 +150,11 @@ class ClientMode(Mode):
             " next to an Ollama, or name one with --server HOST:11435"
         )
 
-    async def _hello(self, server: Server) -> None:
-        """Introduce ourselves to a static server, so that it can learn our certificate."""
-        try:
-            device_id = await introduce(self.tls, server.base_url)
-        except HelloError as exc:
-            log.warning("static server %s: %s", server.address, exc)
-            return
-        if self.pool.find(device_id) is None:
-            self.pool.identify(server, device_id)
-        if not self.tls.is_allowed(device_id):
-            log.warning(
-                "static server %s is device %s, which is not allowed here: "
-                "run `ollana device allow %s` to use it",
-                server.address,
-                short_device_id(device_id),
-                device_id[:16],
-            )
-
     # --- discovery ----------------------------------------------------------------------
 
     def _heard(self, message: Message, source: tuple[str, int]) -> None:
         if isinstance(message, Query):
-            record_seen(self.tls, message.device, f"{source[0]}:0", message.role, message.cert)
+            record_seen(self.seen, message, f"{source[0]}:0")
             return
         if message.role != "server":
             return
@@ -173,17 +165,16 @@ class ClientMode(Mode):
             return
         assert isinstance(message, Announce)
         address = HostPort(source[0], message.port)
-        record_seen(self.tls, message.device, str(address), "server", message.cert)
+        record_seen(self.seen, message, str(address))
         if not self.tls.is_allowed(message.device):
             if message.device not in self.unpaired:
                 # A flood of made-up devices must not flood the log or the memory.
                 quiet = len(self.unpaired) >= UNPAIRED_LOGGED
                 log.log(
                     logging.DEBUG if quiet else logging.INFO,
-                    "server %s at %s is not paired: run `ollana device allow %s` to use it",
-                    short_device_id(message.device),
+                    "server %s at %s is not paired: run `ollana pair` there to use it",
+                    display_name(message.name, message.device),
                     address,
-                    message.device[:16],
                 )
             self.unpaired[message.device] = str(address)
             self.unpaired.move_to_end(message.device)

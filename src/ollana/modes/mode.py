@@ -12,14 +12,19 @@ from typing import Any, Self
 
 from ollana.admin import AdminListener, create_admin_app
 from ollana.config import Settings
-from ollana.discovery import DiscoveryService, OnMessage, Role, TargetSet
+from ollana.discovery import DiscoveryService, Message, OnMessage, Role, TargetSet
+from ollana.discovery.signing import Signer
 from ollana.http.listener import Listener
 from ollana.identity import DeviceStore, SeenDevice, StoreError, TLSManager, load_identity
+from ollana.identity.pairhttp import PairingDesk
+from ollana.identity.recorder import SeenRecorder
 from ollana.metrics import Metrics
 
 __all__ = ["Mode", "discovery_targets", "nearby", "record_seen", "trust"]
 
 log = logging.getLogger(__name__)
+
+MAX_DISMISSED = 1024
 
 
 class Mode:
@@ -38,6 +43,10 @@ class Mode:
         self.started_at = time.time()
         self.tls = trust(settings)
         self.device_id = self.tls.identity.device_id
+        self.name = settings.name
+        self.seen = SeenRecorder(self.tls.store)
+        self.pairing: PairingDesk | None = None  # server mode opens pairing windows
+        self._dismissed: dict[str, None] = {}  # nearby devices the dashboard was told to hide
         self.metrics = Metrics()
         self.admin: AdminListener | None = None
         self.discovery: DiscoveryService | None = None
@@ -48,10 +57,15 @@ class Mode:
         try:
             if self.settings.admin_listen is not None:
                 # Entered first, so that it closes last and answers while the mode drains.
-                app = create_admin_app(self, self.metrics)  # type: ignore[arg-type]
+                app = create_admin_app(
+                    self,  # type: ignore[arg-type]
+                    self.metrics,
+                    pairing=self.pairing,
+                )
                 listener = AdminListener(app, self.settings.admin_listen)
                 self.admin = await self._stack.enter_async_context(listener)
             await self._stack.enter_async_context(self.tls)
+            await self._stack.enter_async_context(self.seen)
             await self._start()
         except BaseException:
             await self.close()
@@ -75,10 +89,15 @@ class Mode:
             on_message=on_message,
             device_id=self.device_id,
             cert_der=self.tls.identity.cert_der,
+            name=self.name,
             discovery_port=self.settings.discovery_port,
             targets=discovery_targets(self.settings),
             timings=self.settings.timings,
             limits=self.settings.limits,
+            # A server signs what it says; what paired devices say must be signed.
+            sign=Signer.from_key_file(self.tls.identity.key_path) if role == "server" else None,
+            paired=self.tls.paired,
+            cert_of=self.tls.cert_of,
             **kwargs,
         )
         await self._stack.enter_async_context(self.discovery)
@@ -107,8 +126,27 @@ class Mode:
         return self.listener.port
 
     def nearby(self) -> list[SeenDevice]:
-        """Devices heard on the LAN that are not allowed here."""
-        return nearby(self.tls)
+        """Devices heard on the LAN that are not allowed here (and not dismissed)."""
+        return [d for d in nearby(self.tls) if d.device_id not in self._dismissed]
+
+    def dismiss(self, device_id: str) -> bool:
+        """Forget a nearby device and hide it for this run (file I/O); False if unknown."""
+        try:
+            forgotten = self.tls.store.forget_seen(device_id)
+        except (StoreError, ValueError):
+            return False
+        self._dismissed[device_id] = None
+        while len(self._dismissed) > MAX_DISMISSED:
+            del self._dismissed[next(iter(self._dismissed))]
+        return forgotten
+
+    def device_names(self) -> dict[str, str]:
+        """The names of allowed devices by ID (reads the allow list)."""
+        try:
+            allowed = self.tls.store.allowed()
+        except StoreError:
+            return {}
+        return {device_id: entry.name for device_id, entry in allowed.items() if entry.name}
 
 
 def trust(settings: Settings) -> TLSManager:
@@ -122,21 +160,22 @@ def discovery_targets(settings: Settings) -> TargetSet:
     return TargetSet.from_settings(settings.discovery_targets, settings.discovery_port)
 
 
-def record_seen(tls: TLSManager, device: str, address: str, role: str, cert: bytes | None) -> None:
+def record_seen(recorder: SeenRecorder, message: Message, address: str) -> None:
     """Remember a device heard on the LAN, so `ollana device list` can offer it for pairing.
 
-    The store writes a file (rarely: unchanged devices at most once a minute), so off the loop.
+    Checked here (a new certificate's signature costs about 0.1 ms); written in batches.
     """
-    if not cert or not device:
+    if not message.cert or not message.device:
         return
-
-    def record() -> None:
-        try:
-            tls.store.record_seen(device, address, role, cert)
-        except (ValueError, StoreError) as exc:
-            log.debug("not recording device %s: %s", device[:12], exc)
-
-    asyncio.get_running_loop().run_in_executor(None, record)
+    try:
+        record = recorder.store.seen_record(
+            message.device, address, message.role, message.cert, name=message.name
+        )
+    except ValueError as exc:
+        log.debug("not recording device %s: %s", message.device[:12], exc)
+        return
+    if record is not None:
+        recorder.add(record)
 
 
 def nearby(tls: TLSManager) -> list[SeenDevice]:

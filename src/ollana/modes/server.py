@@ -16,6 +16,7 @@ from ollana.discovery import (
     models_digest,
     safe_version,
 )
+from ollana.discovery.protocol import QUEUE_MAX
 from ollana.http import error_response, json_response
 from ollana.http.listener import Listener
 from ollana.identity import (
@@ -25,10 +26,17 @@ from ollana.identity import (
     handle_hello,
     peer_device_id,
 )
+from ollana.identity.hello import HelloQuota
+from ollana.identity.pairhttp import PAIR_PATHS, PairingDesk
+from ollana.identity.pairing import MAX_PAIR_BODY
 from ollana.local_ollama import OllamaWatch, who_listens
 from ollana.modes.mode import Mode, record_seen
-from ollana.ollama_api import changes_models
-from ollana.proxy.server import ServerProxy
+from ollana.modes.sharing import DeviceBook
+from ollana.ollama_api import allowed_read_only
+from ollana.proxy.admission import FairQueue
+from ollana.proxy.server import PEER_DEVICE, ServerProxy
+from ollana.usage import USAGE_FILE, UsageStore
+from ollana.usage.prometheus import DeviceMetrics
 
 __all__ = ["ServerMode"]
 
@@ -43,8 +51,28 @@ class ServerMode(Mode):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.pool = None  # server mode routes to its one local Ollama
+        self.devices = DeviceBook(self.tls.store, settings.devices)
+        device_metrics = DeviceMetrics(self.metrics.registry)
+        self.queue: FairQueue | None = None
+        if settings.ollama_parallel > 0:
+            self.queue = FairQueue(
+                settings.ollama_parallel,
+                settings.max_queue,
+                self.devices.limit_of,
+                on_wait=device_metrics.waited,
+                on_change=self._queue_changed,
+            )
+            device_metrics.watch_queue(self._queue_counts)
+        self.usage = UsageStore(settings.home / USAGE_FILE) if settings.usage else None
         self.proxy = ServerProxy(
-            settings.ollama, settings.limits, gate=self._gate, metrics=self.metrics
+            settings.ollama,
+            settings.limits,
+            gate=self._gate,
+            metrics=self.metrics,
+            queue=self.queue,
+            usage=self.usage,
+            device_metrics=device_metrics if settings.usage else None,
+            describe=self.devices.describe,
         )
         self.listener = Listener(
             self.proxy.handle,
@@ -66,10 +94,18 @@ class ServerMode(Mode):
         )
         self.refused = 0
         self._management_refused = settings.refuses_management
+        self._hellos = HelloQuota()
+        self.pairing = PairingDesk(
+            self.tls.identity, self.tls.store, self.name, on_change=self._pairing_changed
+        )
 
     async def _start(self) -> None:
-        # Before the listener, so that it runs after the listener has drained.
+        # Before the listener, so that they close after the listener has drained.
+        if self.usage is not None:
+            await self._stack.enter_async_context(self.usage)
         self._stack.push_async_callback(self.proxy.close)
+        assert self.pairing is not None
+        await self._stack.enter_async_context(self.pairing)
         await self._stack.enter_async_context(self.listener)
         self._stack.callback(self.metrics.watch_connections(self.listener.held))
         await self._start_discovery(
@@ -89,7 +125,7 @@ class ServerMode(Mode):
 
     def counters(self) -> dict[str, object]:
         """Counters of this mode beside the metrics."""
-        return {
+        counters: dict[str, object] = {
             "connections": self.listener.connections,
             "connections_by_device": {
                 holder: {"open": open_, "idle": idle}
@@ -97,6 +133,32 @@ class ServerMode(Mode):
             },
             "refused": self.refused,
         }
+        if self.queue is not None:
+            snap = self.queue.snapshot()
+            counters["queue"] = {
+                "parallel": snap.parallel,
+                "max_queue": snap.max_queue,
+                "running": snap.running,
+                "waiting": snap.queued,
+                "waiting_by_device": {
+                    self.devices.describe(device)[0]: n for device, n in snap.waiting.items()
+                },
+                "waited": snap.waited,
+                "wait_seconds": round(snap.wait_seconds, 3),
+                "full": snap.refused,
+            }
+        if self.usage is not None:
+            counters["usage"] = {"recording": self.usage.enabled, "error": self.usage.error}
+        return counters
+
+    def _queue_counts(self) -> tuple[int, int, int, int]:
+        assert self.queue is not None
+        snap = self.queue.snapshot()
+        return snap.running, snap.queued, snap.parallel, snap.refused
+
+    def _queue_changed(self, waiting: int) -> None:
+        if self.discovery is not None:
+            self.discovery.update_announce(queue=min(waiting, QUEUE_MAX))
 
     def _holder(self, transport: asyncio.BaseTransport) -> str | None:
         """Whose share a new connection takes: its allowed device, else None (anonymous).
@@ -122,6 +184,8 @@ class ServerMode(Mode):
             response.force_close()
             return response
         if request.path == HELLO_PATH and request.method == "POST":
+            if not self._hellos.allow(request.remote or ""):
+                return error_response(429, "too many hellos from this address; try later")
             body = await request.content.read(MAX_HELLO_BODY + 1)
             reply = await asyncio.to_thread(
                 handle_hello,
@@ -129,23 +193,33 @@ class ServerMode(Mode):
                 identity=self.tls.identity,
                 store=self.tls.store,
                 address=request.remote or "",
+                name=self.name,
+                record=self.seen.add,
             )
+            return json_response(reply.status, reply.body)
+        if request.path in PAIR_PATHS and request.method == "POST" and self.pairing is not None:
+            body = await request.content.read(MAX_PAIR_BODY + 1)
+            reply = await self.pairing.answer(request.path, body, request.remote or "")
             return json_response(reply.status, reply.body)
         if not peer.trusted:
             self.refused += 1
             self.metrics.tls_refused("no-certificate")
             response = error_response(
                 403,
-                "this device is not allowed here: on the server run `ollana device allow "
-                "<ID>` with the ID `ollana device show` prints on this device",
+                "this device is not allowed here: run `ollana pair` on the server, then "
+                "`ollana pair CODE` on this device",
             )
             # Its connection is not kept: anonymous peers cannot hold connections open.
             response.force_close()
             return response
-        if self._management_refused and changes_models(request.method, request.path):
+        if self._management_refused and not allowed_read_only(request.method, request.path):
+            # An allow list: only what apps need to use models; new endpoints are refused.
             self.refused += 1
             self.metrics.refused("read-only")
-            return error_response(403, "model management is disabled on this ollana server")
+            return error_response(
+                403, "this ollana server is read-only: only model use is allowed here"
+            )
+        request[PEER_DEVICE] = peer.device_id or ""
         return None
 
     # --- discovery and the local Ollama ------------------------------------------------
@@ -153,7 +227,11 @@ class ServerMode(Mode):
     def _heard(self, message: Message, source: tuple[str, int]) -> None:
         if isinstance(message, Query | Announce):
             address = f"{source[0]}:{message.port if isinstance(message, Announce) else 0}"
-            record_seen(self.tls, message.device, address, message.role, message.cert)
+            record_seen(self.seen, message, address)
+
+    def _pairing_changed(self, is_open: bool) -> None:
+        if self.discovery is not None:
+            self.discovery.update_announce(pairing=is_open)
 
     def _ollama_changed(self, watch: OllamaWatch) -> None:
         if self.discovery is None:

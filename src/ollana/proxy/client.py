@@ -16,6 +16,7 @@ from ollana import __version__
 from ollana.cluster.models import inspect_request
 from ollana.cluster.router import NoServerError, Router
 from ollana.http import (
+    MODEL_HEADER,
     PIN_HEADER,
     VERSION_HEADER,
     bare_response,
@@ -27,7 +28,8 @@ from ollana.http import (
 from ollana.http.guard import LocalGuard
 from ollana.logs import access_log
 from ollana.metrics import NO_SERVER
-from ollana.ollama_api import route_label
+from ollana.ollama_api import RESPONSES_PATH, route_label
+from ollana.usage import METERED_PATHS, UsageMeter, UsageStore
 
 __all__ = ["ClientProxy"]
 
@@ -53,8 +55,10 @@ class ClientProxy:
         local: LocalHandler | None = None,
         guard: LocalGuard | None = None,
         metrics: Metrics | None = None,
+        usage: UsageStore | None = None,
     ) -> None:
         self._router = router
+        self._usage = usage
         self._metrics = metrics
         self._guard = guard
         self._retry_buffer = retry_buffer
@@ -117,9 +121,14 @@ class ClientProxy:
             body if isinstance(body, bytes) else None,
             request.headers.get(PIN_HEADER),
             self._route_body_cap,
+            content_type=request.headers.get(hdrs.CONTENT_TYPE),
+            content_encoding=request.headers.get(hdrs.CONTENT_ENCODING),
         )
         headers = request_headers(request.headers, None)
         headers.popall(PIN_HEADER, None)
+        headers.popall(MODEL_HEADER, None)
+        if route.model is not None:
+            headers[MODEL_HEADER] = route.model
         # The guard above is the authority on origins; the server's Ollama knows only its own.
         headers.popall(hdrs.ORIGIN, None)
         try:
@@ -133,14 +142,37 @@ class ClientProxy:
         assert upstream is not None
         status = upstream.status
         label = extra[PIN_HEADER] = exchange.server.label
+        meter: UsageMeter | None = None
+        on_chunk: Callable[[bytes], None] | None = None
+        if self._usage is not None and request.method == "POST" and request.path in METERED_PATHS:
+            meter = UsageMeter(upstream.content_type)  # this device's own usage, per server
+            on_chunk = meter.feed
+        if route.path == RESPONSES_PATH and status == 200:
+            # previous_response_id is known only where the response was made.
+            on_chunk = self._router.response_watch(exchange.server, on_chunk)
+        began = time.perf_counter()
         try:
-            return await relay(request, upstream, extra)
+            if route.unload and isinstance(body, bytes):
+                await self._router.unload_elsewhere(
+                    request.method, request.raw_path, headers, body, exchange
+                )
+            return await relay(request, upstream, extra, on_chunk)
         except BaseException:
             status = 599  # the app went away, or the stream broke
             raise
         finally:
             exchange.finish(status)
             self._finished(request, status, label, started)
+            if meter is not None and self._usage is not None:
+                usage = meter.result()
+                seconds = usage.eval_seconds or usage.total_seconds
+                server = exchange.server
+                self._usage.record(
+                    server.device_id or server.label, usage.model,
+                    prompt_tokens=usage.prompt_tokens, generated_tokens=usage.generated_tokens,
+                    seconds=seconds if seconds is not None else time.perf_counter() - began,
+                    error=status >= 400 or usage.error,
+                )  # fmt: skip
 
     def _finished(self, request: web.BaseRequest, status: int, server: str, started: float) -> None:
         seconds = time.perf_counter() - started

@@ -12,6 +12,7 @@ from aiohttp import web
 from ollana import __version__
 from ollana.config import Limits
 from ollana.http import (
+    MODEL_HEADER,
     VERSION_HEADER,
     UpstreamError,
     continue_if_expected,
@@ -24,16 +25,28 @@ from ollana.local_ollama import ollama_pool
 from ollana.logs import access_log
 from ollana.metrics import LOCAL_OLLAMA, NO_SERVER, Metrics
 from ollana.ollama_api import route_label
+from ollana.proxy.admission import FairQueue, QueueFull
+from ollana.usage import METERED_PATHS, Usage, UsageMeter, UsageStore
+from ollana.usage.prometheus import DeviceMetrics
 
-__all__ = ["ServerProxy"]
+__all__ = ["PEER_DEVICE", "Describe", "ServerProxy"]
 
 log = logging.getLogger(__name__)
+
+# A model name is short; a longer header is not one (and must not grow the queue's keys).
+MAX_MODEL_KEY: Final = 256
 
 # Why an attempt at the local Ollama failed with nothing processed and nothing sent back.
 _ANSWERED_NOTHING: Final = frozenset({"connect", "tls", "reset"})
 
 # Answers a request itself (hello, refusals) or returns None to forward it.
 Gate = Callable[[web.BaseRequest], Awaitable[web.StreamResponse | None]]
+
+# The gate puts the device ID of the peer here ("" for one without a certificate).
+PEER_DEVICE: Final = web.RequestKey("ollana_peer_device", str)
+
+# A device's metric labels: its short ID (or "anonymous") and its name ("" if none).
+Describe = Callable[[str], tuple[str, str]]
 
 
 class ServerProxy:
@@ -46,9 +59,18 @@ class ServerProxy:
         *,
         gate: Gate | None = None,
         metrics: Metrics | None = None,
+        queue: FairQueue | None = None,
+        usage: UsageStore | None = None,
+        device_metrics: DeviceMetrics | None = None,
+        describe: Describe | None = None,
     ) -> None:
         self._metrics = metrics
         self._gate = gate
+        self.queue = queue
+        self._usage = usage
+        self._device_metrics = device_metrics
+        self._describe = describe or _short
+        self._labels: dict[str, tuple[str, str]] = {}
         self.upstream, self._prefix = ollama_pool(
             ollama_url,
             connect_timeout=limits.connect_timeout,
@@ -65,6 +87,32 @@ class ServerProxy:
             if answered is not None:
                 self._finished(request, answered.status, NO_SERVER, started)
                 return answered
+        # Inference waits its turn and is metered; the rest (lists, pulls) goes straight on.
+        device = request.get(PEER_DEVICE, "")
+        metered = request.method == "POST" and request.path in METERED_PATHS
+        queue = self.queue if metered else None
+        if queue is None:
+            return await self._forward(request, started, device if metered else None)
+        try:
+            model = request.headers.get(MODEL_HEADER, "")[:MAX_MODEL_KEY]
+            await queue.acquire(device, model)
+        except QueueFull as exc:
+            # At once, before any byte: the client's router tries another server.
+            if metrics is not None:
+                metrics.refused("queue-full")
+            self._finished(request, 503, NO_SERVER, started)
+            return error_response(503, str(exc), self._tag)
+        try:
+            return await self._forward(request, started, device)
+        finally:
+            queue.release(device, model)
+
+    async def _forward(
+        self, request: web.BaseRequest, started: float, device: str | None
+    ) -> web.StreamResponse:
+        """Send a request to Ollama and relay its answer; `device` set: meter its usage."""
+        metrics = self._metrics
+        began = time.perf_counter()
         body = None
         if request.body_exists:
             await continue_if_expected(request)
@@ -72,13 +120,14 @@ class ServerProxy:
         if metrics is not None:
             metrics.request_started(LOCAL_OLLAMA)
         status = 599
+        meter: UsageMeter | None = None
         try:
             try:
                 upstream = await open_upstream(
                     self.upstream,
                     request.method,
                     self._prefix + request.raw_path,
-                    request_headers(request.headers),
+                    request_headers(request.headers, drop=MODEL_HEADER),
                     body,
                 )
             except UpstreamError as exc:
@@ -90,13 +139,42 @@ class ServerProxy:
             status = upstream.status
             if metrics is not None:
                 metrics.upstream_ttfb(LOCAL_OLLAMA, time.perf_counter() - started)
-            response = await relay(request, upstream, self._tag)
+            if device is not None and (self._usage or self._device_metrics):
+                meter = UsageMeter(upstream.content_type)
+                response = await relay(request, upstream, self._tag, meter.feed)
+            else:
+                response = await relay(request, upstream, self._tag)
         except BaseException:
             status = 599
             raise
         finally:
             self._finished(request, status, LOCAL_OLLAMA, started)
+            if device is not None:
+                self._account(device, status, meter, began)
         return response
+
+    def _account(self, device: str, status: int, meter: UsageMeter | None, began: float) -> None:
+        """Count what one metered request used, for its device and model."""
+        usage = meter.result() if meter is not None else Usage()
+        seconds = usage.eval_seconds
+        if seconds is None:
+            seconds = usage.total_seconds
+        if seconds is None:
+            seconds = time.perf_counter() - began
+        error = status >= 400 or usage.error
+        if self._usage is not None:
+            self._usage.record(
+                device, usage.model, prompt_tokens=usage.prompt_tokens,
+                generated_tokens=usage.generated_tokens, seconds=seconds, error=error,
+            )  # fmt: skip
+        if self._device_metrics is not None:
+            labels = self._labels.get(device)
+            if labels is None:
+                labels = self._labels[device] = self._describe(device)
+            self._device_metrics.count(
+                *labels, usage.model, prompt=usage.prompt_tokens,
+                generated=usage.generated_tokens, seconds=seconds, error=error,
+            )  # fmt: skip
 
     def _finished(self, request: web.BaseRequest, status: int, server: str, started: float) -> None:
         seconds = time.perf_counter() - started
@@ -107,3 +185,7 @@ class ServerProxy:
     async def close(self) -> None:
         """Close the connection pool to Ollama; safe to call twice."""
         await self.upstream.close()
+
+
+def _short(device: str) -> tuple[str, str]:
+    return (device[:8] or "anonymous", "")

@@ -151,8 +151,8 @@ class ConnectionPool:
                 # request can have been acted on.
         return await self._exchange(await self._connect(), head, body, length, bodiless)
 
-    async def fetch_json(self, target: str, timeout: float) -> tuple[int, Any]:
-        """GET `target` on a pooled connection; its status and parsed JSON body.
+    async def fetch(self, target: str, timeout: float) -> tuple[int, bytes]:
+        """GET `target` on a pooled connection; its status and body.
 
         The whole exchange has `timeout`; raises one of FETCH_ERRORS.
         """
@@ -160,7 +160,12 @@ class ConnectionPool:
             response = await self.request("GET", target, CIMultiDict(), None)
             async with response:
                 body = await response.content.read()
-        return response.status, json.loads(body)
+        return response.status, body
+
+    async def fetch_json(self, target: str, timeout: float) -> tuple[int, Any]:
+        """GET `target` on a pooled connection; its status and parsed JSON body."""
+        status, body = await self.fetch(target, timeout)
+        return status, json.loads(body)
 
     async def close(self) -> None:
         """Close the idle connections and refuse new requests; safe to call twice.
