@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from ollana.identity import load_identity
 from ollana.identity.tls import client_context
 from ollana.metrics import Metrics
 from ollana.modes import ServerMode
@@ -130,3 +131,22 @@ async def test_anonymous_connections_cannot_lock_a_paired_device_out(lan: Cluste
     finally:
         for _, writer in held:
             await close(writer)
+
+
+async def test_silent_connections_give_way_to_a_paired_devices_handshake(lan: Cluster) -> None:
+    limits = {"limits.max_connections": 4, "limits.handshake_timeout": 60}
+    server = await lan.server("server", await lan.emulator(MODEL), **limits)
+    silent = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(10)]
+    try:
+        # Ten connections that never start TLS: the oldest are dropped as new ones come.
+        device = client_context(load_identity(lan.homes["client"]))
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port, ssl=device)
+        writer.write(b"GET /api/version HTTP/1.1\r\nHost: ollana\r\nConnection: close\r\n\r\n")
+        answer = await asyncio.wait_for(read_until_closed(reader), 20.0)
+        await close(writer)
+        assert answer.startswith(b"HTTP/1.1 200")
+        refused = by_reason(server.metrics, "ollana_tls_handshakes_refused")
+        assert refused.get("crowded-out", 0) >= 6
+    finally:
+        for _, w in silent:
+            await close(w)

@@ -169,6 +169,7 @@ class Handshakes:
         self._logged_at: float | None = None
         self._unlogged = 0
         self._pending: set[_Accepted] = set()
+        self._closing = False
 
     @property
     def pending(self) -> int:
@@ -205,15 +206,17 @@ class Handshakes:
 
     def abort_all(self) -> None:
         """Drop every connection still in its handshake (the listener is closing)."""
+        self._closing = True
         for tls in list(self._pending):
-            tls.evict()
+            if tls.raw is not None:
+                tls.raw.abort()
 
     def _ended(self, tls: _Accepted, done: asyncio.Future[None]) -> None:
         if tls in self._pending:
             self._pending.discard(tls)
             self.shares.release(tls.address, tls)
         exc = None if done.cancelled() else done.exception()
-        if exc is None and tls.connected():
+        if (exc is None and tls.connected()) or self._closing:
             return
         self._failed(CROWDED if tls.evicted else reason_of(exc), tls.address, exc)
 
