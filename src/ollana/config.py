@@ -108,8 +108,8 @@ class DeviceRule:
 class Limits:
     """Protocol limits; defaults follow nginx, HAProxy, Envoy and Ollama (docs/limits.md).
 
-    A timeout, max_connections or datagram_rate of 0 means no limit; a keepalive_timeout
-    of 0 means no keep-alive.
+    A timeout, a connection count or datagram_rate of 0 means no limit (handshake_timeout:
+    asyncio's 60 s); a keepalive_timeout of 0 means no keep-alive.
     """
 
     max_line_size: int = 8 * 1024  # the request line (method, target, version): else 414
