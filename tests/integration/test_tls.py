@@ -426,3 +426,22 @@ async def test_tls_below_1_3_is_refused(make_device: Callable[..., Awaitable[Dev
     async with pool:
         with pytest.raises(ConnectFailed):  # the server ends the handshake: nothing is sent
             await get(pool, "/api/version")
+
+
+async def test_a_certificate_heard_for_an_allowed_id_is_trusted_at_once(
+    make_device: Callable[..., Awaitable[Device]],
+) -> None:
+    server, client = await make_device("server"), await make_device("client", serve=False)
+    client.allow(server)
+    server.store.allow(client.id)  # by ID only: its certificate is not known yet
+    server.tls.reload()
+    with pytest.raises(REFUSED):
+        await fetch(client, server)
+    stranger = await make_device("stranger", serve=False)
+    assert not server.tls.learn(stranger.id, stranger.identity.cert_der)  # not allowed
+    # Heard over discovery (checked there): trusted now, before any file has it.
+    assert server.tls.learn(client.id, client.identity.cert_der)
+    assert await fetch(client, server) == (200, {"peer": client.id})
+    server.tls.reload()  # the files do not have it yet: it is kept
+    assert await fetch(client, server) == (200, {"peer": client.id})
+    assert not server.tls.learn(client.id, client.identity.cert_der)  # known already

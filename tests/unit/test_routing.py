@@ -159,3 +159,11 @@ def test_pin_by_device_prefix_or_host() -> None:
     assert names(order(servers, Route("/api/tags", pin=servers[1].device_id[:8]))) == ["b"]
     assert names(order(servers, Route("/api/tags", pin="a"))) == ["a"]
     assert names(order(servers, Route("/api/tags", pin="zzz"))) == []
+
+
+def test_a_server_whose_own_queue_is_long_comes_after_an_idle_one() -> None:
+    busy, idle = server("busy", models=("m",)), server("idle", models=("m",), latency=0.01)
+    busy.queue = 6  # other devices' requests waiting there, as its announce said
+    assert names(order([busy, idle], Route("/api/chat", "m:latest"))) == ["idle", "busy"]
+    busy.queue = 0
+    assert names(order([busy, idle], Route("/api/chat", "m:latest"))) == ["busy", "idle"]

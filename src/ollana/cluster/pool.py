@@ -87,6 +87,7 @@ class Server:
         "priority",
         "probe_task",
         "problem",
+        "queue",
         "refreshed",
         "requests",
         "state",
@@ -113,6 +114,7 @@ class Server:
         self.total_failures = 0
         self.inflight = 0
         self.requests = 0
+        self.queue = 0  # requests waiting in the server's own queue, as it last announced
         self.latency: float | None = None
         self.last_seen: float | None = None
         self.last_ok: float | None = None
@@ -241,13 +243,16 @@ class Pool(Service):
         self._servers[server.key] = server
         self._notify()
 
-    def heard(self, server: Server, models_digest: str = "") -> None:
-        """Discovery heard from this server: it is alive, so a down one is probed at once.
+    def heard(self, server: Server, models_digest: str = "", queue: int = 0) -> None:
+        """Discovery heard from this server: it is alive, so a failing one is probed at once.
 
-        A new digest of its model lists has them fetched again.
+        (A server that refused us a moment ago may trust us now: it answers our query after
+        it learnt our certificate.) A new digest of its model lists has them fetched again;
+        `queue` is how many requests wait in its own queue.
         """
         server.last_seen = time.monotonic()
-        if server.state is ServerState.DOWN:
+        server.queue = queue
+        if server.state is ServerState.DOWN or server.failures:
             self._restart_probe(server)
         if models_digest and models_digest != server.models_digest:
             server.models_digest = models_digest

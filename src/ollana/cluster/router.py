@@ -335,7 +335,8 @@ def order(servers: list[Server], route: Route, sticky: str | None = None) -> lis
 
     With a model: those that have it loaded, then installed, then those whose list is not
     known yet, then the rest (so that Ollama itself answers a missing model as it does).
-    Within a tier: healthy before suspect, priority, fewest in-flight, lowest latency.
+    Within a tier: healthy before suspect, priority, fewest in flight (with what waits in the
+    server's own queue), lowest latency.
     The `sticky` server (a conversation's or a blob's earlier one) leads its tier.
     """
     if route.pin:
@@ -369,7 +370,9 @@ def _tier(server: Server, model: str) -> int:
 
 def _rank(server: Server) -> tuple[bool, int, int, float]:
     latency = server.latency if server.latency is not None else math.inf
-    return (server.state is not ServerState.HEALTHY, -server.priority, server.inflight, latency)
+    # Busy: what we have in flight there, plus what waits in its own queue (other devices').
+    busy = server.inflight + server.queue
+    return (server.state is not ServerState.HEALTHY, -server.priority, busy, latency)
 
 
 def _matches(server: Server, prefix: str | None, host: str) -> bool:

@@ -423,14 +423,16 @@ class DiscoveryService(Service):
             and msg.cert is not None
             and self._first_announce(msg.instance or source[0])
         )
-        if answer or introduce:
-            self._answer(msg, source, now)
         self._delivered += 1
         if self._on_message is not None:
+            # Before the answer: what the handler learns (a certificate it now trusts) holds
+            # by the time the answer makes the other side connect.
             try:
                 self._on_message(msg, source)
             except Exception:
                 log.exception("discovery: the message handler failed")
+        if answer or introduce:
+            self._answer(msg, source, now)
 
     def _answer(self, msg: Message, source: tuple[str, int], now: float) -> None:
         """Answer at source, unless that would make this service a reflector."""

@@ -90,6 +90,8 @@ class TLSManager(Service):
         self._listeners: list[RevokedFn] = []
         self._watcher: asyncio.Task[None] | None = None
         self._stale = False
+        # Certificates of allowed devices heard (checked) before the seen file has them.
+        self._learned: dict[str, bytes] = {}
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -119,7 +121,31 @@ class TLSManager(Service):
         except StoreError as exc:
             log.error("keeping the previous allow list: %s", exc)
             return
-        self._apply(snapshot)
+        self._apply(self._with_learned(snapshot))
+
+    def learn(self, device_id: str, cert_der: bytes) -> bool:
+        """Trust at once the checked certificate of an allowed device that was just heard.
+
+        The seen file records it in its own time; a handshake of that device must not wait
+        for the write and the next look at the files (first contact). True if it was new.
+        """
+        snapshot = self._snapshot
+        if device_id not in snapshot.allowed or device_id in snapshot.certs:
+            return False
+        if len(self._learned) < len(snapshot.allowed):  # bounded by the allow list
+            self._learned[device_id] = cert_der
+        self._apply(TrustSnapshot(snapshot.allowed, {**snapshot.certs, device_id: cert_der}))
+        log.info("device %s: certificate learnt, trusted now", short_device_id(device_id))
+        return True
+
+    def _with_learned(self, snapshot: TrustSnapshot) -> TrustSnapshot:
+        """The files' view, plus certificates learnt since that the files do not have yet."""
+        learned = self._learned
+        for device_id in [d for d in learned if d in snapshot.certs or d not in snapshot.allowed]:
+            del learned[device_id]  # written since, or no longer allowed
+        if not learned:
+            return snapshot
+        return TrustSnapshot(snapshot.allowed, {**snapshot.certs, **learned})
 
     # --- what the proxies use -----------------------------------------------------------
 

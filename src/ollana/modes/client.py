@@ -183,7 +183,7 @@ class ClientMode(Mode):
             return
         self.unpaired.pop(message.device, None)
         server = self.pool.add(address, device_id=message.device, priority=message.priority)
-        self.pool.heard(server, message.models)
+        self.pool.heard(server, message.models, message.queue)
 
     def _revoked(self, device_ids: frozenset[str]) -> None:
         for device_id in device_ids:

@@ -160,22 +160,24 @@ def discovery_targets(settings: Settings) -> TargetSet:
     return TargetSet.from_settings(settings.discovery_targets, settings.discovery_port)
 
 
-def record_seen(recorder: SeenRecorder, message: Message, address: str) -> None:
+def record_seen(recorder: SeenRecorder, message: Message, address: str) -> bool:
     """Remember a device heard on the LAN, so `ollana device list` can offer it for pairing.
 
     Checked here (a new certificate's signature costs about 0.1 ms); written in batches.
+    True when the message carried a certificate that passed the checks.
     """
     if not message.cert or not message.device:
-        return
+        return False
     try:
         record = recorder.store.seen_record(
             message.device, address, message.role, message.cert, name=message.name
         )
     except ValueError as exc:
         log.debug("not recording device %s: %s", message.device[:12], exc)
-        return
+        return False
     if record is not None:
         recorder.add(record)
+    return True
 
 
 def nearby(tls: TLSManager) -> list[SeenDevice]:

@@ -227,7 +227,10 @@ class ServerMode(Mode):
     def _heard(self, message: Message, source: tuple[str, int]) -> None:
         if isinstance(message, Query | Announce):
             address = f"{source[0]}:{message.port if isinstance(message, Announce) else 0}"
-            record_seen(self.seen, message, address)
+            if record_seen(self.seen, message, address) and message.cert is not None:
+                # Trusted before the answer to this query leaves (discovery answers after
+                # this handler): the client's first probe then gets through.
+                self.tls.learn(message.device, message.cert)
 
     def _pairing_changed(self, is_open: bool) -> None:
         if self.discovery is not None:
