@@ -41,6 +41,7 @@ SERVER_KEYS = {
     "key", "address", "device_id", "name", "state", "static", "priority", "inflight", "latency_ms",
     "ollama_version", "models", "loaded", "last_seen_seconds_ago", "requests", "failures",
     "problem",
+    "connections",
 }  # fmt: skip
 TOP_KEYS = {
     "schema", "version", "mode", "device_id", "name", "pid", "started", "uptime_seconds", "listen",
@@ -65,7 +66,10 @@ def metrics(pool: FakePool) -> Metrics:
 async def client(pool: FakePool, metrics: Metrics) -> AsyncIterator[Client]:
     when = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
     seen = SeenDevice("ab" * 32, "10.0.0.9", "server", when, b"")
-    source = FakeSource(pool=pool, seen=(seen,), extra={"connections": 4})
+    held = {"ef" * 32: {"open": 3, "idle": 2}, "address 10.0.0.7": {"open": 1, "idle": 1}}
+    source = FakeSource(
+        pool=pool, seen=(seen,), extra={"connections": 4, "connections_by_device": held}
+    )
     async with TestClient(TestServer(create_admin_app(source, metrics))) as client:
         yield client
 
@@ -307,6 +311,7 @@ async def test_status_command_prints_tables(client: Client, pool: FakePool) -> N
     assert "\x1b" not in out and "bad?[2Jname" in out
     assert "abababab" in out  # the nearby device, as a prefix `device allow` accepts
     assert "connections" in out
+    assert "efefefefefef 3 (2 idle), address 10.0.0.7 1 (1 idle)" in out
 
 
 async def test_status_command_reads_the_admin_address_from_settings(
