@@ -111,14 +111,18 @@ class DeviceRule:
 class Limits:
     """Protocol limits; defaults follow nginx, HAProxy, Envoy and Ollama (docs/limits.md).
 
-    A timeout, max_connections or datagram_rate of 0 means no limit; a keepalive_timeout
-    of 0 means no keep-alive.
+    A timeout, a connection count or datagram_rate of 0 means no limit (handshake_timeout:
+    asyncio's 60 s); a keepalive_timeout of 0 means no keep-alive.
     """
 
     max_line_size: int = 8 * 1024  # the request line (method, target, version): else 414
     max_header_size: int = 16 * 1024  # the header fields of a request, together: else 431
     max_header_fields: int = 100  # else 431
     max_connections: int = 1024  # open at once, per listener: else 503, then closed
+    max_device_connections: int = 256  # one device's share of max_connections (server)
+    anonymous_connections: int = 32  # without an allowed certificate, in all (server)
+    anonymous_per_address: int = 4  # without an allowed certificate, from one address
+    handshake_timeout: float = 10.0  # to complete a TLS handshake, from connect: else closed
     keepalive_timeout: float = 75.0  # idle time of a connection between requests
     header_timeout: float = 10.0  # to get a whole request head, from connect or first byte: 408
     body_timeout: float = 60.0  # silence inside a request body, while ollana reads it: 408

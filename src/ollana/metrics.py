@@ -12,6 +12,9 @@ Every family is prefixed ``ollana_``:
 - ``refusals_total{reason}``, ``tls_handshakes_refused_total{reason}``.
 - ``pool_servers{state}`` and ``discovery_datagrams_{sent,received,dropped}_total``, read
   from the live objects at scrape time (`watch_pool`, `watch_discovery`): no per-event work.
+- ``upstream_connections{server,state}`` (client: its connections to each server) and
+  ``connections{holder,state}`` (server: connections held by each device, or by an address
+  for peers without an allowed certificate), ``state`` being open or idle; at scrape time.
 
 The hot-path methods cost about a microsecond each: labelled children are looked up once
 and kept. Label values are bounded: routes by `route_label`, the others by
@@ -21,7 +24,7 @@ and kept. Label values are bounded: routes by `route_label`, the others by
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final, Protocol
 
 from prometheus_client import (
@@ -76,6 +79,21 @@ class ServerView(Protocol):
     @property
     def state(self) -> str:
         """healthy, suspect or down."""
+        ...
+
+    @property
+    def label(self) -> str:
+        """How metrics name the server."""
+        ...
+
+    @property
+    def connections_open(self) -> int:
+        """Connections to it, in use or idle."""
+        ...
+
+    @property
+    def connections_idle(self) -> int:
+        """Connections to it waiting in the pool."""
         ...
 
 
@@ -186,6 +204,7 @@ class Metrics:
             ProcessCollector(namespace="ollana", registry=reg)
         self._servers = _Bounded(MAX_LABEL_VALUES)
         self._reasons = _Bounded(MAX_LABEL_VALUES)
+        self._holders = _Bounded(MAX_LABEL_VALUES)
         self._request_children: dict[tuple[str, int, str], Callable[[], None]] = {}
         self._inflight_children: dict[str, Gauge] = {}
         self._ttfb_children: dict[str, Callable[[float], None]] = {}
@@ -324,13 +343,43 @@ class Metrics:
 
         def collect() -> Iterable[Metric]:
             counts = dict.fromkeys(SERVER_STATES, 0)
-            for snapshot in pool.snapshots():
+            snapshots = pool.snapshots()
+            for snapshot in snapshots:
                 counts[str(snapshot.state)] = counts.get(str(snapshot.state), 0) + 1
             family = GaugeMetricFamily(
                 "ollana_pool_servers", "Servers known to the pool, by state.", labels=("state",)
             )
             for state, count in counts.items():
                 family.add_metric((state,), count)
+            connections = GaugeMetricFamily(
+                "ollana_upstream_connections",
+                "This client's connections to each server, by state (open, idle).",
+                labels=("server", "state"),
+            )
+            for snapshot in snapshots:
+                label = self._servers(snapshot.label)
+                connections.add_metric((label, "open"), snapshot.connections_open)
+                connections.add_metric((label, "idle"), snapshot.connections_idle)
+            return (family, connections)
+
+        return self.add_source(collect)
+
+    def watch_connections(
+        self, held: Callable[[], Mapping[str, tuple[int, int]]]
+    ) -> Callable[[], None]:
+        """Report ``ollana_connections{holder,state}`` from a listener at each scrape."""
+
+        def collect() -> Iterable[Metric]:
+            family = GaugeMetricFamily(
+                "ollana_connections",
+                "Connections to this server by holder (a device ID, or the address of peers"
+                " without an allowed certificate) and state (open, idle).",
+                labels=("holder", "state"),
+            )
+            for holder, (open_, idle) in sorted(held().items()):
+                label = self._holders(holder)
+                family.add_metric((label, "open"), open_)
+                family.add_metric((label, "idle"), idle)
             return (family,)
 
         return self.add_source(collect)

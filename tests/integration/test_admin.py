@@ -42,6 +42,7 @@ SERVER_KEYS = {
     "key", "address", "device_id", "name", "state", "static", "priority", "inflight", "latency_ms",
     "ollama_version", "models", "loaded", "last_seen_seconds_ago", "requests", "failures",
     "problem",
+    "connections",
 }  # fmt: skip
 TOP_KEYS = {
     "schema", "version", "mode", "device_id", "name", "pid", "started", "uptime_seconds", "listen",
@@ -70,7 +71,13 @@ async def client(pool: FakePool, metrics: Metrics) -> AsyncIterator[Client]:
         "ef" * 32, "gpu-box", ("10.0.0.7:11435",), "aa:bb:cc:dd:ee:ff", ("big:70b",),
         when.timestamp(), None,
     )  # fmt: skip
-    source = FakeSource(pool=pool, seen=(seen,), extra={"connections": 4}, remembered=(asleep,))
+    held = {"ef" * 32: {"open": 3, "idle": 2}, "address 10.0.0.7": {"open": 1, "idle": 1}}
+    source = FakeSource(
+        pool=pool,
+        seen=(seen,),
+        extra={"connections": 4, "connections_by_device": held},
+        remembered=(asleep,),
+    )
     async with TestClient(TestServer(create_admin_app(source, metrics))) as client:
         yield client
 
@@ -324,6 +331,7 @@ async def test_status_command_prints_tables(client: Client, pool: FakePool) -> N
     assert "abababab" in out  # the nearby device, as a prefix `device allow` accepts
     assert "gpu-box" in out and "aa:bb:cc:dd:ee:ff" in out  # a sleeping server
     assert "connections" in out
+    assert "efefefefefef 3 (2 idle), address 10.0.0.7 1 (1 idle)" in out
 
 
 async def test_status_command_reads_the_admin_address_from_settings(

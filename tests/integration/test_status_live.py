@@ -323,12 +323,6 @@ async def test_server_status_shows_its_ollama_refusals_and_strangers(tmp_path: P
         assert sample(samples, "ollana_requests_total", **forbidden) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a handshake refused for an unknown certificate happens inside asyncio's TLS "
-    "layer, which tells the application nothing: ollana_tls_handshakes_refused_total "
-    "does not count it",
-)
 async def test_an_unpaired_certificate_is_counted_as_refused(tmp_path: Path) -> None:
     async with cluster(tmp_path) as running, aiohttp.ClientSession() as session:
         first = running.servers[0]

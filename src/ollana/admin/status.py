@@ -38,8 +38,9 @@ Each of ``servers`` (sorted by address)::
       "loaded": ["llama3.2:latest"],     # in memory (/api/ps)
       "last_seen_seconds_ago": 0.4 | null,  # last discovery datagram heard from it
       "requests": 12, "failures": 0,     # since it joined the pool
-      "problem": null | "why it cannot be used"  # e.g. a static server not answering,
+      "problem": null | "why it cannot be used",  # e.g. a static server not answering,
                                          # refusing our certificate, or another device now
+      "connections": {"open": 3, "idle": 2}  # this client's connections to it
     }
 
 Each of ``nearby``::
@@ -66,7 +67,10 @@ Each of ``sleeping`` (remembered across restarts, to be woken by Wake-on-LAN)::
                     "dropped": {"own": 10}}   # present when discovery runs
     }
 
-plus whatever the mode adds through `StatusSource.counters()`.
+plus whatever the mode adds through `StatusSource.counters()`; server mode adds
+``connections`` (open now) and ``connections_by_device``: for each device ID holding
+connections (``"address 192.168.1.30"`` for peers without an allowed certificate),
+``{"open": 3, "idle": 2}``.
 """
 
 from __future__ import annotations
@@ -296,6 +300,7 @@ def _server(s: ServerSnapshot, names: Mapping[str, str]) -> dict[str, object]:
         "requests": s.requests,
         "failures": s.failures,
         "problem": s.problem,
+        "connections": {"open": s.connections_open, "idle": s.connections_idle},
     }
 
 

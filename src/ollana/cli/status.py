@@ -242,6 +242,15 @@ def _counters_table(counters: Mapping[str, Any]) -> Table:
         line = f"sent {discovery.get('sent', 0)}, received {discovery.get('received', 0)}"
         dropped = _pairs(discovery.get("dropped"))
         table.add_row("discovery", _text(line + (f", dropped {dropped}" if dropped else "")))
+    held = rest.pop("connections_by_device", None)
+    if isinstance(held, Mapping) and held:
+        # Device IDs as their first 12 digits, as everywhere else in ollana's output.
+        line = ", ".join(
+            f"{_short(str(who))} {n.get('open', 0)} ({n.get('idle', 0)} idle)"
+            for who, n in held.items()
+            if isinstance(n, Mapping)
+        )
+        table.add_row("connections by device", _text(line))
     for key, value in rest.items():
         shown = _pairs(value) if isinstance(value, Mapping) else value
         table.add_row(_text(str(key).replace("_", " ")), _text(shown))
@@ -269,6 +278,11 @@ def _ago(iso: object, now: datetime.datetime) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=datetime.UTC)
     return f"{_duration(max(0.0, (now - moment).total_seconds()))} ago"
+
+
+def _short(holder: str) -> str:
+    """A device ID as its first 12 digits; "address …" as it is."""
+    return holder[:12] if len(holder) == 64 and not holder.startswith("address") else holder
 
 
 def _text(value: object) -> Text:

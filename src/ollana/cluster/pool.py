@@ -56,6 +56,9 @@ class ServerSnapshot:
     requests: int
     failures: int
     problem: str | None = None  # why it cannot be used, when something more than its state says
+    connections_open: int = 0  # to this server, in use or idle
+    connections_idle: int = 0
+    label: str = ""  # how logs and metrics name it
 
 
 class Server:
@@ -159,6 +162,9 @@ class Server:
             requests=self.requests,
             failures=self.total_failures,
             problem=self.problem,
+            connections_open=0 if self.upstream is None else self.upstream.opened,
+            connections_idle=0 if self.upstream is None else self.upstream.idle,
+            label=self.label,
         )
 
 

@@ -19,10 +19,11 @@ from ollana.cluster.models import Route
 from ollana.cluster.pool import Pool, Server, ServerState
 from ollana.http import UpstreamError, open_upstream
 from ollana.http.client import Response
+from ollana.http.relay import CROWDED
 from ollana.identity.ids import MIN_PIN_LENGTH, DeviceIdError, parse_device_id
 from ollana.ollama_api import BLOBS_PATH
 
-__all__ = ["AFFINITY_ENTRIES", "NoServerError", "Router", "WakeHook", "order"]
+__all__ = ["AFFINITY_ENTRIES", "CROWDED_WAIT", "NoServerError", "Router", "WakeHook", "order"]
 
 if TYPE_CHECKING:
     from ollana.metrics import Metrics
@@ -30,6 +31,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 AFFINITY_ENTRIES: Final = 4096
+# A server that had no connection to spare (its 503 says so) is asked again after this,
+# until the request's wait for a server runs out: its other devices' idle connections are
+# being closed to make room.
+CROWDED_WAIT: Final = 0.2
 # Answered statuses another server may not give: Ollama's full queue, a cloud model's rate
 # limit, a cloud model on an Ollama not signed in to ollama.com (its only 401 on a model).
 RETRY_STATUSES: Final = frozenset({503, 429, 401})
@@ -87,6 +92,7 @@ class Router:
         self._blobs = _Recent()
         self._responses = _Recent()  # Responses API answer IDs -> the server that made them
         self._last_blob: str | None = None
+        self.crowded_wait = CROWDED_WAIT
 
     def candidates(self, route: Route) -> list[Server]:
         """Routable servers for a request, best first (see `order`)."""
@@ -188,10 +194,16 @@ class Router:
         tried: dict[str, str] = {}  # server label -> why it did not take the request
         # By identity: a server heard again at a new address is a new entry, worth a try.
         attempted: list[Server] = []
+        crowded: list[Server] = []
         while True:
             candidates = [s for s in self.candidates(route) if not any(s is t for t in attempted)]
             if not candidates:
                 remaining = deadline - time.monotonic()
+                if crowded and remaining > 0:
+                    await asyncio.sleep(min(self.crowded_wait, remaining))
+                    attempted = [t for t in attempted if not any(t is c for c in crowded)]
+                    crowded.clear()
+                    continue
                 # One that answered 503 is still routable: waiting would not change its mind.
                 busy = any(t.routable for t in attempted)
                 if busy or remaining <= 0 or not self._pool.expecting():
@@ -226,6 +238,10 @@ class Router:
                     if exc.status not in RETRY_STATUSES:
                         self._pool.passive_failure(server, str(exc))
                     log.info("%s %s via %s failed: %s", method, route.path, server.label, exc)
+                    if exc.reason == CROWDED and exc.retryable:
+                        crowded.append(server)
+                        metrics.retry(exc.reason)
+                        continue
                     if not exc.retryable:
                         raise NoServerError(str(exc), exc.status) from exc
                     metrics.retry(exc.reason)

@@ -49,6 +49,8 @@ _REQUIRED: Final = (
     (RequestHandler, "_close"),
     (RequestHandler, "_force_close"),
     (RequestHandler, "_current_request"),
+    (RequestHandler, "_next_keepalive_close_time"),
+    (RequestHandler, "_keepalive_timeout"),
     (BaseProtocol, "_loop"),
     (BaseProtocol, "_paused"),
     (BaseProtocol, "_parser"),
@@ -93,6 +95,17 @@ class ServerProtocol(RequestHandler):
     def closing(self) -> bool:
         """Whether the connection closes after what it is doing now (or was upgraded)."""
         return self._force_close or self._close or self._upgraded
+
+    @property
+    def waiting(self) -> bool:
+        """Whether the connection waits for its next request (as aiohttp's keep-alive sees it)."""
+        waiter = self._waiter
+        return waiter is not None and not waiter.done()
+
+    @property
+    def idle_at(self) -> float:
+        """Loop time of the end of the last answer (of the connection's start, before one)."""
+        return self._next_keepalive_close_time - self._keepalive_timeout
 
     @property
     def reading_body(self) -> bool:

@@ -9,6 +9,7 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 __all__ = [
+    "BUSY_HEADER",
     "HOP_BY_HOP",
     "MODEL_HEADER",
     "PIN_HEADER",
@@ -34,6 +35,9 @@ HOP_BY_HOP: Final = frozenset(
 VERSION_HEADER: Final = "X-Ollana-Version"
 # On a request, pins it to a server (device ID prefix or host); on an answer, who answered.
 PIN_HEADER: Final = "X-Ollana-Server"
+# On a 503 of a listener's own (with Retry-After): no room for the connection, nothing was
+# done, and the same server may take the request a moment later.
+BUSY_HEADER: Final = "X-Ollana-Busy"
 # From a client to a server: the model a request names (read from its body), so that the
 # server queues it with that model's requests without parsing the body again.
 MODEL_HEADER: Final = "X-Ollana-Model"

@@ -15,8 +15,11 @@ traceback, and puts no deadline on a request head. `LimitedServer` is a drop-in
   was producing the answer upstream;
 - the header fields of a request may take ``Limits.max_header_size`` bytes in all: else 431
   (aiohttp checks each field only);
-- at most ``Limits.max_connections`` connections: the ones past it get a 503 once their
-  request head is in (as Ollama answers when its queue is full), then are closed;
+- at most ``Limits.max_connections`` connections, or shares per device (`admission`):
+  one refused gets a 503 once its request head is in (as Ollama answers when its queue is
+  full), with Retry-After and `BUSY_HEADER` so that a client may retry it, then is closed;
+- given a TLS context, each handshake must complete within ``Limits.handshake_timeout``
+  and is held to a budget while it runs; failures are counted by reason (`handshakes`);
 - every refusal of a malformed request is an Ollama-style ``{"error": "…"}`` with the
   fitting status (400, 408, 414, 431, 503), counted by reason in ``refusals`` and passed to
   ``on_refusal(reason)``, and logged once at debug level;
@@ -28,64 +31,52 @@ Request contents (header values, bodies) are never logged nor echoed back.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+import ssl
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Any
 
 from aiohttp import StreamReader, http_exceptions, web
 
 from ollana.config import Limits
 from ollana.http._aiohttp import RawRequestMessage, ServerProtocol, handler_kwargs
-from ollana.http.responses import error_response
+from ollana.http.admission import (
+    ANONYMOUS,
+    CONNECTIONS,
+    DEVICE_CONNECTIONS,
+    Admission,
+    Who,
+)
+from ollana.http.handshakes import Handshakes, OnHandshakeFailure
+from ollana.http.refusals import (
+    BAD_REQUEST,
+    BODY_TIMEOUT,
+    FIELD_OVERHEAD,
+    HEADER_TIMEOUT,
+    HEADERS_TOO_LARGE,
+    REASONS,
+    SEND_TIMEOUT,
+    TOO_MANY_HEADERS,
+    URI_TOO_LONG,
+    Refused,
+    busy_error,
+    classify,
+    closing_error,
+    raw_error,
+)
+from ollana.http.shares import Shares
 
 __all__ = [
-    "BAD_REQUEST",
-    "BODY_TIMEOUT",
-    "CONNECTIONS",
-    "HEADERS_TOO_LARGE",
-    "HEADER_TIMEOUT",
-    "REASONS",
-    "SEND_TIMEOUT",
-    "TOO_MANY_HEADERS",
-    "URI_TOO_LONG",
-    "LimitedServer",
-    "OnRefusal",
-]
+    "ANONYMOUS", "BAD_REQUEST", "BODY_TIMEOUT", "CONNECTIONS", "DEVICE_CONNECTIONS",
+    "HEADERS_TOO_LARGE", "HEADER_TIMEOUT", "REASONS", "SEND_TIMEOUT", "TOO_MANY_HEADERS",
+    "URI_TOO_LONG", "LimitedServer", "OnRefusal",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
 OnRefusal = Callable[[str], None]
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
-
-# Refusal reasons: a closed set, so that they can be metric labels.
-HEADER_TIMEOUT: Final = "header-timeout"
-BODY_TIMEOUT: Final = "body-timeout"
-SEND_TIMEOUT: Final = "send-timeout"
-HEADERS_TOO_LARGE: Final = "headers-too-large"
-TOO_MANY_HEADERS: Final = "too-many-headers"
-URI_TOO_LONG: Final = "uri-too-long"
-BAD_REQUEST: Final = "bad-request"
-CONNECTIONS: Final = "connections"
-REASONS: Final = frozenset(
-    {
-        HEADER_TIMEOUT, BODY_TIMEOUT, SEND_TIMEOUT, HEADERS_TOO_LARGE, TOO_MANY_HEADERS,
-        URI_TOO_LONG, BAD_REQUEST, CONNECTIONS,
-    }
-)  # fmt: skip
-
-# Bytes a header field takes beyond its name and value: ": " and CRLF.
-_FIELD_OVERHEAD: Final = 4
-_DETAIL: Final = 100  # characters of the parser's own explanation passed on
-
-
-class _Refused(http_exceptions.HttpProcessingError):
-    """A refusal decided here rather than by the parser; already counted."""
-
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(code=status, message=message)
-        self.reason = reason
 
 
 class LimitedServer(web.Server):
@@ -98,6 +89,9 @@ class LimitedServer(web.Server):
         *,
         on_refusal: OnRefusal | None = None,
         name: str = "http",
+        who: Who | None = None,
+        tls: ssl.SSLContext | None = None,
+        on_handshake_failure: OnHandshakeFailure | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("max_line_size", limits.max_line_size)
@@ -109,10 +103,34 @@ class LimitedServer(web.Server):
         self.name = name
         self.on_refusal = on_refusal
         self.refusals: Counter[str] = Counter()
+        self.admission: Admission[_LimitedHandler] = Admission(limits, who)
+        self.handshakes: Handshakes | None = None
+        if tls is not None:
+            # A handshake shows no certificate until it ends, and a device's burst opens
+            # dozens at once: no cap per address, but past the total the oldest handshake
+            # of the address with the most gives way, so that a flood cannot crowd others out.
+            self.handshakes = Handshakes(
+                tls, timeout=limits.handshake_timeout, total=limits.max_connections,
+                per_address=0, on_failure=on_handshake_failure, name=name,
+            )  # fmt: skip
 
     def __call__(self) -> ServerProtocol:
         loop, kwargs = handler_kwargs(self)
-        return _LimitedHandler(self, loop=loop, **kwargs)
+        handler = _LimitedHandler(self, loop=loop, **kwargs)
+        if self.handshakes is None:
+            return handler
+        # asyncio takes any protocol; TLS is ours to run (see handshakes.py).
+        return self.handshakes.wrap(loop, handler, handler.was_made)  # type: ignore[no-any-return]
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """Drop handshakes in progress, then close connections as aiohttp does."""
+        if self.handshakes is not None:
+            self.handshakes.abort_all()
+        await super().shutdown(timeout)
+
+    def held(self) -> dict[str, tuple[int, int]]:
+        """(open, idle) connections per holder: device IDs, and "address …" for the others."""
+        return self.admission.held()
 
     def refused(self, reason: str, detail: str, peer: object) -> None:
         """Count a refusal, tell `on_refusal`, log it at debug level."""
@@ -129,8 +147,8 @@ class _LimitedHandler(ServerProtocol):
     """One connection: aiohttp's protocol plus the head deadline, head size and busy answer."""
 
     __slots__ = (
-        "_body", "_body_seen", "_body_timer", "_head_bytes", "_head_timer", "_limited", "_over",
-        "_refusing", "_send_timer",
+        "_body", "_body_seen", "_body_timer", "_head_bytes", "_head_timer", "_holder",
+        "_limited", "_made", "_over", "_over_why", "_refusing", "_send_timer", "_shares",
     )  # fmt: skip
 
     def __init__(self, manager: LimitedServer, **kwargs: Any) -> None:
@@ -144,22 +162,54 @@ class _LimitedHandler(ServerProtocol):
         self._body_timer: asyncio.TimerHandle | None = None
         self._body_seen = 0.0  # loop time of the body's last bytes
         self._over = False
+        self._over_why = ""
         self._refusing = False
         self._send_timer: asyncio.TimerHandle | None = None
+        self._holder = ""
+        self._shares: Shares[_LimitedHandler] | None = None
+        self._made = False
 
     # --- connection -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._made = True
         super().connection_made(transport)
-        cap = self._limited.limits.max_connections
-        if cap > 0 and len(self._limited.connections) > cap:
-            self._over = True
-            self.answer_with(self._busy)
-            self._limited.refused(CONNECTIONS, f"more than {cap} connections", self._peer())
+        holder, shares, refusal = self._limited.admission.admit(
+            self, transport, self._limited.connections
+        )
+        self._holder, self._shares = holder, shares
+        if refusal is not None:
+            self._refuse_connection(*refusal)
         # A new connection owes its first request head within the deadline too.
         self._arm_head_timer()
 
+    def was_made(self) -> bool:
+        """Whether the connection was made (past its TLS handshake, if any)."""
+        return self._made
+
+    def _refuse_connection(self, reason: str, why: str) -> None:
+        self._over = True
+        self._over_why = why
+        self.answer_with(self._busy)
+        self._limited.refused(reason, why, self._peer())
+
+    @property
+    def idle_since(self) -> float | None:
+        """When the connection began waiting for its next request; None while it is in use."""
+        if self._refusing or self._head_bytes or not self.waiting or self.queued:
+            return None
+        return self.idle_at
+
+    def evict(self) -> None:
+        """Close the idle connection to make room (as aiohttp closes one past keep-alive)."""
+        log.debug("%s: closing an idle connection of %s for a newcomer", self._limited.name,
+                  self._holder)  # fmt: skip
+        self.force_close()
+
     def connection_lost(self, exc: BaseException | None) -> None:
+        if self._shares is not None:
+            self._shares.release(self._holder, self)
+            self._shares = None
         self._cancel_head_timer()
         for timer in (self._body_timer, self._send_timer):
             if timer is not None:
@@ -258,11 +308,11 @@ class _LimitedHandler(ServerProtocol):
             self._body = payload
             if not isinstance(message, RawRequestMessage):
                 continue
-            size = sum(len(k) + len(v) + _FIELD_OVERHEAD for k, v in message.raw_headers)
+            size = sum(len(k) + len(v) + FIELD_OVERHEAD for k, v in message.raw_headers)
             if size > cap:
                 self._refusing = True
                 self._limited.refused(HEADERS_TOO_LARGE, self._too_large(), self._peer())
-                exc = _Refused(431, HEADERS_TOO_LARGE, self._too_large())
+                exc = Refused(431, HEADERS_TOO_LARGE, self._too_large())
                 # No body to wait for (aiohttp lingers to read one): its bytes are dropped.
                 queued[index] = self.refusal(431, exc, exc.message)
                 # Whatever was pipelined behind it goes unanswered: the connection closes.
@@ -296,7 +346,7 @@ class _LimitedHandler(ServerProtocol):
         request = self.current_request
         if request is not None and request.content is body and request.writer.output_size == 0:
             # Written straight out: the handler is still waiting for the body it will not get.
-            self.transport.write(_raw_error(408, "Request Timeout", message))
+            self.transport.write(raw_error(408, "Request Timeout", message))
         self.force_close()
 
     # --- refusing -----------------------------------------------------------------------
@@ -306,7 +356,7 @@ class _LimitedHandler(ServerProtocol):
         self._refusing = True
         self._cancel_head_timer()
         self._limited.refused(reason, message, self._peer())
-        self.enqueue(self.refusal(status, _Refused(status, reason, message), message))
+        self.enqueue(self.refusal(status, Refused(status, reason, message), message))
 
     def handle_error(
         self,
@@ -323,62 +373,22 @@ class _LimitedHandler(ServerProtocol):
             raise ConnectionError("the client went away") from None
         if not isinstance(exc, http_exceptions.HttpProcessingError):
             return super().handle_error(request, status, exc, message)
-        if isinstance(exc, _Refused):
+        if isinstance(exc, Refused):
             status, text = exc.code, exc.message
         else:
-            status, reason, text = self._classify(exc)
+            status, reason, text = classify(
+                exc, self._limited.limits, self.max_line_size, self.max_field_size
+            )
             self._limited.refused(reason, f"{text} ({type(exc).__name__})", self._peer())
         if request.writer.output_size > 0:
             raise ConnectionError("a response was already started; cannot send an error")
-        return _error(status, text)
-
-    def _classify(self, exc: http_exceptions.HttpProcessingError) -> tuple[int, str, str]:
-        """Status, reason and message for a request the parser refused."""
-        limits = self._limited.limits
-        if isinstance(exc, http_exceptions.LineTooLong):
-            limit = exc.args[1] if len(exc.args) > 1 else None
-            if limit == self.max_line_size != self.max_field_size:
-                return 414, URI_TOO_LONG, f"request line longer than {limit} bytes"
-            return 431, HEADERS_TOO_LARGE, f"a header field is longer than {limit} bytes"
-        if exc.message.startswith("Too many headers"):
-            text = f"more than {limits.max_header_fields} header fields"
-            return 431, TOO_MANY_HEADERS, text
-        if isinstance(exc, http_exceptions.BadHttpMethod):
-            if "HTTPS" in exc.message:
-                return 400, BAD_REQUEST, "HTTPS traffic on an HTTP port: use http://"
-            return 400, BAD_REQUEST, "not an HTTP request"
-        if isinstance(exc, http_exceptions.BadStatusLine):
-            return 400, BAD_REQUEST, "invalid request line"
-        if isinstance(exc, http_exceptions.InvalidHeader):
-            return 400, BAD_REQUEST, "invalid header field"
-        if isinstance(exc, http_exceptions.InvalidURLError):
-            return 400, BAD_REQUEST, "invalid request target"
-        # The parser's first line says what is wrong; the request's bytes come after it.
-        what = exc.message.split("\n", 1)[0].rstrip(":. ")[:_DETAIL]
-        return 400, BAD_REQUEST, f"malformed HTTP request: {what}".rstrip(": ")
+        return closing_error(status, text)
 
     async def _busy(self, request: web.BaseRequest) -> web.StreamResponse:
-        cap = self._limited.limits.max_connections
-        return _error(503, f"server busy, please try again: more than {cap} connections open")
+        why = self._over_why or f"more than {self._limited.limits.max_connections} connections"
+        return busy_error(why)
 
     def _peer(self) -> object:
         transport = self.transport
         peer = transport.get_extra_info("peername") if transport is not None else None
         return peer[0] if isinstance(peer, tuple) and peer else peer
-
-
-def _raw_error(status: int, phrase: str, message: str) -> bytes:
-    """A whole `{"error": message}` response, for when no handler can send one."""
-    body = json.dumps({"error": message}).encode()
-    head = (
-        f"HTTP/1.1 {status} {phrase}\r\nContent-Type: application/json; charset=utf-8\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    )
-    return head.encode("ascii") + body
-
-
-def _error(status: int, message: str) -> web.Response:
-    """`{"error": message}` as Ollama sends it, with the connection closed after it."""
-    response = error_response(status, message)
-    response.force_close()
-    return response

@@ -12,6 +12,8 @@ from aiohttp import web
 
 from ollana.config import HostPort, Limits
 from ollana.http._aiohttp import stop_site
+from ollana.http.admission import Who
+from ollana.http.handshakes import OnHandshakeFailure
 from ollana.http.limits import LimitedServer, OnRefusal
 from ollana.lifecycle import Service
 
@@ -42,10 +44,11 @@ class Listener(Service):
         name: str = "http",
         on_refusal: OnRefusal | None = None,
         who: WhoListens | None = None,
+        holder: Who | None = None,
+        on_handshake_failure: OnHandshakeFailure | None = None,
     ) -> None:
         self._address = address
         self._who = who
-        self._ssl = ssl_context
         self._grace = grace
         self._name = name
         self._server = LimitedServer(
@@ -53,6 +56,9 @@ class Listener(Service):
             limits,
             name=name,
             on_refusal=on_refusal,
+            who=holder,
+            tls=ssl_context,
+            on_handshake_failure=on_handshake_failure,
             handler_cancellation=True,
             access_log=None,
             # A proxy forwards a compressed body as it came (routing decodes its own copy).
@@ -67,9 +73,8 @@ class Listener(Service):
         """Bind and start accepting connections."""
         await self._runner.setup()
         host = self._address.host or None
-        self._site = web.TCPSite(
-            self._runner, host, self._address.port, ssl_context=self._ssl, backlog=1024,
-        )  # fmt: skip
+        # TLS is run by the server's protocol (http/handshakes.py), not by the site.
+        self._site = web.TCPSite(self._runner, host, self._address.port, backlog=1024)
         try:
             await self._site.start()
         except OSError as exc:
@@ -91,6 +96,15 @@ class Listener(Service):
     def connections(self) -> int:
         """Open connections right now."""
         return len(self._server.connections)
+
+    def held(self) -> dict[str, tuple[int, int]]:
+        """(open, idle) connections per device (and per address for the anonymous)."""
+        return self._server.held()
+
+    @property
+    def evicted(self) -> int:
+        """Idle connections closed to make room for another device's, since start."""
+        return self._server.admission.evicted
 
     async def stop_accepting(self) -> None:
         """Close the listening socket; open connections go on."""

@@ -23,10 +23,10 @@ from ollana.http.client import (
     Response,
     describe,
 )
-from ollana.http.headers import request_headers
+from ollana.http.headers import BUSY_HEADER, request_headers
 from ollana.ollama_api import stream_error_chunk
 
-__all__ = ["UpstreamError", "open_upstream", "relay"]
+__all__ = ["CROWDED", "UpstreamError", "open_upstream", "relay"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 _OUT_OF_FILES: Final = frozenset({errno.EMFILE, errno.ENFILE})
 
 
+CROWDED: Final = "crowded"  # the reason of an ollana listener's 503 for want of a connection
 _STREAM_TYPES: Final = frozenset({"application/x-ndjson", "text/event-stream"})
 
 
@@ -44,7 +45,7 @@ class UpstreamError(Exception):
     status: int
     message: str
     retryable: bool
-    reason: str = "error"  # connect, reset, timeout, busy, local, error: for metrics
+    reason: str = "error"  # connect, reset, timeout, busy, crowded, local, error: for metrics
 
     def __str__(self) -> str:
         return self.message
@@ -97,6 +98,11 @@ async def open_upstream(
         raise UpstreamError(504, f"{host} did not answer in time", False, "timeout") from exc
     except ProtocolError as exc:
         raise UpstreamError(502, f"{host}: {exc}", False) from exc
+    if response.status == 503 and BUSY_HEADER in response.headers:
+        # An ollana listener had no room for the connection: nothing was done, and the same
+        # server may well take the request a moment later.
+        why = await _error_text(response)
+        raise UpstreamError(503, f"{host} answered 503: {why}", replayable, CROWDED)
     status = response.status
     if status in retry_statuses:
         # Ollama's queue is full or it is down (503), its cloud rate limit was hit (429), or

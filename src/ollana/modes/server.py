@@ -20,7 +20,14 @@ from ollana.discovery import (
 from ollana.discovery.protocol import QUEUE_MAX
 from ollana.http import error_response, json_response
 from ollana.http.listener import Listener
-from ollana.identity import HELLO_PATH, MAX_HELLO_BODY, HelloReply, PeerRejected, handle_hello
+from ollana.identity import (
+    HELLO_PATH,
+    MAX_HELLO_BODY,
+    HelloReply,
+    PeerRejected,
+    handle_hello,
+    peer_device_id,
+)
 from ollana.identity.hello import HelloQuota
 from ollana.identity.pairhttp import PAIR_PATHS, PairingDesk
 from ollana.identity.pairing import MAX_PAIR_BODY
@@ -78,6 +85,8 @@ class ServerMode(Mode):
             name="server",
             on_refusal=self.metrics.refused,
             who=who_listens,
+            holder=self._holder,
+            on_handshake_failure=self.metrics.tls_refused,
         )
         self.ollama = OllamaWatch(
             settings.ollama,
@@ -100,6 +109,7 @@ class ServerMode(Mode):
         assert self.pairing is not None
         await self._stack.enter_async_context(self.pairing)
         await self._stack.enter_async_context(self.listener)
+        self._stack.callback(self.metrics.watch_connections(self.listener.held))
         await self._start_discovery(
             "server",
             self._heard,
@@ -120,6 +130,10 @@ class ServerMode(Mode):
         """Counters of this mode beside the metrics."""
         counters: dict[str, object] = {
             "connections": self.listener.connections,
+            "connections_by_device": {
+                holder: {"open": open_, "idle": idle}
+                for holder, (open_, idle) in sorted(self.listener.held().items())
+            },
             "refused": self.refused,
         }
         if self.queue is not None:
@@ -148,6 +162,17 @@ class ServerMode(Mode):
     def _queue_changed(self, waiting: int) -> None:
         if self.discovery is not None:
             self.discovery.update_announce(queue=min(waiting, QUEUE_MAX))
+
+    def _holder(self, transport: asyncio.BaseTransport) -> str | None:
+        """Whose share a new connection takes: its allowed device, else None (anonymous).
+
+        In open mode no certificate is asked for: each source address is one holder.
+        """
+        if self.tls.open_mode:
+            peer = transport.get_extra_info("peername")
+            return f"address {peer[0]}" if isinstance(peer, tuple) and peer else None
+        device_id = peer_device_id(transport.get_extra_info("ssl_object"))
+        return device_id if device_id is not None and self.tls.is_allowed(device_id) else None
 
     # --- requests -----------------------------------------------------------------------
 
@@ -180,11 +205,14 @@ class ServerMode(Mode):
         if not peer.trusted:
             self.refused += 1
             self.metrics.tls_refused("no-certificate")
-            return error_response(
+            response = error_response(
                 403,
                 "this device is not allowed here: run `ollana pair` on the server, then "
                 "`ollana pair CODE` on this device",
             )
+            # Its connection is not kept: anonymous peers cannot hold connections open.
+            response.force_close()
+            return response
         if self._management_refused and not allowed_read_only(request.method, request.path):
             # An allow list: only what apps need to use models; new endpoints are refused.
             self.refused += 1

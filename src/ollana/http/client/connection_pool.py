@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import ssl
 from collections.abc import Callable
 from types import TracebackType
@@ -28,10 +29,22 @@ from ollana.http.client.request import (
 )
 from ollana.http.client.response import Response
 
-__all__ = ["CLOSE_WAIT", "FETCH_ERRORS", "KEEPALIVE_TIMEOUT", "Check", "ConnectionPool"]
+__all__ = [
+    "CLOSE_WAIT", "DEMAND_DECAY", "FETCH_ERRORS", "IDLE_SPARE", "KEEPALIVE_TIMEOUT",
+    "TRIM_INTERVAL", "Check", "ConnectionPool",
+]  # fmt: skip
 
 KEEPALIVE_TIMEOUT: Final = 60.0  # an idle connection is closed after this long unused
 CLOSE_WAIT: Final = 1.0  # close() waits this long for idle connections to end cleanly
+# Idle connections kept: recent demand (the most in use at once, decaying by e every
+# DEMAND_DECAY seconds) plus IDLE_SPARE; the rest close, on give-back and by one timer per
+# pool every TRIM_INTERVAL while there are more than IDLE_SPARE idle. A server's
+# connections are shared by every device: a burst's connections must not stay idle for
+# a whole keep-alive period.
+DEMAND_DECAY: Final = 3.0
+IDLE_SPARE: Final = 2
+TRIM_INTERVAL: Final = 1.0
+_ROUNDING: Final = 0.25  # a demand that has decayed to 1.25 keeps 1 connection, not 2
 
 # What `fetch_json` raises when the upstream does not give a JSON answer in time.
 FETCH_ERRORS: Final = (
@@ -62,6 +75,9 @@ class ConnectionPool:
         read_timeout: float = 300.0,
         keepalive_timeout: float = KEEPALIVE_TIMEOUT,
         label: str | None = None,
+        demand_decay: float = DEMAND_DECAY,
+        idle_spare: int = IDLE_SPARE,
+        trim_interval: float = TRIM_INTERVAL,
     ) -> None:
         self.host = host
         self.port = port
@@ -75,6 +91,13 @@ class ConnectionPool:
         self._keepalive = keepalive_timeout
         self._idle: dict[Connection, None] = {}  # insertion-ordered: the last is the warmest
         self.closed = False
+        self._open: set[Connection] = set()  # in use or idle
+        self._demand = 0.0  # the most connections in use at once recently, decaying
+        self._demand_at = 0.0  # loop time that `_demand` was last decayed or raised
+        self._decay = demand_decay
+        self._spare = idle_spare
+        self._trim_interval = trim_interval
+        self._trimmer: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:
         scheme = "https" if self._ssl is not None else "http"
@@ -92,6 +115,16 @@ class ConnectionPool:
     def idle(self) -> int:
         """How many connections wait in the pool."""
         return len(self._idle)
+
+    @property
+    def opened(self) -> int:
+        """How many connections are open (in use or idle)."""
+        return len(self._open)
+
+    @property
+    def in_use(self) -> int:
+        """How many connections carry an exchange now."""
+        return len(self._open) - len(self._idle)
 
     async def request(
         self, method: str, target: str, headers: CIMultiDict[str], body: Body
@@ -140,6 +173,9 @@ class ConnectionPool:
         Connections in flight close when their answers are released.
         """
         self.closed = True
+        if self._trimmer is not None:
+            self._trimmer.cancel()
+            self._trimmer = None
         idle = list(self._idle)
         self._idle.clear()
         for conn in idle:
@@ -184,6 +220,7 @@ class ConnectionPool:
             raise ConnectFailed(describe(exc), tls=True) from exc
         except OSError as exc:
             raise ConnectFailed(describe(exc), errno=exc.errno) from exc
+        self._open.add(conn)
         if self._check is not None:
             try:
                 self._check(transport)
@@ -228,8 +265,45 @@ class ConnectionPool:
             pump.cancel()
             conn.abort()
             return
-        if conn.finish(reuse=not self.closed):
-            self._idle[conn] = None
+        idle = self._idle
+        loop = asyncio.get_running_loop()
+        # It still counts as in use: the most at once is seen as they come back.
+        in_use = len(self._open) - len(idle)
+        if in_use > self._demand:
+            self._demand, self._demand_at = in_use, loop.time()
+        if not conn.finish(reuse=not self.closed):
+            return
+        idle[conn] = None
+        self._close_surplus(in_use - 1)
+        if self._trimmer is None and len(idle) > self._spare:
+            self._trimmer = loop.call_later(self._trim_interval, self._trim)
+
+    def _trim(self) -> None:
+        """Close the idle connections beyond recent demand, now that it has decayed."""
+        self._trimmer = None
+        if self.closed:
+            return
+        idle = self._idle
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        in_use = len(self._open) - len(idle)
+        decayed = self._demand * math.exp((self._demand_at - now) / self._decay)
+        self._demand, self._demand_at = max(decayed, in_use), now
+        self._close_surplus(in_use)
+        if len(idle) > self._spare:
+            self._trimmer = loop.call_later(self._trim_interval, self._trim)
+
+    def _close_surplus(self, in_use: int) -> None:
+        """Close the coldest idle connections beyond demand and spare."""
+        idle = self._idle
+        surplus = len(idle) + in_use - math.ceil(self._demand - _ROUNDING) - self._spare
+        while surplus > 0 and idle:
+            surplus -= 1
+            coldest = next(iter(idle))
+            del idle[coldest]
+            self._open.discard(coldest)
+            coldest.close()
 
     def _lost(self, conn: Connection) -> None:
+        self._open.discard(conn)
         self._idle.pop(conn, None)

@@ -1,0 +1,90 @@
+"""A ConnectionPool keeps idle only what recent demand needs, over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from ollana.emulator import serving
+from ollana.http import ConnectionPool
+from ollana.http.client.connection_pool import IDLE_SPARE
+from tests.support.waiting import until
+
+
+@dataclass
+class Held:
+    """A server whose answers wait for `go`; it counts the connections it has seen."""
+
+    go: asyncio.Event = field(default_factory=asyncio.Event)
+    waiting: int = 0
+    transports: set[int] = field(default_factory=set)
+    port: int = 0
+
+
+@contextlib.asynccontextmanager
+async def held_server() -> AsyncIterator[Held]:
+    state = Held()
+
+    async def handle(request: web.Request) -> web.Response:
+        state.transports.add(id(request.transport))
+        state.waiting += 1
+        await state.go.wait()
+        state.waiting -= 1
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_get("/", handle)
+    async with serving(app, "127.0.0.1", 0) as port:
+        state.port = port
+        yield state
+
+
+async def burst(pool: ConnectionPool, server: Held, count: int) -> None:
+    """`count` requests in use at once, then all answered and given back."""
+    server.go.clear()
+
+    async def one() -> None:
+        async with await pool.request("GET", "/", CIMultiDict(), None) as response:
+            await response.content.read()
+
+    tasks = [asyncio.create_task(one()) for _ in range(count)]
+    await until(lambda: server.waiting == count, f"{count} requests in use at once")
+    server.go.set()
+    await asyncio.gather(*tasks)
+
+
+async def test_a_burst_reuses_the_connections_the_last_one_left() -> None:
+    async with held_server() as server, ConnectionPool("127.0.0.1", server.port) as pool:
+        await burst(pool, server, 20)
+        assert pool.idle == 20  # recent demand was 20: all kept for now
+        await burst(pool, server, 20)
+        assert len(server.transports) == 20  # the second burst opened none
+
+
+async def test_idle_connections_beyond_recent_demand_close_as_it_decays() -> None:
+    async with (
+        held_server() as server,
+        ConnectionPool("127.0.0.1", server.port, demand_decay=0.05, trim_interval=0.02) as pool,
+    ):
+        await burst(pool, server, 20)
+        await until(lambda: pool.opened <= IDLE_SPARE, "the idle surplus closed")
+        assert pool.idle == pool.opened
+        # What stays is warm: a request now reuses one of them.
+        await burst(pool, server, 1)
+        assert len(server.transports) == 20
+
+
+async def test_a_steady_load_keeps_its_connections() -> None:
+    async with (
+        held_server() as server,
+        ConnectionPool("127.0.0.1", server.port, demand_decay=0.05, trim_interval=0.02) as pool,
+    ):
+        for _ in range(5):
+            await burst(pool, server, 3)
+        # Three at a time, again and again: never more than 3 + the spare opened.
+        assert len(server.transports) <= 3 + IDLE_SPARE
