@@ -171,9 +171,15 @@ def direct(url: str) -> Target:
 
 @contextlib.asynccontextmanager
 async def ollana_chain(
-    tmp: Path, backend_url: str, *, access_log: bool = True
+    tmp: Path,
+    backend_url: str,
+    *,
+    access_log: bool = True,
+    server_env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Target]:
     """ollana client → ollana server (mutual TLS) → backend, as two paired processes.
+
+    `server_env` adds OLLANA_* settings to the server's environment.
 
     With `access_log` (ollana's default) each request is logged at INFO; without, the
     level is WARNING, which also silences the access log.
@@ -187,7 +193,7 @@ async def ollana_chain(
         "ollana server",
         ["serve", "--mode", "server", *common, "--ollama", backend_url],
         tmp / "ollana-server.log",
-        child_env(server_home),
+        {**child_env(server_home), **(server_env or {})},
     )
     try:
         client = await Child.start(

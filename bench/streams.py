@@ -21,11 +21,19 @@ from bench.streamload import StreamResult, latencies_ns, run_streams
 
 __all__ = ["run"]
 
+# The load comes from one device: at the default share (256) streams past it would wait
+# for a connection or fail (bench.connshare measures sharing); here the cap is the total.
+DEVICE_CONNECTIONS = 1024
+
 RAMP_PER_STREAM = 0.002  # seconds between stream starts: 1,000 streams start over 2 s
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """This benchmark's options."""
+    parser.add_argument(
+        "--device-connections", type=int, default=DEVICE_CONNECTIONS,
+        help="the server's max_device_connections (the load is one device)",
+    )  # fmt: skip
     parser.add_argument(
         "--levels", default="1,100,1000", help="concurrent streams, comma-separated"
     )
@@ -44,7 +52,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         async with emulator(tmp, args.tps) as backend, contextlib.AsyncExitStack() as stack:
             targets = [
                 direct(backend.url),
-                await stack.enter_async_context(ollana_chain(tmp, backend.url)),
+                await stack.enter_async_context(
+                    ollana_chain(tmp, backend.url, server_env=_server_env(args))
+                ),
                 await stack.enter_async_context(nginx_chain(tmp, backend.port)),
             ]
             reference, _ = await run_streams(backend.url, 1, args.tokens, 0.0, _timeout(args))
@@ -99,11 +109,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "tokens_per_stream": args.tokens,
         "tokens_per_second": args.tps,
         "ramp_seconds_per_stream": args.ramp_ms / 1000,
+        "max_device_connections": args.device_connections,
         "rows": rows,
     }
     path = write_results("streams", data)
     print(f"\nwritten {path}")
     return data
+
+
+def _server_env(args: argparse.Namespace) -> dict[str, str]:
+    """One device (the load) may hold this many connections at the server (its fair share)."""
+    return {"OLLANA_LIMITS_MAX_DEVICE_CONNECTIONS": str(args.device_connections)}
 
 
 def _timeout(args: argparse.Namespace) -> float:
