@@ -126,6 +126,11 @@ class Connection(ClientProtocol):
         self.sending = False
         self._last = self._loop.time()
 
+    def rest(self) -> None:
+        """Wait in the pool for a first exchange: closed after the keep-alive time unused."""
+        self._last = self._loop.time()
+        self._arm(self._keepalive)
+
     def finish(self, *, reuse: bool) -> bool:
         """End the exchange; True when the connection stays open for another one."""
         payload = self._payload

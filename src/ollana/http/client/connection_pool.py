@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import ssl
 from collections.abc import Callable
@@ -30,9 +31,11 @@ from ollana.http.client.request import (
 from ollana.http.client.response import Response
 
 __all__ = [
-    "CLOSE_WAIT", "DEMAND_DECAY", "FETCH_ERRORS", "IDLE_SPARE", "KEEPALIVE_TIMEOUT",
-    "TRIM_INTERVAL", "Check", "ConnectionPool",
+    "AHEAD_SHARE", "CLOSE_WAIT", "DEMAND_DECAY", "FETCH_ERRORS", "IDLE_SPARE",
+    "KEEPALIVE_TIMEOUT", "PRECONNECT_BACKOFF", "TRIM_INTERVAL", "Check", "ConnectionPool",
 ]  # fmt: skip
+
+log = logging.getLogger(__name__)
 
 KEEPALIVE_TIMEOUT: Final = 60.0  # an idle connection is closed after this long unused
 CLOSE_WAIT: Final = 1.0  # close() waits this long for idle connections to end cleanly
@@ -45,6 +48,13 @@ DEMAND_DECAY: Final = 3.0
 IDLE_SPARE: Final = 2
 TRIM_INTERVAL: Final = 1.0
 _ROUNDING: Final = 0.25  # a demand that has decayed to 1.25 keeps 1 connection, not 2
+# Preconnecting (pools given a `preconnect` ceiling): while requests take connections and
+# none waits idle, this share of those in use (at least one) is opened in the background,
+# so that the next request finds a connection whose handshake is done. Requests that find
+# none connect themselves, as before: a burst pays no more than its own handshakes plus
+# this share. After a failed background connect none is tried for PRECONNECT_BACKOFF.
+AHEAD_SHARE: Final = 0.1
+PRECONNECT_BACKOFF: Final = 1.0
 
 # What `fetch_json` raises when the upstream does not give a JSON answer in time.
 FETCH_ERRORS: Final = (
@@ -78,6 +88,7 @@ class ConnectionPool:
         demand_decay: float = DEMAND_DECAY,
         idle_spare: int = IDLE_SPARE,
         trim_interval: float = TRIM_INTERVAL,
+        preconnect: int = 0,
     ) -> None:
         self.host = host
         self.port = port
@@ -98,6 +109,12 @@ class ConnectionPool:
         self._spare = idle_spare
         self._trim_interval = trim_interval
         self._trimmer: asyncio.TimerHandle | None = None
+        # The most connections open at once that preconnecting may reach (0: it never
+        # does): the server's share for one device.
+        self._preconnect = preconnect
+        self._ahead: set[asyncio.Task[None]] = set()  # background connects under way
+        self._ahead_after = 0.0  # loop time before which no background connect starts
+        self._connecting = 0  # connects under way, for requests or ahead of them
 
     def __repr__(self) -> str:
         scheme = "https" if self._ssl is not None else "http"
@@ -141,6 +158,8 @@ class ConnectionPool:
         head = encode_head(method, target, self.authority, headers, framing)
         bodiless = method == "HEAD"
         conn = self._take()
+        if self._preconnect and not self._idle:
+            self._open_ahead(0 if conn is not None else 1)
         if conn is not None:
             try:
                 return await self._exchange(conn, head, body, length, bodiless)
@@ -176,6 +195,8 @@ class ConnectionPool:
         if self._trimmer is not None:
             self._trimmer.cancel()
             self._trimmer = None
+        for task in list(self._ahead):
+            task.cancel()
         idle = list(self._idle)
         self._idle.clear()
         for conn in idle:
@@ -198,6 +219,46 @@ class ConnectionPool:
                 return conn
         return None
 
+    def _open_ahead(self, own: int) -> None:
+        """Start background connects so that idle ones cover a share of those in use.
+
+        `own` is 1 when the request being sent opens a connection of its own.
+        """
+        loop = asyncio.get_running_loop()
+        if self.closed or loop.time() < self._ahead_after:
+            return
+        in_use = len(self._open) - len(self._idle) + own
+        ahead = max(1, math.ceil(in_use * AHEAD_SHARE))
+        # Never past the server's share for this device.
+        wanted = min(
+            ahead - len(self._ahead), self._preconnect - len(self._open) - self._connecting - own
+        )
+        if wanted <= 0:
+            return
+        # Counted as demand, so that the trimmer keeps them until demand falls.
+        if in_use + ahead > self._demand:
+            self._demand, self._demand_at = in_use + ahead, loop.time()
+        for _ in range(wanted):
+            task = loop.create_task(self._connect_ahead())
+            self._ahead.add(task)
+            task.add_done_callback(self._ahead.discard)
+
+    async def _connect_ahead(self) -> None:
+        try:
+            conn = await self._connect()
+        except ConnectFailed as exc:
+            # The requests that follow connect (and fail) on their own, and say why.
+            log.debug("%s: connecting ahead failed: %s", self.label, exc)
+            self._ahead_after = asyncio.get_running_loop().time() + PRECONNECT_BACKOFF
+            return
+        if self.closed:
+            conn.close()
+            return
+        conn.rest()
+        self._idle[conn] = None
+        if self._trimmer is None and len(self._idle) > self._spare:
+            self._trimmer = asyncio.get_running_loop().call_later(self._trim_interval, self._trim)
+
     async def _connect(self) -> Connection:
         loop = asyncio.get_running_loop()
 
@@ -209,6 +270,7 @@ class ConnectionPool:
                 on_lost=self._lost,
             )
 
+        self._connecting += 1
         try:
             async with asyncio.timeout(self._connect_timeout or None):
                 transport, conn = await loop.create_connection(
@@ -220,6 +282,8 @@ class ConnectionPool:
             raise ConnectFailed(describe(exc), tls=True) from exc
         except OSError as exc:
             raise ConnectFailed(describe(exc), errno=exc.errno) from exc
+        finally:
+            self._connecting -= 1
         self._open.add(conn)
         if self._check is not None:
             try:
