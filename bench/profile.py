@@ -42,6 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="length of the recording")
     parser.add_argument("--rate", type=int, default=250, help="samples a second")
     parser.add_argument("--tag", default="", help="added to the output file names")
+    parser.add_argument("--streams", type=int, default=300, help="concurrent streams (streams)")
+    parser.add_argument("--ramp", type=float, default=0.6, help="seconds over which they start")
+    parser.add_argument(
+        "--device-connections", type=int, default=1024,
+        help="the server's max_device_connections (the load is one device)",
+    )  # fmt: skip
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -54,7 +60,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     name = f"{args.load}{'-' + args.tag if args.tag else ''}"
     with workdir(args.keep) as tmp:
         backend_cm = static_backend(tmp) if args.load == "small" else emulator(tmp, 10.0)
-        async with backend_cm as backend, ollana_chain(tmp, backend.url) as chain:
+        async with (
+            backend_cm as backend,
+            ollana_chain(tmp, backend.url, server_env=_server_env(args)) as chain,
+        ):
             records = {proc: OUT / f"{name}-{proc}.txt" for proc in chain.procs}
             spies = [
                 await _record(spy, meter.pid, records[proc], args)
@@ -65,7 +74,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 url = chain.url + "/api/version"
                 await wrk(url, connections=32, threads=2, seconds=args.seconds)
             else:
-                await run_streams(chain.url, 300, round(args.seconds * 10), 0.6, args.seconds * 4)
+                tokens = round(args.seconds * 10)
+                await run_streams(chain.url, args.streams, tokens, args.ramp, args.seconds * 4)
             for spy_proc in spies:
                 await asyncio.wait_for(spy_proc.wait(), args.seconds + 30)
     summaries = {}
@@ -76,6 +86,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         summaries[proc] = summarize(path)
         print(f"\n{proc} ({path}):\n{summaries[proc]}")
     return {"profiles": {p: str(path) for p, path in records.items()}}
+
+
+def _server_env(args: argparse.Namespace) -> dict[str, str]:
+    return {"OLLANA_LIMITS_MAX_DEVICE_CONNECTIONS": str(args.device_connections)}
 
 
 async def _record(

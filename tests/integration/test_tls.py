@@ -39,6 +39,7 @@ from ollana.identity import (
     load_identity,
 )
 from ollana.identity.tls import DevicePin, client_context
+from tests.support.waiting import until
 
 WATCH = 0.02  # seconds between polls of the device files in these tests
 WAIT = 10.0  # upper bound for events that should come at once
@@ -354,6 +355,27 @@ async def test_client_drops_pooled_connections_of_a_disabled_server(
         with pytest.raises(PeerNotAllowed):
             await get(pool, "/api/version")
     assert server.reached == [client.id]
+
+
+async def test_client_drops_every_connection_of_a_disabled_server_after_a_burst(
+    make_device: Callable[..., Awaitable[Device]],
+) -> None:
+    server, client = await make_device("server"), await make_device("client", serve=False)
+    server.allow(client)
+    client.allow(server)
+    revoked: asyncio.Queue[frozenset[str]] = asyncio.Queue()
+    client.tls.on_revoked(revoked.put_nowait)
+    count = 150  # past the size at which closed connections are swept from the table
+    async with pinned(client, server) as pool:
+        # Each answer held unread: each request on a connection of its own.
+        responses = await asyncio.gather(*(get(pool, "/api/version") for _ in range(count)))
+        for response in responses:
+            await response.content.read()
+            response.release()
+        assert pool.idle == count
+        client.store.disable(server.id)
+        assert await asyncio.wait_for(revoked.get(), WAIT) == frozenset({server.id})
+        await until(lambda: pool.opened == 0, "every connection to the disabled server closed")
 
 
 async def test_rogue_server_never_gets_a_request(

@@ -41,6 +41,7 @@ __all__ = ["Peer", "PeerRejected", "RevokedFn", "TLSManager"]
 log = logging.getLogger(__name__)
 
 RevokedFn = Callable[[frozenset[str]], None]
+_SWEEP_MIN = 64  # a device's connection table is first swept of closed ones at this size
 
 
 class PeerRejected(Exception):
@@ -87,6 +88,7 @@ class TLSManager(Service):
         self._hello = client_context(None)
         self._peers: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         self._connections: dict[str, dict[int, asyncio.Transport]] = {}
+        self._sweep_at: dict[str, int] = {}  # table size at which closed ones are swept
         self._listeners: list[RevokedFn] = []
         self._watcher: asyncio.Task[None] | None = None
         self._stale = False
@@ -249,6 +251,7 @@ class TLSManager(Service):
     def _revoke(self, revoked: frozenset[str]) -> None:
         for device_id in revoked:
             connections = self._connections.pop(device_id, {})
+            self._sweep_at.pop(device_id, None)
             log.info(
                 "device %s disabled: closing %d connection(s)",
                 short_device_id(device_id),
@@ -263,9 +266,11 @@ class TLSManager(Service):
                 log.exception("an on_revoked listener failed")
 
     def _track(self, device_id: str, transport: asyncio.Transport) -> None:
-        # Closed connections are dropped whenever this device connects again.
-        live = {
-            key: t for key, t in self._connections.get(device_id, {}).items() if not t.is_closing()
-        }
-        live[id(transport)] = transport
-        self._connections[device_id] = live
+        tracked = self._connections.setdefault(device_id, {})
+        tracked[id(transport)] = transport
+        # Closed connections are swept when the table has doubled since the last sweep:
+        # a burst of N connections costs O(N), not O(N²).
+        if len(tracked) >= self._sweep_at.get(device_id, _SWEEP_MIN):
+            live = {key: t for key, t in tracked.items() if not t.is_closing()}
+            self._connections[device_id] = live
+            self._sweep_at[device_id] = max(_SWEEP_MIN, 2 * len(live))
