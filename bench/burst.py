@@ -109,7 +109,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     r["chunk_p99_ms"],
                     r["added_chunk_p99_ms"],
                     per_process(r["cpu_s"]),
-                    r["interference_max"],
+                    r["interference"],
                 )
                 for r in rows
             ],
@@ -208,7 +208,7 @@ def _medians(
                 "of": level,
                 "lost_chunks": max(b["lost_chunks"] for b in mine),
                 "reordered": max(b["reordered"] for b in mine),
-                "interference_max": max(b["interference"] for b in mine),
+                "interference": max(b["interference"] for b in mine),
                 "cpu_s": {
                     p: round(median(b["cpu_s"][p] for b in mine), 2) for p in mine[0]["cpu_s"]
                 },

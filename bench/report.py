@@ -97,6 +97,24 @@ def _streams(data: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def _burst(data: dict[str, Any]) -> list[list[str]]:
+    by = {(r["streams"], r["target"]): r for r in data["rows"]}
+    rows = []
+    for level in dict.fromkeys(r["streams"] for r in data["rows"]):
+        d, o, n = (by.get((level, t), {}) for t in ("direct", "ollana", "nginx"))
+        name = f"burst of {level:,} (started within {data.get('spread_ms', 1):g} ms)"
+        added = ("added_ttft_p50_ms", "added_ttft_p99_ms", " ms")
+        rows += [
+            [f"{name}: complete", *(f"{r['ok']}/{r['of']}" if r else "—" for r in (d, o, n)), ""],
+            [f"{name}: added time to first token p50 / p99", "—", _pair(o, *added),
+             _pair(n, *added), _ratio(o.get("added_ttft_p50_ms"), n.get("added_ttft_p50_ms"))],
+            [f"{name}: per-chunk latency p99", _fmt(d.get("chunk_p99_ms"), " ms"),
+             _fmt(o.get("chunk_p99_ms"), " ms"), _fmt(n.get("chunk_p99_ms"), " ms"),
+             _ratio(o.get("chunk_p99_ms"), n.get("chunk_p99_ms"))],
+        ]  # fmt: skip
+    return rows
+
+
 def _n(level: int) -> str:
     return f"{level:,} stream" + ("" if level == 1 else "s")
 
@@ -187,6 +205,7 @@ def render() -> str:
         ("small", _small),
         ("small-no-access-log", _small),
         ("streams", _streams),
+        ("burst", _burst),
         ("large", _large),
         ("idle", _idle),
     ]
