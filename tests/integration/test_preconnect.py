@@ -97,6 +97,21 @@ async def test_nothing_is_opened_ahead_past_the_ceiling() -> None:
         await asyncio.gather(*tasks)
 
 
+async def test_a_burst_opens_no_more_than_its_own_connections_and_one_ahead() -> None:
+    connects = Connects()
+    async with (
+        held_server() as server,
+        ConnectionPool("127.0.0.1", server.port, check=connects, preconnect=100) as pool,
+    ):
+        tasks = [asyncio.create_task(one(pool)) for _ in range(20)]
+        await until(lambda: server.waiting == 20, "twenty in use")
+        # The first request, finding the pool idle, opened one ahead; the rest found
+        # requests connecting and opened none.
+        assert len(connects.ports) <= 21
+        server.go.set()
+        await asyncio.gather(*tasks)
+
+
 async def test_a_pool_without_a_ceiling_opens_nothing_ahead() -> None:
     connects = Connects()
     async with (

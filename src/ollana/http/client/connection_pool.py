@@ -51,8 +51,9 @@ _ROUNDING: Final = 0.25  # a demand that has decayed to 1.25 keeps 1 connection,
 # Preconnecting (pools given a `preconnect` ceiling): while requests take connections and
 # none waits idle, this share of those in use (at least one) is opened in the background,
 # so that the next request finds a connection whose handshake is done. Requests that find
-# none connect themselves, as before: a burst pays no more than its own handshakes plus
-# this share. After a failed background connect none is tried for PRECONNECT_BACKOFF.
+# none connect themselves, as before, and while any does none is opened ahead: a burst
+# pays its own handshakes and no more. After a failed background connect none is tried
+# for PRECONNECT_BACKOFF.
 AHEAD_SHARE: Final = 0.1
 PRECONNECT_BACKOFF: Final = 1.0
 
@@ -226,6 +227,10 @@ class ConnectionPool:
         """
         loop = asyncio.get_running_loop()
         if self.closed or loop.time() < self._ahead_after:
+            return
+        if self._connecting > len(self._ahead):
+            # Requests are connecting themselves: the pool is behind (a burst), and more
+            # handshakes now would only take CPU from theirs.
             return
         in_use = len(self._open) - len(self._idle) + own
         ahead = max(1, math.ceil(in_use * AHEAD_SHARE))
