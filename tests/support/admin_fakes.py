@@ -49,6 +49,8 @@ class FakeWatch:
     up: bool = True
     version: str | None = "0.5.7"
     since: float = 0.0
+    models: tuple[str, ...] = ("llama3.2:latest", "qwen2.5:0.5b")
+    loaded: tuple[str, ...] = ("llama3.2:latest",)
 
 
 @dataclasses.dataclass(frozen=True)
