@@ -130,10 +130,14 @@ class Activity:
         prompt_tokens: int = 0,
         generated_tokens: int = 0,
         cause: str = "",
+        tally: bool = True,
     ) -> None:
-        """Count one request that ended; `key` "" is a request no server or device took."""
+        """Count one request that ended; `key` "" is a request no server or device took.
+
+        `tally` False: only an error is kept (a server's health probes are no usage).
+        """
         error = status >= 400
-        if key:
+        if key and tally:
             counts = self._keys.get(key)
             if counts is None:
                 if len(self._keys) >= MAX_KEYS:
@@ -146,7 +150,7 @@ class Activity:
             counts.last = time.monotonic()
             if latency is not None:
                 counts.latency[bucket_of(latency)] += 1
-        if model:
+        if model and tally:
             if model not in self._models and len(self._models) >= MAX_MODELS:
                 model = OTHER
             self._models[model] = self._models.get(model, 0) + 1

@@ -164,7 +164,7 @@ class ServerProxy:
                 cause = "the answer broke off (Ollama's stream ended, or the client went away)"
             self._activity(
                 request, request.get(PEER_DEVICE, ""), status, latency=latency, usage=usage,
-                cause=cause,
+                cause=cause, tally=device is not None,
             )  # fmt: skip
             if device is not None:
                 self._account(device, status, usage, began)
@@ -179,10 +179,12 @@ class ServerProxy:
         latency: float | None = None,
         usage: Usage | None = None,
         cause: str = "",
+        tally: bool = True,
     ) -> None:
         """What the dashboard shows: rates, latency and tokens per device, the last errors.
 
         `device` "" is a peer without a certificate; None a request no device was let make.
+        `tally` False (not inference: lists, probes): only an error is kept.
         """
         if self._metrics is None:
             return
@@ -192,7 +194,7 @@ class ServerProxy:
             "" if device is None else device or ANONYMOUS, status=status,
             route=route_label(request.path), model=model, latency=latency,
             prompt_tokens=usage.prompt_tokens, generated_tokens=usage.generated_tokens,
-            cause=cause,
+            cause=cause, tally=tally,
         )  # fmt: skip
 
     def _account(self, device: str, status: int, usage: Usage, began: float) -> None:
