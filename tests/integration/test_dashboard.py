@@ -24,7 +24,7 @@ import aiohttp
 import pytest
 
 from ollana.admin import AdminListener, create_admin_app
-from ollana.cluster.pool import ServerState
+from ollana.cluster.server import ServerState
 from ollana.config import HostPort, Settings
 from ollana.metrics import Metrics
 from ollana.wake import RememberedServer

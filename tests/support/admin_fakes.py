@@ -6,7 +6,7 @@ import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 
-from ollana.cluster.pool import ServerSnapshot, ServerState
+from ollana.cluster.server import ServerSnapshot, ServerState
 from ollana.config import Settings
 from ollana.discovery import DiscoveryStats
 from ollana.identity import SeenDevice

@@ -83,7 +83,7 @@ from collections.abc import Mapping, Sequence
 from typing import Final, Protocol
 
 from ollana import __version__
-from ollana.cluster.pool import ServerSnapshot
+from ollana.cluster.server import ServerSnapshot
 from ollana.config import HostPort, Settings
 from ollana.identity import SeenDevice
 from ollana.metrics import Metrics
