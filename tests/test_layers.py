@@ -22,7 +22,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"metrics"}),
     frozenset({"discovery", "identity", "emulator", "local_ollama", "usage"}),
     frozenset({"http"}),
-    frozenset({"ollama_api", "config", "lifecycle", "logs"}),
+    frozenset({"ollama_api", "config", "lifecycle", "logs", "activity"}),
     frozenset({"filemodes", "__init__"}),
 )
 RANK = {name: index for index, layer in enumerate(LAYERS) for name in layer}

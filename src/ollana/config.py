@@ -150,6 +150,7 @@ class Timings:
     hello_retry_first: float = 0.1
     hello_retry_max: float = 1.0
     hello_retry_refused: float = 3.0
+    history_interval: float = 5.0  # between samples of the dashboard's 15-minute history
 
 
 @dataclass(frozen=True, slots=True)

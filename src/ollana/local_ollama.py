@@ -16,7 +16,7 @@ from yarl import URL
 
 from ollana.config import HostPort
 from ollana.http import FETCH_ERRORS, ConnectionPool, is_ollana
-from ollana.ollama_api import TAGS_PATH, VERSION_PATH, model_names
+from ollana.ollama_api import PS_PATH, TAGS_PATH, VERSION_PATH, model_names
 
 __all__ = [
     "DETECT_TIMEOUT",
@@ -107,6 +107,7 @@ class OllamaWatch:
         self.up = False
         self.version: str | None = None
         self.models: tuple[str, ...] = ()
+        self.loaded: tuple[str, ...] = ()  # in memory (/api/ps): for the dashboard only
         self.since = time.monotonic()
 
     async def run(self) -> None:
@@ -117,6 +118,7 @@ class OllamaWatch:
                 info = await probe_ollama(self.url, self.timeout, pool)
                 up = info.reachable and not info.is_ollana
                 models = await self._models(pool) if up else ()
+                self.loaded = await self._models(pool, PS_PATH, self.loaded) if up else ()
                 if (up, info.version, models) != (self.up, self.version, self.models):
                     if up != self.up:
                         log.info("Ollama at %s is %s", self.url, "up" if up else "down")
@@ -128,12 +130,14 @@ class OllamaWatch:
         finally:
             await asyncio.shield(pool[0].close())
 
-    async def _models(self, pool: tuple[ConnectionPool, str]) -> tuple[str, ...]:
+    async def _models(
+        self, pool: tuple[ConnectionPool, str], path: str = TAGS_PATH, known: tuple[str, ...] = ()
+    ) -> tuple[str, ...]:
         upstream, prefix = pool
         try:
-            _, _, body = await _get(upstream, prefix + TAGS_PATH, self.timeout)
+            _, _, body = await _get(upstream, prefix + path, self.timeout)
         except FETCH_ERRORS:
-            return self.models
+            return known if path != TAGS_PATH else self.models
         return tuple(sorted(model_names(body)))
 
 

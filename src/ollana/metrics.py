@@ -41,6 +41,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from ollana import __version__
+from ollana.activity import Activity
 from ollana.discovery import DiscoveryStats
 from ollana.ollama_api import ENDPOINTS, OTHER_ROUTE
 
@@ -162,6 +163,7 @@ class Metrics:
 
     def __init__(self, *, process: bool = True) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
+        self.activity = Activity()
         reg = self.registry
         self._requests = Counter(
             "ollana_requests", "Requests answered, by route, HTTP status and server.",

@@ -21,7 +21,7 @@ from typing import Any, TypeVar, cast
 import aiohttp
 from aiohttp import web
 
-from ollana.cluster.pool import ServerState
+from ollana.cluster.server import ServerState
 from ollana.config import Settings, load_settings
 from ollana.demo import pair
 from ollana.discovery import DecodeError, Message, decode

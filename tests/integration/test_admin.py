@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ollana.admin import AdminListener, create_admin_app, status_document
 from ollana.cli import main
-from ollana.cluster.pool import ServerSnapshot, ServerState
+from ollana.cluster.server import ServerSnapshot, ServerState
 from ollana.config import HostPort, Settings
 from ollana.http.listener import ListenError
 from ollana.identity import SeenDevice

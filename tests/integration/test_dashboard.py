@@ -8,6 +8,7 @@ while the page runs, and reads every console message and uncaught exception.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
@@ -23,12 +24,13 @@ import aiohttp
 import pytest
 
 from ollana.admin import AdminListener, create_admin_app
-from ollana.cluster.pool import ServerState
-from ollana.config import HostPort
+from ollana.cluster.server import ServerState
+from ollana.config import HostPort, Settings
 from ollana.metrics import Metrics
 from ollana.wake import RememberedServer
 from tests.integration.test_status_live import address, admin_of, chat, cluster
 from tests.support.admin_fakes import FakePool, FakeSource, FakeWatch, snapshot
+from tests.support.waiting import until_read
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -41,7 +43,7 @@ DEVTOOLS = re.compile(r"DevTools listening on (ws://\S+)")
 FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run",
-    "--disable-default-apps", "--mute-audio", "--window-size=1280,1000",
+    "--disable-default-apps", "--mute-audio", "--window-size=1366,1000",
     "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1",
 )  # fmt: skip
 
@@ -135,6 +137,20 @@ class Page:
         except TimeoutError:
             body = await self.evaluate("document.body ? document.body.innerText : ''")
             raise AssertionError(f"page never reached {condition!r}; it shows:\n{body}") from None
+
+    async def screenshot(self, name: str, fallback: Path) -> Path:
+        """A PNG of the whole page, in $OLLANA_SCREENSHOTS (else `fallback`), to look at."""
+        folder = Path(os.environ.get("OLLANA_SCREENSHOTS") or fallback)
+        folder.mkdir(parents=True, exist_ok=True)
+        size = (await self.send("Page.getLayoutMetrics"))["cssContentSize"]
+        clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
+        shot = await self.send(
+            "Page.captureScreenshot", format="png", captureBeyondViewport=True, clip=clip
+        )
+        path = folder / f"{name}.png"
+        path.write_bytes(base64.b64decode(shot["data"]))
+        assert path.read_bytes().startswith(b"\x89PNG")
+        return path
 
     async def close(self) -> None:
         self._reader.cancel()
@@ -239,6 +255,46 @@ async def test_dashboard_follows_a_running_cluster(tmp_path: Path) -> None:
         loaded = await page.evaluate(f"{row(first.device_id)}.querySelector('.chip').textContent")
         assert loaded == "llama3.2:latest"
 
+        # Per server: its request rate, latency percentiles and tokens, and a sparkline.
+        first_row = row(first.device_id)
+        await page.wait_for(f"/[1-9]/.test({first_row}.querySelector('td.rate').textContent)")
+        await page.wait_for("Number(document.getElementById('spark').dataset.points) >= 2")
+        latency = await page.evaluate(f"{first_row}.querySelector('td.latency').textContent")
+        assert re.fullmatch(r"[\d.]+( m?s)? · [\d.]+ m?s", latency), latency
+        tokens = await page.evaluate(f"{first_row}.querySelector('td.tokens').textContent")
+        assert float(tokens) > 0
+        assert await page.evaluate(
+            "document.querySelectorAll('#spark polyline').length === 1"
+            " && document.querySelector('#spark polyline').getAttribute('points').split(' ')"
+            ".length >= 2"
+        )
+        assert (
+            await page.evaluate(
+                "document.querySelector('#models tr[data-model=\"llama3.2:latest\"] td.num')"
+                ".textContent"
+            )
+            == "3"
+        )
+
+        # Usage per server, once the store has written it: the first paint shows it, and the
+        # rates of the minutes before.
+        client_usage = running.client.usage
+        assert client_usage is not None
+        client_usage.flush_soon()
+        await until_read(
+            lambda: usage_rows(session, running.client), lambda rows: rows, "usage written"
+        )
+        await page.navigate(admin_of(running.client).url)
+        usage_row = f"document.querySelector('#usage tr[data-device=\"{first.device_id}\"]')"
+        await page.wait_for(f"{usage_row} !== null")
+        assert await page.evaluate(f"{usage_row}.querySelector('td.requests').textContent") == "3"
+        assert (
+            await page.evaluate(f"Number({usage_row}.querySelector('svg.requests').dataset.points)")
+            == 1
+        )  # today
+        assert await page.evaluate("document.getElementById('rate').textContent") != "–"
+        await page.screenshot("client-mode", tmp_path / "shots")
+
         # A server dies: the client's probes find it down, and the page follows.
         await first.close()
         await page.wait_for(f"{row(first.device_id)}.dataset.state === 'down'")
@@ -323,4 +379,76 @@ async def test_client_page_lists_sleeping_servers(tmp_path: Path) -> None:
         await page.wait_for("!document.getElementById('sleeping-section').hidden")
         text = await page.evaluate("document.getElementById('sleeping').innerText")
         assert "gpu-box" in text and "aa:bb:cc:dd:ee:ff" in text and "never" in text
+        assert page.errors == [] and page.network_errors == []
+
+
+async def usage_rows(session: aiohttp.ClientSession, mode: Any) -> list[Any]:
+    async with session.get(admin_of(mode).url + "usage?by=day&since=1d") as response:
+        assert response.status == 200
+        rows: list[Any] = (await response.json())["rows"]
+        return rows
+
+
+async def test_server_page_shows_its_devices_models_and_usage(tmp_path: Path) -> None:
+    async with (
+        cluster(tmp_path) as running,
+        aiohttp.ClientSession() as session,
+        chromium(tmp_path / "profile") as page,
+    ):
+        first = running.servers[0]
+        for _ in range(2):
+            await chat(session, running.url)
+        first_usage = first.usage
+        assert first_usage is not None
+        first_usage.flush_soon()
+        await until_read(lambda: usage_rows(session, first), lambda rows: rows, "usage written")
+        await page.navigate(admin_of(first).url)
+        device = running.client.device_id
+        device_row = f"document.querySelector('#devices tr[data-device=\"{device}\"]')"
+        await page.wait_for(f"{device_row} !== null")
+        assert await page.evaluate(f"{device_row}.querySelector('td.requests').textContent") == "2"
+        shown = await page.evaluate(f"{device_row}.innerText")
+        assert device[:8] in shown
+        assert await page.evaluate(f"{device_row}.dataset.active") == "yes"  # connected now
+        assert await page.evaluate("document.getElementById('servers-section').hidden")
+
+        # Its own Ollama's models: installed, and the one the chats loaded.
+        await page.wait_for(
+            "document.querySelector('#models tr[data-model=\"llama3.2:latest\"] .chip.loaded')"
+            " !== null"
+        )
+        models = await page.evaluate(
+            "[...document.querySelectorAll('#models tr')].map(r => r.dataset.model).sort()"
+        )
+        assert models == ["llama3.2:latest", "qwen2.5:0.5b"]
+
+        # Usage per device using it: the client's row.
+        usage_row = f"document.querySelector('#usage tr[data-device=\"{device}\"]')"
+        await page.wait_for(f"{usage_row} !== null")
+        assert await page.evaluate(f"{usage_row}.querySelector('td.requests').textContent") == "2"
+        assert await page.evaluate("document.getElementById('errors-empty').hidden") is False
+        await page.screenshot("server-mode", tmp_path / "shots")
+        assert page.errors == [] and page.network_errors == []
+
+
+async def test_page_lists_the_last_errors_and_says_discovery_is_off(tmp_path: Path) -> None:
+    source = FakeSource(pool=FakePool([]), settings=Settings(discovery=False))
+    metrics = Metrics()
+    cause = "no ollana server is available: discovery is off and no --server is configured"
+    metrics.activity.finished("", status=503, route="/api/chat", model="llama3.2", cause=cause)
+    metrics.activity.finished("ab" * 32, status=404, route="/api/chat", latency=0.01)
+    async with AdminListener(
+        create_admin_app(source, metrics), HostPort("127.0.0.1", 0)
+    ) as listener, chromium(tmp_path / "profile") as page:  # fmt: skip
+        await page.navigate(listener.url)
+        await page.wait_for("document.querySelectorAll('#errors-list tr').length === 2")
+        rows = await page.evaluate(
+            "[...document.querySelectorAll('#errors-list tr')].map(r => r.innerText)"
+        )
+        assert "404" in rows[0] and "abababab" in rows[0]  # the newest first
+        assert "503" in rows[1] and cause in rows[1] and "no server" in rows[1]
+        empty = await page.evaluate("document.getElementById('servers-empty').textContent")
+        assert "discovery is off" in empty and "waiting" not in empty
+        assert "no discovery" in await page.evaluate("document.getElementById('flags').textContent")
+        await page.screenshot("errors-no-discovery", tmp_path / "shots")
         assert page.errors == [] and page.network_errors == []

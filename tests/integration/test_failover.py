@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from ollana.cluster.pool import ServerState
+from ollana.cluster.server import ServerState
 from ollana.discovery import Announce, Goodbye, Query, interface_broadcasts
 from ollana.emulator import EmulatorConfig, create_app, serving
 from ollana.modes import ClientMode

@@ -39,6 +39,7 @@ FIRST_PRIORITY = 10  # requests go to the first server while it is up
 FAST_PROBES = 0.1
 # Probes that never come during a test: only a failed request can find a server gone.
 NO_PROBES = 3600.0
+HISTORY_INTERVAL = 0.2  # the dashboard's samples: several within a test
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -69,6 +70,7 @@ async def cluster(root: Path, *, probe_interval: float = FAST_PROBES) -> AsyncIt
     client_home = root / "client"
     timings: dict[str, object] = {
         "timings.probe_interval": str(probe_interval), "timings.probe_timeout": "1",
+        "timings.history_interval": str(HISTORY_INTERVAL),
     }  # fmt: skip
     async with contextlib.AsyncExitStack() as stack:
         urls: list[str] = []

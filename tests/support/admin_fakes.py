@@ -6,7 +6,7 @@ import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 
-from ollana.cluster.pool import ServerSnapshot, ServerState
+from ollana.cluster.server import ServerSnapshot, ServerState
 from ollana.config import Settings
 from ollana.discovery import DiscoveryStats
 from ollana.identity import SeenDevice
@@ -49,6 +49,8 @@ class FakeWatch:
     up: bool = True
     version: str | None = "0.5.7"
     since: float = 0.0
+    models: tuple[str, ...] = ("llama3.2:latest", "qwen2.5:0.5b")
+    loaded: tuple[str, ...] = ("llama3.2:latest",)
 
 
 @dataclasses.dataclass(frozen=True)

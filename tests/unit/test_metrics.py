@@ -11,7 +11,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from ollana.admin.status import totals
-from ollana.cluster.pool import ServerSnapshot, ServerState
+from ollana.cluster.server import ServerSnapshot, ServerState
 from ollana.metrics import MAX_LABEL_VALUES, NO_SERVER, OTHER, Metrics
 from ollana.ollama_api import route_label
 from tests.support.admin_fakes import FakeDiscovery, FakePool, snapshot

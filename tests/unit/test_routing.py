@@ -7,8 +7,8 @@ import json
 import pytest
 
 from ollana.cluster.models import Route, inspect_request
-from ollana.cluster.pool import Server, ServerState
 from ollana.cluster.router import order
+from ollana.cluster.server import Server, ServerState
 from ollana.config import HostPort
 from ollana.ollama_api import normalize_model
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from ollana.cluster.pool import Pool, Server
+from ollana.cluster.pool import Pool
 from ollana.cluster.router import NoServerError
+from ollana.cluster.server import Server
 from ollana.config import Settings
 from ollana.http.client import ConnectionPool
 from ollana.wake import ServerMemory, Waker, wake_destinations

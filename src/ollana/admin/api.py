@@ -1,5 +1,5 @@
-"""The admin HTTP API: /healthz, /status, /metrics, /usage, /pairing and the dashboard page
-at /.
+"""The admin HTTP API: /healthz, /status, /metrics, /history, /usage, /pairing and the
+dashboard page at /.
 
 Loopback by default. No CORS headers are sent, so other origins cannot read it from a
 browser; the Host header is checked as on the local endpoint, so that a web page cannot
@@ -26,6 +26,7 @@ from typing import Final
 
 from aiohttp import web
 
+from ollana.admin.history import SAMPLE_INTERVAL, HistorySampler
 from ollana.admin.status import StatusSource, status_document
 from ollana.admin.usage import BY, DEFAULT_SINCE, parse_since, usage_document
 from ollana.config import HostPort
@@ -65,9 +66,17 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def create_admin_app(
-    source: StatusSource, metrics: Metrics, *, pairing: PairingDesk | None = None
+    source: StatusSource,
+    metrics: Metrics,
+    *,
+    pairing: PairingDesk | None = None,
+    history_interval: float = SAMPLE_INTERVAL,
 ) -> web.Application:
-    """The admin application of one running mode (`pairing`: server mode's desk)."""
+    """The admin application of one running mode (`pairing`: server mode's desk).
+
+    It samples the mode's activity for /history while it runs, every `history_interval`.
+    """
+    sampler = HistorySampler(metrics.activity, interval=history_interval)
     page = resources.files(__package__).joinpath(DASHBOARD).read_text(encoding="utf-8")
     token = secrets.token_urlsafe(32)
     page = page.replace(_TOKEN_META, _TOKEN_META.replace('content=""', f'content="{token}"'))
@@ -99,6 +108,10 @@ def create_admin_app(
             log.exception("status document failed")
             return _json(500, {"error": f"status unavailable: {exc!r}"})
         return _json(200, document)
+
+    async def history(request: web.Request) -> web.Response:
+        names = await asyncio.to_thread(source.device_names)
+        return _json(200, sampler.document(names))
 
     async def metrics_text(request: web.Request) -> web.Response:
         return web.Response(body=metrics.render(), headers={"Content-Type": metrics.content_type})
@@ -175,6 +188,16 @@ def create_admin_app(
     app.router.add_post("/pairing", pairing_open)
     app.router.add_post("/nearby/dismiss", dismiss)
     app.router.add_get("/usage", usage)
+    app.router.add_get("/history", history)
+
+    async def start_sampling(app: web.Application) -> None:
+        await sampler.start()
+
+    async def stop_sampling(app: web.Application) -> None:
+        await sampler.close()
+
+    app.on_startup.append(start_sampling)
+    app.on_cleanup.append(stop_sampling)
     return app
 
 

@@ -21,7 +21,8 @@
 
 ``ollama`` (server mode)::
 
-    {"url": "http://127.0.0.1:11434", "up": true, "version": "0.5.7", "since_seconds": 30.1}
+    {"url": "http://127.0.0.1:11434", "up": true, "version": "0.5.7", "since_seconds": 30.1,
+     "models": ["llama3.2:latest"], "loaded": ["llama3.2:latest"]}  # installed, in memory
 
 Each of ``servers`` (sorted by address)::
 
@@ -82,7 +83,7 @@ from collections.abc import Mapping, Sequence
 from typing import Final, Protocol
 
 from ollana import __version__
-from ollana.cluster.pool import ServerSnapshot
+from ollana.cluster.server import ServerSnapshot
 from ollana.config import HostPort, Settings
 from ollana.identity import SeenDevice
 from ollana.metrics import Metrics
@@ -120,6 +121,16 @@ class OllamaView(Protocol):
     @property
     def since(self) -> float:
         """time.monotonic() of the last change of `up`."""
+        ...
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The models it has installed (/api/tags)."""
+        ...
+
+    @property
+    def loaded(self) -> tuple[str, ...]:
+        """The models it has in memory (/api/ps)."""
         ...
 
 
@@ -279,6 +290,8 @@ def _ollama(ollama: OllamaView | None, now: float) -> dict[str, object] | None:
         "up": ollama.up,
         "version": ollama.version,
         "since_seconds": round(max(0.0, now - ollama.since), 3),
+        "models": list(ollama.models),
+        "loaded": list(ollama.loaded),
     }
 
 

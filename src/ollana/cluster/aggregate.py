@@ -13,9 +13,10 @@ from typing import Any, Final
 from aiohttp import web
 
 from ollana.cluster.models import Route
-from ollana.cluster.pool import Pool, Server
+from ollana.cluster.pool import Pool
 from ollana.cluster.rawlist import raw_items
 from ollana.cluster.router import Router
+from ollana.cluster.server import Server
 from ollana.http import PIN_HEADER, error_response, json_response
 from ollana.http.client import FETCH_ERRORS
 from ollana.ollama_api import PS_PATH, TAGS_PATH, V1_MODELS_PATH, model_names, normalize_model

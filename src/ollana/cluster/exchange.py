@@ -8,7 +8,8 @@ from ollana.http import Response
 
 if TYPE_CHECKING:
     from ollana.cluster.models import Route
-    from ollana.cluster.pool import Pool, Server
+    from ollana.cluster.pool import Pool
+    from ollana.cluster.server import Server
     from ollana.metrics import Metrics
 
 __all__ = ["Exchange"]

@@ -16,7 +16,8 @@ from multidict import CIMultiDict
 
 from ollana.cluster.exchange import Exchange
 from ollana.cluster.models import Route
-from ollana.cluster.pool import Pool, Server, ServerState
+from ollana.cluster.pool import Pool
+from ollana.cluster.server import Server, ServerState
 from ollana.http import UpstreamError, open_upstream
 from ollana.http.client import Response
 from ollana.http.relay import CROWDED

@@ -63,6 +63,17 @@ def broadcast_address(address: str, prefixlen: int) -> str | None:
     return str(iface.network.broadcast_address)
 
 
+def _interface_names() -> list[str] | None:
+    """The names of this host's network interfaces; None where they cannot be read."""
+    if not _IOCTLS or not hasattr(socket, "if_nameindex"):
+        return None
+    try:
+        return [name for _, name in socket.if_nameindex()]
+    except OSError as exc:
+        log.debug("cannot list network interfaces: %s", exc)
+        return None
+
+
 def interface_broadcasts() -> tuple[str, ...]:
     """Directed broadcast addresses of every up, non-loopback IPv4 interface of this host.
 
@@ -70,12 +81,8 @@ def interface_broadcasts() -> tuple[str, ...]:
     elsewhere (Windows) none are known and discovery relies on the limited broadcast and on
     configured targets.
     """
-    if not _IOCTLS or not hasattr(socket, "if_nameindex"):
-        return ()
-    try:
-        names = [name for _, name in socket.if_nameindex()]
-    except OSError as exc:
-        log.debug("cannot list network interfaces: %s", exc)
+    names = _interface_names()
+    if names is None:
         return ()
     found: list[str] = []
     for flags, address, prefixlen in _interfaces(names):
@@ -89,12 +96,8 @@ def interface_broadcasts() -> tuple[str, ...]:
 
 def interface_networks() -> tuple[ipaddress.IPv4Network, ...] | None:
     """The IPv4 subnets of every up interface, loopback included; None where unknown."""
-    if not _IOCTLS or not hasattr(socket, "if_nameindex"):
-        return None
-    try:
-        names = [name for _, name in socket.if_nameindex()]
-    except OSError as exc:
-        log.debug("cannot list network interfaces: %s", exc)
+    names = _interface_names()
+    if names is None:
         return None
     networks = (
         ipaddress.IPv4Interface(f"{address}/{prefixlen}").network
@@ -151,12 +154,8 @@ class Interface:
 def interfaces() -> tuple[Interface, ...]:
     """Every up, non-loopback IPv4 interface of this host that has a broadcast address,
     with its MAC address (Linux; "" elsewhere, for now)."""
-    if not _IOCTLS or not hasattr(socket, "if_nameindex"):
-        return ()
-    try:
-        names = [name for _, name in socket.if_nameindex()]
-    except OSError as exc:
-        log.debug("cannot list network interfaces: %s", exc)
+    names = _interface_names()
+    if names is None:
         return ()
     found: list[Interface] = []
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:

@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from ollana.cluster.aggregate import Aggregator
-from ollana.cluster.pool import Pool, Server
+from ollana.cluster.pool import Pool
 from ollana.cluster.router import Router
+from ollana.cluster.server import Server
 from ollana.config import HostPort, Settings
 from ollana.discovery import Announce, Goodbye, Message, Query
 from ollana.http import bare_response

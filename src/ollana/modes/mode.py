@@ -63,6 +63,7 @@ class Mode:
                     self,  # type: ignore[arg-type]
                     self.metrics,
                     pairing=self.pairing,
+                    history_interval=self.settings.timings.history_interval,
                 )
                 listener = AdminListener(app, self.settings.admin_listen)
                 self.admin = await self._stack.enter_async_context(listener)

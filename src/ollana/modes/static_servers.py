@@ -26,7 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from ollana.cluster.pool import Pool, Server, ServerState
+from ollana.cluster.pool import Pool
+from ollana.cluster.server import Server, ServerState
 from ollana.config import HostPort, Timings
 from ollana.http import FETCH_ERRORS, ConnectFailed, ConnectionClosed, describe
 from ollana.identity import HelloError, StoreError, TLSManager, introduce_to, short_device_id

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import aiohttp
 from aiohttp import hdrs, web
@@ -29,7 +29,7 @@ from ollana.http.guard import LocalGuard
 from ollana.logs import access_log
 from ollana.metrics import NO_SERVER
 from ollana.ollama_api import RESPONSES_PATH, route_label
-from ollana.usage import METERED_PATHS, UsageMeter, UsageStore
+from ollana.usage import METERED_PATHS, Usage, UsageMeter, UsageStore
 
 __all__ = ["ClientProxy"]
 
@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
+# Why an answer ended with 599: what the dashboard's list of errors says.
+BROKE_OFF: Final = "the answer broke off (the server's stream ended, or the app went away)"
 
 # A local handler answers some requests itself (guard refusals, merged lists); None passes on.
 LocalHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse | None]]
@@ -74,6 +77,8 @@ class ClientProxy:
         if response is None:
             return await self._forward(request, extra, started)
         self._finished(request, response.status, NO_SERVER, started)
+        if response.status >= 400:
+            self._activity("", request, response.status, model="")
         return response
 
     async def _local_answer(
@@ -137,14 +142,17 @@ class ClientProxy:
             )
         except NoServerError as exc:
             self._finished(request, exc.status, NO_SERVER, started)
+            self._activity("", request, exc.status, model=route.model or "", cause=str(exc))
             return error_response(exc.status, str(exc), extra)
         upstream = exchange.response
         assert upstream is not None
         status = upstream.status
+        latency = time.perf_counter() - started
         label = extra[PIN_HEADER] = exchange.server.label
         meter: UsageMeter | None = None
         on_chunk: Callable[[bytes], None] | None = None
-        if self._usage is not None and request.method == "POST" and request.path in METERED_PATHS:
+        metered = self._usage is not None or self._metrics is not None
+        if metered and request.method == "POST" and request.path in METERED_PATHS:
             meter = UsageMeter(upstream.content_type)  # this device's own usage, per server
             on_chunk = meter.feed
         if route.path == RESPONSES_PATH and status == 200:
@@ -163,16 +171,41 @@ class ClientProxy:
         finally:
             exchange.finish(status)
             self._finished(request, status, label, started)
+            usage = meter.result() if meter is not None else Usage()
+            server = exchange.server
+            self._activity(
+                server.key, request, status, model=route.model or usage.model, latency=latency,
+                usage=usage, cause=BROKE_OFF if status == 599 else "",
+            )  # fmt: skip
             if meter is not None and self._usage is not None:
-                usage = meter.result()
                 seconds = usage.eval_seconds or usage.total_seconds
-                server = exchange.server
                 self._usage.record(
                     server.device_id or server.label, usage.model,
                     prompt_tokens=usage.prompt_tokens, generated_tokens=usage.generated_tokens,
                     seconds=seconds if seconds is not None else time.perf_counter() - began,
                     error=status >= 400 or usage.error,
                 )  # fmt: skip
+
+    def _activity(
+        self,
+        key: str,
+        request: web.BaseRequest,
+        status: int,
+        *,
+        model: str,
+        latency: float | None = None,
+        usage: Usage | None = None,
+        cause: str = "",
+    ) -> None:
+        """What the dashboard shows: rates, latency and tokens per server, the last errors."""
+        if self._metrics is None:
+            return
+        usage = usage or Usage()
+        self._metrics.activity.finished(
+            key, status=status, route=route_label(request.path), model=model, latency=latency,
+            prompt_tokens=usage.prompt_tokens, generated_tokens=usage.generated_tokens,
+            cause=cause,
+        )  # fmt: skip
 
     def _finished(self, request: web.BaseRequest, status: int, server: str, started: float) -> None:
         seconds = time.perf_counter() - started

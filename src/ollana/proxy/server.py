@@ -45,6 +45,9 @@ Gate = Callable[[web.BaseRequest], Awaitable[web.StreamResponse | None]]
 # The gate puts the device ID of the peer here ("" for one without a certificate).
 PEER_DEVICE: Final = web.RequestKey("ollana_peer_device", str)
 
+# How the dashboard names peers without a certificate (open mode).
+ANONYMOUS: Final = "anonymous"
+
 # A device's metric labels: its short ID (or "anonymous") and its name ("" if none).
 Describe = Callable[[str], tuple[str, str]]
 
@@ -86,6 +89,8 @@ class ServerProxy:
             answered = await self._gate(request)
             if answered is not None:
                 self._finished(request, answered.status, NO_SERVER, started)
+                if answered.status >= 400:
+                    self._activity(request, None, answered.status)
                 return answered
         # Inference waits its turn and is metered; the rest (lists, pulls) goes straight on.
         device = request.get(PEER_DEVICE, "")
@@ -101,6 +106,7 @@ class ServerProxy:
             if metrics is not None:
                 metrics.refused("queue-full")
             self._finished(request, 503, NO_SERVER, started)
+            self._activity(request, device, 503, cause=str(exc))
             return error_response(503, str(exc), self._tag)
         try:
             return await self._forward(request, started, device)
@@ -121,6 +127,8 @@ class ServerProxy:
             metrics.request_started(LOCAL_OLLAMA)
         status = 599
         meter: UsageMeter | None = None
+        latency: float | None = None
+        cause = ""
         try:
             try:
                 upstream = await open_upstream(
@@ -135,11 +143,13 @@ class ServerProxy:
                 # that a client tries another server with the copy of the body it kept. (A
                 # timeout may mean Ollama is still at it: that one is not retried.)
                 status = 503 if exc.reason in _ANSWERED_NOTHING else exc.status
-                return error_response(status, str(exc), self._tag)
+                cause = str(exc)
+                return error_response(status, cause, self._tag)
             status = upstream.status
+            latency = time.perf_counter() - started
             if metrics is not None:
-                metrics.upstream_ttfb(LOCAL_OLLAMA, time.perf_counter() - started)
-            if device is not None and (self._usage or self._device_metrics):
+                metrics.upstream_ttfb(LOCAL_OLLAMA, latency)
+            if device is not None and (self._usage or self._device_metrics or metrics):
                 meter = UsageMeter(upstream.content_type)
                 response = await relay(request, upstream, self._tag, meter.feed)
             else:
@@ -149,13 +159,46 @@ class ServerProxy:
             raise
         finally:
             self._finished(request, status, LOCAL_OLLAMA, started)
+            usage = meter.result() if meter is not None else Usage()
+            if status == 599 and not cause:
+                cause = "the answer broke off (Ollama's stream ended, or the client went away)"
+            self._activity(
+                request, request.get(PEER_DEVICE, ""), status, latency=latency, usage=usage,
+                cause=cause, tally=device is not None,
+            )  # fmt: skip
             if device is not None:
-                self._account(device, status, meter, began)
+                self._account(device, status, usage, began)
         return response
 
-    def _account(self, device: str, status: int, meter: UsageMeter | None, began: float) -> None:
+    def _activity(
+        self,
+        request: web.BaseRequest,
+        device: str | None,
+        status: int,
+        *,
+        latency: float | None = None,
+        usage: Usage | None = None,
+        cause: str = "",
+        tally: bool = True,
+    ) -> None:
+        """What the dashboard shows: rates, latency and tokens per device, the last errors.
+
+        `device` "" is a peer without a certificate; None a request no device was let make.
+        `tally` False (not inference: lists, probes): only an error is kept.
+        """
+        if self._metrics is None:
+            return
+        usage = usage or Usage()
+        model = request.headers.get(MODEL_HEADER, "")[:MAX_MODEL_KEY] or usage.model
+        self._metrics.activity.finished(
+            "" if device is None else device or ANONYMOUS, status=status,
+            route=route_label(request.path), model=model, latency=latency,
+            prompt_tokens=usage.prompt_tokens, generated_tokens=usage.generated_tokens,
+            cause=cause, tally=tally,
+        )  # fmt: skip
+
+    def _account(self, device: str, status: int, usage: Usage, began: float) -> None:
         """Count what one metered request used, for its device and model."""
-        usage = meter.result() if meter is not None else Usage()
         seconds = usage.eval_seconds
         if seconds is None:
             seconds = usage.total_seconds

@@ -16,8 +16,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Final
 
-from ollana.cluster.pool import Pool, Server, ServerState
+from ollana.cluster.pool import Pool
 from ollana.cluster.router import NoServerError
+from ollana.cluster.server import Server, ServerState
 from ollana.config import HostPort, parse_host_port
 from ollana.discovery.targets import LIMITED_BROADCAST, interface_for
 from ollana.lifecycle import Service
