@@ -169,6 +169,11 @@ def direct(url: str) -> Target:
     return Target("direct", url)
 
 
+# The client may open connections ahead of demand (off by default: they count against a
+# server's per-device share); the benchmarks measure with it on.
+PRECONNECT = 1024
+
+
 @contextlib.asynccontextmanager
 async def ollana_chain(
     tmp: Path,
@@ -198,7 +203,10 @@ async def ollana_chain(
     try:
         client = await Child.start(
             "ollana client",
-            ["serve", "--mode", "client", *common, "--server", f"127.0.0.1:{server.port}"],
+            [
+                *("serve", "--mode", "client", *common),
+                *("--server", f"127.0.0.1:{server.port}", "--limit", f"preconnect={PRECONNECT}"),
+            ],
             tmp / "ollana-client.log",
             child_env(client_home),
         )

@@ -21,7 +21,7 @@ from bench.streamload import StreamResult, latencies_ns, run_streams
 
 __all__ = ["run"]
 
-# The load comes from one device: at the default share (256) streams past it would wait
+# The load comes from one device: at the default share (768) streams past it would wait
 # for a connection or fail (bench.connshare measures sharing); here the cap is the total.
 DEVICE_CONNECTIONS = 1024
 

@@ -119,7 +119,10 @@ class Limits:
     max_header_size: int = 16 * 1024  # the header fields of a request, together: else 431
     max_header_fields: int = 100  # else 431
     max_connections: int = 1024  # open at once, per listener: else 503, then closed
-    max_device_connections: int = 256  # one device's share of max_connections (server)
+    max_device_connections: int = 768  # one device's share of max_connections (server)
+    # Client: connections per server it may open ahead of demand (0: none). Off by default:
+    # connections opened ahead count against the server's share for this device.
+    preconnect: int = 0
     anonymous_connections: int = 32  # without an allowed certificate, in all (server)
     anonymous_per_address: int = 4  # without an allowed certificate, from one address
     handshake_timeout: float = 10.0  # to complete a TLS handshake, from connect: else closed

@@ -141,8 +141,8 @@ class ClientMode(Mode):
             check=self.tls.device_pin(server.device_id).check,
             connect_timeout=limits.connect_timeout,
             read_timeout=limits.stream_idle_timeout,
-            # Never more than a server lets one device hold (its fair share).
-            preconnect=limits.max_device_connections,
+            # Opt-in, and never more than a server lets one device hold (its fair share).
+            preconnect=min(limits.preconnect, limits.max_device_connections),
             label=f"server {server.label} at {server.address}"
             if server.device_id
             else f"server {server.address}",
