@@ -124,7 +124,7 @@ def test_anthropic_stream_reads_input_from_the_start_and_output_from_the_end() -
         "type": "message_start",
         "message": {
             "id": "msg_1",
-            "model": "claude-ish",
+            "model": "qwen3:8b",
             "usage": {"input_tokens": 31, "output_tokens": 1},
         },
     }
@@ -135,7 +135,7 @@ def test_anthropic_stream_reads_input_from_the_start_and_output_from_the_end() -
     body += sse(end, "message_delta") + sse({"type": "message_stop"}, "message_stop")
     assert len(body) > 2 * TAIL_BYTES
     usage = meter(SSE, body)
-    assert (usage.model, usage.prompt_tokens, usage.generated_tokens) == ("claude-ish", 31, 120)
+    assert (usage.model, usage.prompt_tokens, usage.generated_tokens) == ("qwen3:8b", 31, 120)
 
 
 def test_responses_stream_reads_response_completed() -> None:
