@@ -3,45 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
-from aiohttp import web
 from multidict import CIMultiDict
 
-from ollana.emulator import serving
 from ollana.http import ConnectionPool
 from ollana.http.client.connection_pool import IDLE_SPARE
+from tests.support.held import Held, held_server
 from tests.support.waiting import until
-
-
-@dataclass
-class Held:
-    """A server whose answers wait for `go`; it counts the connections it has seen."""
-
-    go: asyncio.Event = field(default_factory=asyncio.Event)
-    waiting: int = 0
-    transports: set[int] = field(default_factory=set)
-    port: int = 0
-
-
-@contextlib.asynccontextmanager
-async def held_server() -> AsyncIterator[Held]:
-    state = Held()
-
-    async def handle(request: web.Request) -> web.Response:
-        state.transports.add(id(request.transport))
-        state.waiting += 1
-        await state.go.wait()
-        state.waiting -= 1
-        return web.json_response({})
-
-    app = web.Application()
-    app.router.add_get("/", handle)
-    async with serving(app, "127.0.0.1", 0) as port:
-        state.port = port
-        yield state
 
 
 async def burst(pool: ConnectionPool, server: Held, count: int) -> None:

@@ -3,48 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
 import pytest
-from aiohttp import web
 from multidict import CIMultiDict
 
-from ollana.emulator import serving
 from ollana.http import ConnectionPool
 from ollana.http.client import ConnectFailed
+from tests.support.held import held_server
 from tests.support.waiting import until
-
-
-@dataclass
-class Held:
-    """A server whose answers wait for `go`; it notes each request's client port, in order."""
-
-    go: asyncio.Event = field(default_factory=asyncio.Event)
-    waiting: int = 0
-    ports: list[int] = field(default_factory=list)
-    port: int = 0
-
-
-@contextlib.asynccontextmanager
-async def held_server() -> AsyncIterator[Held]:
-    state = Held()
-
-    async def handle(request: web.Request) -> web.Response:
-        assert request.transport is not None
-        state.ports.append(request.transport.get_extra_info("peername")[1])
-        state.waiting += 1
-        await state.go.wait()
-        state.waiting -= 1
-        return web.json_response({})
-
-    app = web.Application()
-    app.router.add_get("/", handle)
-    async with serving(app, "127.0.0.1", 0) as port:
-        state.port = port
-        yield state
 
 
 class Connects:
