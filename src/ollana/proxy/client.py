@@ -29,7 +29,7 @@ from ollana.http.guard import LocalGuard
 from ollana.logs import access_log
 from ollana.metrics import NO_SERVER
 from ollana.ollama_api import RESPONSES_PATH, route_label
-from ollana.usage import METERED_PATHS, Usage, UsageMeter, UsageStore
+from ollana.usage import METERED_PATHS, NO_USAGE, Usage, UsageMeter, UsageStore
 
 __all__ = ["ClientProxy"]
 
@@ -171,7 +171,7 @@ class ClientProxy:
         finally:
             exchange.finish(status)
             self._finished(request, status, label, started)
-            usage = meter.result() if meter is not None else Usage()
+            usage = meter.result() if meter is not None else NO_USAGE
             server = exchange.server
             self._activity(
                 server.key, request, status, model=route.model or usage.model, latency=latency,
@@ -200,7 +200,7 @@ class ClientProxy:
         """What the dashboard shows: rates, latency and tokens per server, the last errors."""
         if self._metrics is None:
             return
-        usage = usage or Usage()
+        usage = usage or NO_USAGE
         self._metrics.activity.finished(
             key, status=status, route=route_label(request.path), model=model, latency=latency,
             prompt_tokens=usage.prompt_tokens, generated_tokens=usage.generated_tokens,

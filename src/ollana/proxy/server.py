@@ -26,7 +26,7 @@ from ollana.logs import access_log
 from ollana.metrics import LOCAL_OLLAMA, NO_SERVER, Metrics
 from ollana.ollama_api import route_label
 from ollana.proxy.admission import FairQueue, QueueFull
-from ollana.usage import METERED_PATHS, Usage, UsageMeter, UsageStore
+from ollana.usage import METERED_PATHS, NO_USAGE, Usage, UsageMeter, UsageStore
 from ollana.usage.prometheus import DeviceMetrics
 
 __all__ = ["PEER_DEVICE", "Describe", "ServerProxy"]
@@ -159,7 +159,7 @@ class ServerProxy:
             raise
         finally:
             self._finished(request, status, LOCAL_OLLAMA, started)
-            usage = meter.result() if meter is not None else Usage()
+            usage = meter.result() if meter is not None else NO_USAGE
             if status == 599 and not cause:
                 cause = "the answer broke off (Ollama's stream ended, or the client went away)"
             self._activity(
@@ -188,7 +188,7 @@ class ServerProxy:
         """
         if self._metrics is None:
             return
-        usage = usage or Usage()
+        usage = usage or NO_USAGE
         model = request.headers.get(MODEL_HEADER, "")[:MAX_MODEL_KEY] or usage.model
         self._metrics.activity.finished(
             "" if device is None else device or ANONYMOUS, status=status,

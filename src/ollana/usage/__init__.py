@@ -1,6 +1,6 @@
 """Usage per device and model: a meter read off the answers, and a SQLite store."""
 
-from ollana.usage.meter import HEAD_BYTES, METERED_PATHS, TAIL_BYTES, Usage, UsageMeter
+from ollana.usage.meter import HEAD_BYTES, METERED_PATHS, NO_USAGE, TAIL_BYTES, Usage, UsageMeter
 from ollana.usage.store import (
     USAGE_FILE,
     Grouping,
@@ -13,6 +13,7 @@ from ollana.usage.store import (
 __all__ = [
     "HEAD_BYTES",
     "METERED_PATHS",
+    "NO_USAGE",
     "TAIL_BYTES",
     "USAGE_FILE",
     "Grouping",

@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["HEAD_BYTES", "METERED_PATHS", "TAIL_BYTES", "Usage", "UsageMeter"]
+__all__ = ["HEAD_BYTES", "METERED_PATHS", "NO_USAGE", "TAIL_BYTES", "Usage", "UsageMeter"]
 
 # Enough for the first event of any answer (model, Anthropic input_tokens)...
 HEAD_BYTES: Final = 4 * 1024
@@ -59,6 +59,10 @@ class Usage:
     total_seconds: float | None = None  # Ollama's total_duration: load, prefill and generation
     reported: bool = False  # whether any count was found
     error: bool = False  # whether the answer ended with an error object or event
+
+
+# What a request without a meter reports: shared, since a Usage never changes.
+NO_USAGE: Final = Usage()
 
 
 class UsageMeter:
