@@ -18,6 +18,7 @@ __all__ = [
     "ENDPOINTS",
     "EXPERIMENTAL_PATH",
     "HELLO_PATH",
+    "INFERENCE_PATHS",
     "MODELS_PATH",
     "OTHER_ROUTE",
     "PS_PATH",
@@ -79,6 +80,7 @@ class Endpoint:
     mutating: bool = False  # changes the models a server holds (its lists are fetched again)
     conversation: bool = False  # turns of one conversation go to one server (prompt cache)
     read_only: bool = False  # what apps need to use models: allowed by --read-only and --open
+    inference: bool = False  # runs a model: queued fairly by a server, its usage metered
     label: str = ""  # the metrics route label; the path itself when empty
     stream: StreamFormat = "ndjson"
 
@@ -100,10 +102,10 @@ ENDPOINTS: Final = (
     _e(TAGS_PATH, "GET", "HEAD", read_only=True),
     _e(PS_PATH, "GET", read_only=True),
     _e("/api/show", "POST", model="body", read_only=True),
-    _e("/api/generate", "POST", model="body", conversation=True, read_only=True),
-    _e("/api/chat", "POST", model="body", conversation=True, read_only=True),
-    _e("/api/embed", "POST", model="body", read_only=True),
-    _e("/api/embeddings", "POST", model="body", read_only=True),
+    _e("/api/generate", "POST", inference=True, model="body", conversation=True, read_only=True),
+    _e("/api/chat", "POST", inference=True, model="body", conversation=True, read_only=True),
+    _e("/api/embed", "POST", inference=True, model="body", read_only=True),
+    _e("/api/embeddings", "POST", inference=True, model="body", read_only=True),
     _e("/api/pull", "POST", model="body", mutating=True),
     _e("/api/push", "POST", model="body", mutating=True),
     _e("/api/create", "POST", model="body", mutating=True),
@@ -119,17 +121,17 @@ ENDPOINTS: Final = (
     # new experiments are refused until someone decides otherwise.
     _e(EXPERIMENTAL_PATH, "GET", "POST", label=EXPERIMENTAL_PATH + ":name"),
     _e("/v1/chat/completions", "POST", model="body", conversation=True, read_only=True,
-       stream="openai"),
+       inference=True, stream="openai"),
     _e("/v1/completions", "POST", model="body", conversation=True, read_only=True,
-       stream="openai"),
-    _e("/v1/embeddings", "POST", model="body", read_only=True),
+       inference=True, stream="openai"),
+    _e("/v1/embeddings", "POST", inference=True, model="body", read_only=True),
     _e(V1_MODELS_PATH, "GET", read_only=True),
     _e(MODELS_PATH, "GET", model="path", read_only=True, label=MODELS_PATH + ":model"),
-    _e(RESPONSES_PATH, "POST", model="body", conversation=True, read_only=True,
+    _e(RESPONSES_PATH, "POST", inference=True, model="body", conversation=True, read_only=True,
        stream="responses"),
     _e(TRANSCRIPTIONS_PATH, "POST", model="form", read_only=True),
     _e(ANTHROPIC_MESSAGES_PATH, "POST", model="body", conversation=True, read_only=True,
-       stream="anthropic"),
+       inference=True, stream="anthropic"),
     _e(HELLO_PATH, "POST"),
 )  # fmt: skip
 
@@ -250,3 +252,7 @@ def stream_error_chunk(content_type: str | None, message: str, path: str = "") -
         return _sse("error", payload)
     error = {"message": message, "type": "api_error", "param": None, "code": None}
     return _sse(None, {"error": error})
+
+
+# The endpoints that run a model (POST): what a server queues per device and meters.
+INFERENCE_PATHS: Final = frozenset(e.path for e in ENDPOINTS if e.inference)

@@ -19,6 +19,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
+from ollana.ollama_api import INFERENCE_PATHS
+
 __all__ = ["HEAD_BYTES", "METERED_PATHS", "NO_USAGE", "TAIL_BYTES", "Usage", "UsageMeter"]
 
 # Enough for the first event of any answer (model, Anthropic input_tokens)...
@@ -27,11 +29,7 @@ HEAD_BYTES: Final = 4 * 1024
 TAIL_BYTES: Final = 16 * 1024
 
 # The paths whose answers carry usage: inference, native and compatible.
-METERED_PATHS: Final = frozenset({
-    "/api/chat", "/api/generate", "/api/embed", "/api/embeddings",
-    "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses",
-    "/v1/messages",
-})  # fmt: skip
+METERED_PATHS: Final = INFERENCE_PATHS  # what runs a model is what reports usage
 
 
 def _key(*names: str) -> re.Pattern[bytes]:
