@@ -1,12 +1,15 @@
 """Bursts: N paced streams started within 1 ms, direct vs ollana chain vs nginx chain.
 
-What agent frameworks and multi-user front ends do: many `/api/generate` streams at once.
-For N = 10, 100 and 1,000, all N start within `--spread-ms` (1 ms); each round runs every
-level against every target, interleaved, `--gap` seconds apart (so a burst meets the
-connections the previous ones left, as they decay). Per round: added time to first token
-p50/p99 and added per-chunk p99 (the chain's figure minus direct's in the same round); the
-table gives the median over rounds. A round that other programs disturbed (more than
-`--max-interference` of all CPUs) is run again, up to `--retries` times.
+What agent frameworks and multi-user front ends do: many `/api/generate` streams at once,
+and again a little later. For N = 10, 100 and 1,000, each round starts both chains afresh
+and runs, against every target in turn `--gap` seconds apart, a *cold* burst (the chain has
+no connection between its hops but the one its readiness check made: every stream pays its
+handshakes) and then a *repeat* of it (what the chain kept from the first one is there to
+be used: ollana's connection hold, nginx's `keepalive 64`). Per burst: added time to first
+token p50/p99 and added per-chunk p99 (the chain's figure minus direct's in the same
+round); the table gives the median over rounds. A repeat that other programs disturbed
+(more than `--max-interference` of all CPUs) is run again, up to `--retries` times; a cold
+burst cannot be, and its interference is reported.
 
     python -m bench.burst [--levels 10,100,1000] [--rounds 3] [--tokens 10] [--tps 10]
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 from typing import Any
 
 from bench.common import busy, median, metered, per_process, table, write_results
@@ -32,6 +36,7 @@ DEVICE_CONNECTIONS = 1024
 
 QUIET = 0.10  # busy fraction of all CPUs under which the machine counts as quiet
 FIGURES = ("ttft_p50_ms", "ttft_p99_ms", "chunk_p50_ms", "chunk_p99_ms")
+KINDS = ("cold", "repeat")  # the first burst on fresh chains, then the same again
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--wait-quiet", type=float, default=0.0, metavar="SECONDS",
         help="before each round, wait up to this long for idle CPUs",
     )  # fmt: skip
+    parser.add_argument(
+        "--hold", type=float, default=None, metavar="SECONDS",
+        help="the client's timings.connection_hold (default: ollana's own)",
+    )  # fmt: skip
     parser.add_argument("--name", default="burst", help="results file name (bench/results/)")
 
 
@@ -60,14 +69,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     levels = [int(n) for n in args.levels.split(",") if n.strip()]
     bursts: list[dict[str, Any]] = []
     with workdir(args.keep) as tmp:
-        async with emulator(tmp, args.tps) as backend, contextlib.AsyncExitStack() as stack:
-            targets = [
-                direct(backend.url),
-                await stack.enter_async_context(
-                    ollana_chain(tmp, backend.url, server_env=_server_env(args))
-                ),
-                await stack.enter_async_context(nginx_chain(tmp, backend.port)),
-            ]
+        async with emulator(tmp, args.tps) as backend:
             reference, _ = await run_streams(backend.url, 1, args.tokens, 0.0, _timeout(args))
             if not reference[0].ok:
                 raise RuntimeError(f"the emulator did not stream: {reference[0].error}")
@@ -76,18 +78,34 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 if args.wait_quiet:
                     await _wait_quiet(args.wait_quiet)
                 for level in levels:
-                    for target in targets:
-                        burst = await _quiet_burst(target, level, expected, args)
-                        bursts.append({"round": round_, **burst})
-                        print(_line(bursts[-1]), flush=True)
+                    async with contextlib.AsyncExitStack() as stack:
+                        chains = tmp / f"chains-{round_}-{level}"
+                        targets = [
+                            direct(backend.url),
+                            await stack.enter_async_context(
+                                ollana_chain(
+                                    chains,
+                                    backend.url,
+                                    server_env=_server_env(args),
+                                    client_env=_client_env(args),
+                                )
+                            ),
+                            await stack.enter_async_context(nginx_chain(chains, backend.port)),
+                        ]
+                        for kind in KINDS:
+                            for target in targets:
+                                burst = await _quiet_burst(target, level, expected, kind, args)
+                                bursts.append({"round": round_, **burst})
+                                print(_line(bursts[-1]), flush=True)
     _added(bursts)
-    rows = _medians(bursts, levels, [t.name for t in targets])
+    rows = _medians(bursts, levels, ["direct", "ollana", "nginx"])
     print(
         table(
             f"Bursts ({args.tokens} tokens at {args.tps:g}/s each, all started within "
             f"{args.spread_ms:g} ms; ms; median of {args.rounds} rounds; added = minus direct)",
             [
                 "streams",
+                "burst",
                 "path",
                 "ok",
                 "TTFT p50",
@@ -101,6 +119,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             [
                 (
                     r["streams"],
+                    r["kind"],
                     r["target"],
                     f"{r['ok']}/{r['of']}",
                     r["ttft_p50_ms"],
@@ -123,6 +142,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "gap_s": args.gap,
         "rounds": args.rounds,
         "max_device_connections": args.device_connections,
+        "connection_hold_s": args.hold,
         "rows": rows,
         "bursts": bursts,
     }
@@ -134,6 +154,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def _server_env(args: argparse.Namespace) -> dict[str, str]:
     """One device (the load) may hold this many connections at the server (its fair share)."""
     return {"OLLANA_LIMITS_MAX_DEVICE_CONNECTIONS": str(args.device_connections)}
+
+
+def _client_env(args: argparse.Namespace) -> dict[str, str]:
+    if args.hold is None:
+        return {}
+    return {"OLLANA_TIMINGS_CONNECTION_HOLD": str(args.hold)}
 
 
 def _timeout(args: argparse.Namespace) -> float:
@@ -151,11 +177,12 @@ async def _wait_quiet(limit: float) -> None:
 
 
 async def _quiet_burst(
-    target: Target, level: int, expected: list[str], args: argparse.Namespace
+    target: Target, level: int, expected: list[str], kind: str, args: argparse.Namespace
 ) -> dict[str, Any]:
-    """One burst; again (a bounded number of times) while other programs disturbed it."""
+    """One burst; a repeat again (a bounded number of times) while others disturbed it."""
     best: dict[str, Any] | None = None
-    for _ in range(1 + max(0, args.retries)):
+    tries = 1 if kind == "cold" else 1 + max(0, args.retries)
+    for _ in range(tries):
         await asyncio.sleep(args.gap)
         async with metered(target.procs) as meters:
             results, wall = await run_streams(
@@ -163,6 +190,7 @@ async def _quiet_burst(
             )
         burst = {
             "streams": level,
+            "kind": kind,
             "target": target.name,
             "wall_s": round(wall, 3),
             "interference": round(meters.interference, 3),
@@ -180,16 +208,17 @@ async def _quiet_burst(
 
 def _line(b: dict[str, Any]) -> str:
     return (
-        f"round {b['round']} {b['streams']:>5} {b['target']:<13} ok {b['ok']}/{b['streams']} "
+        f"round {b['round']} {b['streams']:>5} {b['kind']:<6} {b['target']:<6} "
+        f"ok {b['ok']}/{b['streams']} "
         f"TTFT p50 {b['ttft_p50_ms']:.1f} p99 {b['ttft_p99_ms']:.1f} "
         f"chunk p99 {b['chunk_p99_ms']:.2f} ms; other load {b['interference']:.0%}"
     )
 
 
 def _added(bursts: list[dict[str, Any]]) -> None:
-    by = {(b["round"], b["streams"], b["target"]): b for b in bursts}
+    by = {(b["round"], b["streams"], b["kind"], b["target"]): b for b in bursts}
     for b in bursts:
-        base = by[(b["round"], b["streams"], "direct")]
+        base = by[(b["round"], b["streams"], b["kind"], "direct")]
         for key in FIGURES:
             b[f"added_{key}"] = b[key] - base[key]
 
@@ -198,25 +227,25 @@ def _medians(
     bursts: list[dict[str, Any]], levels: list[int], names: list[str]
 ) -> list[dict[str, Any]]:
     rows = []
-    for level in levels:
-        for name in names:
-            mine = [b for b in bursts if b["streams"] == level and b["target"] == name]
-            row: dict[str, Any] = {
-                "streams": level,
-                "target": name,
-                "ok": min(b["ok"] for b in mine),
-                "of": level,
-                "lost_chunks": max(b["lost_chunks"] for b in mine),
-                "reordered": max(b["reordered"] for b in mine),
-                "interference": max(b["interference"] for b in mine),
-                "cpu_s": {
-                    p: round(median(b["cpu_s"][p] for b in mine), 2) for p in mine[0]["cpu_s"]
-                },
-            }
-            for key in FIGURES:
-                row[key] = median(b[key] for b in mine)
-                row[f"added_{key}"] = median(b[f"added_{key}"] for b in mine)
-            rows.append(row)
+    for level, kind, name in itertools.product(levels, KINDS, names):
+        mine = [
+            b for b in bursts if b["streams"] == level and b["kind"] == kind and b["target"] == name
+        ]
+        row: dict[str, Any] = {
+            "streams": level,
+            "kind": kind,
+            "target": name,
+            "ok": min(b["ok"] for b in mine),
+            "of": level,
+            "lost_chunks": max(b["lost_chunks"] for b in mine),
+            "reordered": max(b["reordered"] for b in mine),
+            "interference": max(b["interference"] for b in mine),
+            "cpu_s": {p: round(median(b["cpu_s"][p] for b in mine), 2) for p in mine[0]["cpu_s"]},
+        }
+        for key in FIGURES:
+            row[key] = median(b[key] for b in mine)
+            row[f"added_{key}"] = median(b[f"added_{key}"] for b in mine)
+        rows.append(row)
     return rows
 
 

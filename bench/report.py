@@ -98,11 +98,11 @@ def _streams(data: dict[str, Any]) -> list[list[str]]:
 
 
 def _burst(data: dict[str, Any]) -> list[list[str]]:
-    by = {(r["streams"], r["target"]): r for r in data["rows"]}
+    by = {(r["streams"], r.get("kind", "cold"), r["target"]): r for r in data["rows"]}
     rows = []
-    for level in dict.fromkeys(r["streams"] for r in data["rows"]):
-        d, o, n = (by.get((level, t), {}) for t in ("direct", "ollana", "nginx"))
-        name = f"burst of {level:,} (started within {data.get('spread_ms', 1):g} ms)"
+    for level, kind in dict.fromkeys((r["streams"], r.get("kind", "cold")) for r in data["rows"]):
+        d, o, n = (by.get((level, kind, t), {}) for t in ("direct", "ollana", "nginx"))
+        name = f"burst of {level:,} within {data.get('spread_ms', 1):g} ms, {kind}"
         added = ("added_ttft_p50_ms", "added_ttft_p99_ms", " ms")
         rows += [
             [f"{name}: complete", *(f"{r['ok']}/{r['of']}" if r else "—" for r in (d, o, n)), ""],

@@ -181,10 +181,11 @@ async def ollana_chain(
     *,
     access_log: bool = True,
     server_env: Mapping[str, str] | None = None,
+    client_env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Target]:
     """ollana client → ollana server (mutual TLS) → backend, as two paired processes.
 
-    `server_env` adds OLLANA_* settings to the server's environment.
+    `server_env` and `client_env` add OLLANA_* settings to each one's environment.
 
     With `access_log` (ollana's default) each request is logged at INFO; without, the
     level is WARNING, which also silences the access log.
@@ -208,7 +209,7 @@ async def ollana_chain(
                 *("--server", f"127.0.0.1:{server.port}", "--limit", f"preconnect={PRECONNECT}"),
             ],
             tmp / "ollana-client.log",
-            child_env(client_home),
+            {**child_env(client_home), **(client_env or {})},
         )
         try:
             await _await_healthy(client.url, tmp / "ollana-client.log")

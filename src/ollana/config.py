@@ -154,6 +154,9 @@ class Timings:
     hello_retry_max: float = 1.0
     hello_retry_refused: float = 3.0
     history_interval: float = 5.0  # between samples of the dashboard's 15-minute history
+    # How long a client keeps a burst's connections to a server idle before letting them
+    # go (a new mutual-TLS connection costs each side about a millisecond of CPU).
+    connection_hold: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)

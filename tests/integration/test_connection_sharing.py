@@ -90,15 +90,29 @@ async def test_a_device_past_its_share_is_retried_not_refused(lan: Cluster) -> N
     assert by_reason(a.metrics, "ollana_retries").get("crowded", 0) > 0  # …and were sent again
 
 
-async def test_the_client_keeps_only_a_few_idle_connections_after_a_burst(lan: Cluster) -> None:
-    emulator = await lan.emulator(MODEL, tokens_per_second=100)
+async def test_a_burst_that_comes_back_finds_its_connections(lan: Cluster) -> None:
+    # Slow tokens: the first burst's 40 requests are all in flight at once.
+    emulator = await lan.emulator(MODEL, tokens_per_second=10)
     server = await lan.server("server", emulator)
     a = await lan.client("a")
     await ready(lan, server, a)
 
     assert await burst(a, 40) == [200] * 40
-    # Recent demand decays within seconds: the burst's connections close, long before the
-    # 60 s keep-alive, and the server sees them go.
+    handshakes = server.listener.handshakes
+    assert handshakes >= 40
+    assert await burst(a, 20) == [200] * 20
+    assert server.listener.handshakes == handshakes  # within the hold: none new
+
+
+async def test_the_client_keeps_only_a_few_idle_connections_after_a_burst(lan: Cluster) -> None:
+    emulator = await lan.emulator(MODEL, tokens_per_second=100)
+    server = await lan.server("server", emulator)
+    a = await lan.client("a", **{"timings.connection_hold": "0"})
+    await ready(lan, server, a)
+
+    assert await burst(a, 40) == [200] * 40
+    # Once the hold is over, recent demand decays within seconds: the burst's connections
+    # close, long before the 60 s keep-alive, and the server sees them go.
     await until(lambda: held(server, lan, "a") <= 12, "a's idle connections closed")
     upstream = a.pool.find(lan.device_id("server"))
     assert upstream is not None and upstream.upstream is not None

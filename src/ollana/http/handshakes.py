@@ -164,6 +164,7 @@ class Handshakes:
         self._timeout = timeout if timeout > 0 else None  # None: asyncio's own 60 s
         self.shares: Shares[_Accepted] = Shares(total, per_address)
         self.failures: dict[str, int] = {}
+        self.completed = 0  # handshakes that let a connection in, since start
         self._on_failure = on_failure
         self._name = name
         self._logged_at: float | None = None
@@ -216,7 +217,10 @@ class Handshakes:
             self._pending.discard(tls)
             self.shares.release(tls.address, tls)
         exc = None if done.cancelled() else done.exception()
-        if (exc is None and tls.connected()) or self._closing:
+        if exc is None and tls.connected():
+            self.completed += 1
+            return
+        if self._closing:
             return
         self._failed(CROWDED if tls.evicted else reason_of(exc), tls.address, exc)
 

@@ -102,6 +102,12 @@ class Listener(Service):
         return self._server.held()
 
     @property
+    def handshakes(self) -> int:
+        """TLS handshakes that let a connection in, since start (0 without TLS)."""
+        shakes = self._server.handshakes
+        return shakes.completed if shakes is not None else 0
+
+    @property
     def evicted(self) -> int:
         """Idle connections closed to make room for another device's, since start."""
         return self._server.admission.evicted

@@ -141,6 +141,7 @@ class ClientMode(Mode):
             check=self.tls.device_pin(server.device_id).check,
             connect_timeout=limits.connect_timeout,
             read_timeout=limits.stream_idle_timeout,
+            demand_hold=self.settings.timings.connection_hold,
             # Opt-in, and never more than a server lets one device hold (its fair share).
             preconnect=min(limits.preconnect, limits.max_device_connections),
             label=f"server {server.label} at {server.address}"

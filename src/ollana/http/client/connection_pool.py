@@ -31,7 +31,7 @@ from ollana.http.client.request import (
 from ollana.http.client.response import Response
 
 __all__ = [
-    "AHEAD_SHARE", "CLOSE_WAIT", "DEMAND_DECAY", "FETCH_ERRORS", "IDLE_SPARE",
+    "AHEAD_SHARE", "CLOSE_WAIT", "DEMAND_DECAY", "DEMAND_HOLD", "FETCH_ERRORS", "IDLE_SPARE",
     "KEEPALIVE_TIMEOUT", "PRECONNECT_BACKOFF", "TRIM_INTERVAL", "Check", "ConnectionPool",
 ]  # fmt: skip
 
@@ -39,11 +39,14 @@ log = logging.getLogger(__name__)
 
 KEEPALIVE_TIMEOUT: Final = 60.0  # an idle connection is closed after this long unused
 CLOSE_WAIT: Final = 1.0  # close() waits this long for idle connections to end cleanly
-# Idle connections kept: recent demand (the most in use at once, decaying by e every
-# DEMAND_DECAY seconds) plus IDLE_SPARE; the rest close, on give-back and by one timer per
-# pool every TRIM_INTERVAL while there are more than IDLE_SPARE idle. A server's
-# connections are shared by every device: a burst's connections must not stay idle for
-# a whole keep-alive period.
+# Idle connections kept: recent demand (the most in use at once, held for DEMAND_HOLD
+# after it was last reached, then decaying by e every DEMAND_DECAY seconds) plus
+# IDLE_SPARE; the rest close, on give-back and by one timer per pool every TRIM_INTERVAL
+# while there are more than IDLE_SPARE idle. A new mutual-TLS connection costs each side
+# about a millisecond of CPU, so a burst that comes back within the hold (what agents and
+# shared front ends do) finds its connections ready, as nginx's upstream keepalive would;
+# a server that needs the room for another device closes idle ones itself (http.shares).
+DEMAND_HOLD: Final = 30.0
 DEMAND_DECAY: Final = 3.0
 IDLE_SPARE: Final = 2
 TRIM_INTERVAL: Final = 1.0
@@ -86,6 +89,7 @@ class ConnectionPool:
         read_timeout: float = 300.0,
         keepalive_timeout: float = KEEPALIVE_TIMEOUT,
         label: str | None = None,
+        demand_hold: float = DEMAND_HOLD,
         demand_decay: float = DEMAND_DECAY,
         idle_spare: int = IDLE_SPARE,
         trim_interval: float = TRIM_INTERVAL,
@@ -105,7 +109,10 @@ class ConnectionPool:
         self.closed = False
         self._open: set[Connection] = set()  # in use or idle
         self._demand = 0.0  # the most connections in use at once recently, decaying
-        self._demand_at = 0.0  # loop time that `_demand` was last decayed or raised
+        # Loop time that `_demand` was last reached; once past the hold, it moves with the
+        # decay, staying `_hold` behind the last trim.
+        self._demand_at = 0.0
+        self._hold = demand_hold
         self._decay = demand_decay
         self._spare = idle_spare
         self._trim_interval = trim_interval
@@ -241,7 +248,7 @@ class ConnectionPool:
         if wanted <= 0:
             return
         # Counted as demand, so that the trimmer keeps them until demand falls.
-        if in_use + ahead > self._demand:
+        if in_use + ahead >= self._demand:
             self._demand, self._demand_at = in_use + ahead, loop.time()
         for _ in range(wanted):
             task = loop.create_task(self._connect_ahead())
@@ -338,7 +345,7 @@ class ConnectionPool:
         loop = asyncio.get_running_loop()
         # It still counts as in use: the most at once is seen as they come back.
         in_use = len(self._open) - len(idle)
-        if in_use > self._demand:
+        if in_use >= self._demand:
             self._demand, self._demand_at = in_use, loop.time()
         if not conn.finish(reuse=not self.closed):
             return
@@ -356,8 +363,10 @@ class ConnectionPool:
         loop = asyncio.get_running_loop()
         now = loop.time()
         in_use = len(self._open) - len(idle)
-        decayed = self._demand * math.exp((self._demand_at - now) / self._decay)
-        self._demand, self._demand_at = max(decayed, in_use), now
+        past_hold = now - self._demand_at - self._hold
+        if past_hold > 0:
+            decayed = self._demand * math.exp(-past_hold / self._decay)
+            self._demand, self._demand_at = max(decayed, in_use), now - self._hold
         self._close_surplus(in_use)
         if len(idle) > self._spare:
             self._trimmer = loop.call_later(self._trim_interval, self._trim)
