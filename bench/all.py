@@ -24,6 +24,7 @@ QUICK: dict[str, list[str]] = {
     "idle": ["--settle", "1"],
     "small": ["--seconds", "1", "--repeat", "1"],
     "streams": ["--levels", "1,100", "--tokens", "10"],
+    "burst": ["--levels", "10,100", "--rounds", "1", "--gap", "1"],
     "large": ["--mib", "64"],
     "split": ["--seconds", "1"],
     "logcost": ["--calls", "2000", "--rounds", "2"],

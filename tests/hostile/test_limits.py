@@ -216,6 +216,51 @@ async def test_an_idle_keep_alive_connection_owes_no_head_until_it_speaks(serve:
     assert s.told == []
 
 
+async def test_a_later_head_that_stops_coming_gets_408_too(serve: Serve) -> None:
+    # The deadline of a connection's first head has passed by the time the second one
+    # stalls: the second still gets the whole deadline, then its 408.
+    s = await serve()
+    reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
+    try:
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        async with asyncio.timeout(HANG_GUARD):
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nX-Never: ends")
+        async with asyncio.timeout(HANG_GUARD):
+            rest = await reader.read()
+    finally:
+        writer.close()
+    assert parse_response(rest).status == 408
+    assert s.told == [HEADER_TIMEOUT]
+
+
+async def test_a_large_head_pipelined_behind_a_body_is_431(serve: Serve) -> None:
+    # The next head begins in the same bytes as the body before it, where head bytes are
+    # not counted; its fields are measured all the same.
+    s = await serve()
+    big = fields(Limits().max_header_size + 1)
+    second = f"GET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{big}\r\n".encode()
+    first = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n"
+    reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
+    try:
+        writer.write(first)
+        await until(lambda: s.server.requests_count == 1, "the first head read")
+        writer.write(b"hello" + second[:-100])  # its body, and most of the next head
+        async with asyncio.timeout(HANG_GUARD):
+            head = await reader.readuntil(b"\r\n\r\n")  # all of that was read
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+        writer.write(second[-100:])
+        async with asyncio.timeout(HANG_GUARD):
+            raw = head + await reader.read()
+    finally:
+        writer.close()
+    assert raw.count(b"HTTP/1.1 200") == 1 and b" 431 Request Header Fields Too Large" in raw
+    assert s.told == [HEADERS_TOO_LARGE]
+
+
 async def test_a_body_that_stops_coming_gets_408(serve: Serve) -> None:
     s = await serve()
     outcome = await s.send(post(b"x" * 100)[:-40])

@@ -302,8 +302,9 @@ class Pool(Service):
 
     def _abandon(self, server: Server) -> None:
         """It answers nothing at all: what waits on it goes elsewhere or ends with its error."""
-        for attempt in server.attempts:
-            attempt.cancel()
+        for task in server.attempts - server.abandoned:
+            server.abandoned.add(task)
+            task.cancel()
         for stream in server.streams:
             stream.close()
 

@@ -338,20 +338,33 @@ def _retry_statuses(route: Route, following: list[Server]) -> frozenset[int]:
 async def _unless_ejected(
     server: Server, attempt: Coroutine[Any, Any, Response], replayable: bool
 ) -> Response:
-    """Await an attempt that the pool cancels if it ejects the server meanwhile."""
-    opening = asyncio.ensure_future(attempt)
-    server.attempts.add(opening)
+    """Await an attempt that the pool cancels if it ejects the server meanwhile.
+
+    What the pool cancels is the request's own task (no task per attempt), after noting it
+    in `server.abandoned`: that cancellation, and no other, becomes this server's failure.
+    """
+    task = asyncio.current_task()
+    if task is None:
+        return await attempt
+    attempts, abandoned = server.attempts, server.abandoned
+    attempts.add(task)
     try:
-        return await opening
+        return await attempt
     except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
+        if task not in abandoned:
             raise
+        abandoned.discard(task)
+        if task.uncancel() > 0:
+            raise  # cancelled from outside as well
         raise UpstreamError(
             502, f"{server.label} was ejected before it answered", replayable, "ejected"
         ) from None
     finally:
-        server.attempts.discard(opening)
+        attempts.discard(task)
+        if task in abandoned:
+            # The attempt ended its cancellation in an error of its own: balance the count.
+            abandoned.discard(task)
+            task.uncancel()
 
 
 def order(servers: list[Server], route: Route, sticky: str | None = None) -> list[Server]:

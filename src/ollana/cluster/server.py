@@ -6,6 +6,7 @@ import asyncio
 import enum
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from ollana.config import HostPort
 from ollana.http.client import ConnectionPool, Response
@@ -49,6 +50,7 @@ class Server:
     """One server in the pool, with its own keep-alive connection pool."""
 
     __slots__ = (
+        "abandoned",
         "address",
         "alternate",
         "attempts",
@@ -115,7 +117,10 @@ class Server:
         self.problem: str | None = None
         # What is in flight here; ejecting the server ends them (a vanished server never
         # answers): waiting attempts go to the next server, streams end with their error.
-        self.attempts: set[asyncio.Future[Response]] = set()
+        # Attempts are the requests' own tasks: the pool cancels them, noting which in
+        # `abandoned`, and the router turns that cancellation into this server's failure.
+        self.attempts: set[asyncio.Task[Any]] = set()
+        self.abandoned: set[asyncio.Task[Any]] = set()
         self.streams: set[Response] = set()
 
     @property

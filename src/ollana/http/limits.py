@@ -147,15 +147,20 @@ class _LimitedHandler(ServerProtocol):
     """One connection: aiohttp's protocol plus the head deadline, head size and busy answer."""
 
     __slots__ = (
-        "_body", "_body_seen", "_body_timer", "_head_bytes", "_head_timer", "_holder",
-        "_limited", "_made", "_over", "_over_why", "_refusing", "_send_timer", "_shares",
+        "_body", "_body_seen", "_body_timer", "_head_bytes", "_head_since", "_head_timer",
+        "_holder", "_limited", "_made", "_over", "_over_why", "_refusing", "_send_timer",
+        "_shares", "_uncounted",
     )  # fmt: skip
 
     def __init__(self, manager: LimitedServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._limited = manager
         self._head_timer: asyncio.TimerHandle | None = None
+        self._head_since: float | None = None  # loop time the head in progress began
         self._head_bytes = 0
+        # Bytes went to the parser while a body was read: a pipelined head may have begun
+        # among them, uncounted in `_head_bytes`.
+        self._uncounted = False
         # The body of the last request whose head came in: the next head starts once the
         # parser has seen it end.
         self._body: StreamReader | None = None
@@ -248,10 +253,11 @@ class _LimitedHandler(ServerProtocol):
             or (self._body is not None and not self._body.is_eof())
         ):
             self._body_seen = self.loop.time()
+            self._uncounted = True
             super().data_received(data)
             return
         # A request head, or its first bytes: time it and count it.
-        if data and self._head_timer is None:
+        if data and self._head_since is None:
             self._arm_head_timer()
         self._head_bytes += len(data)
         before = self.request_count
@@ -263,20 +269,35 @@ class _LimitedHandler(ServerProtocol):
 
     # --- the head deadline --------------------------------------------------------------
 
+    # One timer per connection, not one per request: a head that arrives in time only
+    # clears `_head_since`; the timer, when it fires, re-arms itself for the head in
+    # progress then, if any (keep-alive requests would otherwise make and cancel a timer
+    # each).
+
     def _arm_head_timer(self) -> None:
         timeout = self._limited.limits.header_timeout
-        if timeout > 0 and self._head_timer is None:
-            self._head_timer = self.loop.call_later(timeout, self._head_expired)
+        if timeout <= 0:
+            return
+        self._head_since = now = self.loop.time()
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_at(now + timeout, self._head_expired)
 
     def _cancel_head_timer(self) -> None:
+        self._head_since = None
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
 
     def _head_expired(self) -> None:
         self._head_timer = None
-        if self._refusing or self.closing or self.transport is None:
+        since = self._head_since
+        if since is None or self._refusing or self.closing or self.transport is None:
             return
+        due = since + self._limited.limits.header_timeout
+        if self.loop.time() < due:
+            self._head_timer = self.loop.call_at(due, self._head_expired)  # a later head
+            return
+        self._head_since = None
         timeout = self._limited.limits.header_timeout
         if self._head_bytes == 0:
             # Not a byte since the connection opened: nothing to answer.
@@ -298,15 +319,19 @@ class _LimitedHandler(ServerProtocol):
         return f"request header fields larger than {self._limited.limits.max_header_size} bytes"
 
     def _heads_arrived(self, count: int) -> None:
-        self._cancel_head_timer()
-        self._head_bytes = 0
+        self._head_since = None  # in time: the timer, when it fires, finds nothing to do
+        # Every byte of these heads was counted: fields cannot be larger than all of them.
+        counted = self._head_bytes if not self._uncounted else None
+        self._head_bytes, self._uncounted = 0, False
         self._body_seen = self.loop.time()
         cap = self._limited.limits.max_header_size
         queued = self.queued
         for index in range(len(queued) - count, len(queued)):
             message, payload = queued[index]
             self._body = payload
-            if not isinstance(message, RawRequestMessage):
+            if not isinstance(message, RawRequestMessage) or (
+                counted is not None and counted <= cap
+            ):
                 continue
             size = sum(len(k) + len(v) + FIELD_OVERHEAD for k, v in message.raw_headers)
             if size > cap:

@@ -16,8 +16,9 @@ Every family is prefixed ``ollana_``:
   ``connections{holder,state}`` (server: connections held by each device, or by an address
   for peers without an allowed certificate), ``state`` being open or idle; at scrape time.
 
-The hot-path methods cost about a microsecond each: labelled children are looked up once
-and kept. Label values are bounded: routes by `route_label`, the others by
+The hot-path methods cost well under a microsecond each: labelled children are looked up
+once and kept, and the four families they change are plain numbers (`tallies`), not
+prometheus_client's locked values. Label values are bounded: routes by `route_label`, the others by
 `MAX_LABEL_VALUES` distinct values per label, past which new values read ``other``.
 """
 
@@ -31,8 +32,6 @@ from prometheus_client import (
     CONTENT_TYPE_PLAIN_0_0_4,
     CollectorRegistry,
     Counter,
-    Gauge,
-    Histogram,
     ProcessCollector,
     generate_latest,
 )
@@ -43,6 +42,7 @@ from prometheus_client.registry import Collector
 from ollana import __version__
 from ollana.activity import Activity
 from ollana.discovery import DiscoveryStats
+from ollana.metrics.tallies import Cell, Family, Histogram, Observations, Tallies
 from ollana.ollama_api import ENDPOINTS, OTHER_ROUTE
 
 __all__ = [
@@ -165,24 +165,25 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self.activity = Activity()
         reg = self.registry
-        self._requests = Counter(
-            "ollana_requests", "Requests answered, by route, HTTP status and server.",
-            ("route", "status", "server"), registry=reg,
+        self._requests = Family(
+            "counter", "ollana_requests", "Requests answered, by route, HTTP status and server.",
+            ("route", "status", "server"),
         )  # fmt: skip
-        self._inflight = Gauge(
-            "ollana_inflight", "Requests sent to a server and not finished yet.",
-            ("server",), registry=reg,
+        self._inflight = Family(
+            "gauge", "ollana_inflight", "Requests sent to a server and not finished yet.",
+            ("server",),
         )  # fmt: skip
         self._ttfb = Histogram(
             "ollana_upstream_ttfb_seconds",
             "Time from sending a request upstream to its response head.",
-            ("server",), buckets=TTFB_BUCKETS, registry=reg,
+            ("server",), TTFB_BUCKETS,
         )  # fmt: skip
         self._duration = Histogram(
             "ollana_request_duration_seconds",
             "Time from a request's arrival to its last response byte.",
-            ("route",), buckets=DURATION_BUCKETS, registry=reg,
+            ("route",), DURATION_BUCKETS,
         )  # fmt: skip
+        reg.register(Tallies((self._requests, self._inflight, self._ttfb, self._duration)))
         self._retries = Counter(
             "ollana_retries", "Attempts that failed before any response byte and were sent "
             "to the next server, by reason.", ("reason",), registry=reg,
@@ -207,10 +208,10 @@ class Metrics:
         self._servers = _Bounded(MAX_LABEL_VALUES)
         self._reasons = _Bounded(MAX_LABEL_VALUES)
         self._holders = _Bounded(MAX_LABEL_VALUES)
-        self._request_children: dict[tuple[str, int, str], Callable[[], None]] = {}
-        self._inflight_children: dict[str, Gauge] = {}
-        self._ttfb_children: dict[str, Callable[[float], None]] = {}
-        self._duration_children: dict[str, Callable[[float], None]] = {}
+        self._request_children: dict[tuple[str, int, str], Cell] = {}
+        self._inflight_children: dict[str, Cell] = {}
+        self._ttfb_children: dict[str, Observations] = {}
+        self._duration_children: dict[str, Observations] = {}
         self._reason_children: dict[tuple[int, str], Callable[[], None]] = {}
         self._failover_inc = self._failovers.inc
 
@@ -225,7 +226,7 @@ class Metrics:
         gauge = self._inflight_children.get(server)
         if gauge is None:
             gauge = self._inflight_child(server)
-        gauge.inc()
+        gauge.value += 1
 
     def attempt_failed(self, server: str) -> None:
         """The attempt sent to `server` failed before any response byte: its in-flight goes down.
@@ -235,7 +236,7 @@ class Metrics:
         gauge = self._inflight_children.get(server)
         if gauge is None:
             gauge = self._inflight_child(server)
-        gauge.dec()
+        gauge.value -= 1
 
     def request_finished(self, route: str, status: int, server: str, seconds: float) -> None:
         """A request ended (last byte sent, or broken): count it and its duration.
@@ -245,26 +246,26 @@ class Metrics:
         when none did. Unless `server` is `NO_SERVER`, its in-flight gauge goes down.
         """
         key = (route, status, server)
-        inc = self._request_children.get(key)
-        if inc is None:
-            inc = self._request_child(key)
-        inc()
+        count = self._request_children.get(key)
+        if count is None:
+            count = self._request_child(key)
+        count.value += 1
         if server != NO_SERVER:
             gauge = self._inflight_children.get(server)
             if gauge is None:
                 gauge = self._inflight_child(server)
-            gauge.dec()
-        observe = self._duration_children.get(route)
-        if observe is None:
-            observe = self._duration_child(route)
-        observe(seconds)
+            gauge.value -= 1
+        durations = self._duration_children.get(route)
+        if durations is None:
+            durations = self._duration_child(route)
+        durations.observe(seconds)
 
     def upstream_ttfb(self, server: str, seconds: float) -> None:
         """`server` sent a response head (any status) `seconds` after the request was sent."""
-        observe = self._ttfb_children.get(server)
-        if observe is None:
-            observe = self._ttfb_child(server)
-        observe(seconds)
+        ttfbs = self._ttfb_children.get(server)
+        if ttfbs is None:
+            ttfbs = self._ttfb_child(server)
+        ttfbs.observe(seconds)
 
     def retry(self, reason: str) -> None:
         """An attempt failed before any response byte; the request goes to the next server.
@@ -287,37 +288,37 @@ class Metrics:
 
     # --- children, made once per label set ----------------------------------------------------
 
-    def _inflight_child(self, server: str) -> Gauge:
+    def _inflight_child(self, server: str) -> Cell:
         label = self._servers(server)
-        gauge = self._inflight.labels(label)
+        gauge = self._inflight.cell(label)
         if label == server:
             self._inflight_children[server] = gauge
         return gauge
 
-    def _request_child(self, key: tuple[str, int, str]) -> Callable[[], None]:
+    def _request_child(self, key: tuple[str, int, str]) -> Cell:
         route, status, server = key
         label_route = route if route in _ROUTE_VALUES else OTHER
         label_server = self._servers(server)
         valid = 100 <= status <= 599
         label_status = str(status) if valid else OTHER
-        inc: Callable[[], None] = self._requests.labels(label_route, label_status, label_server).inc
+        count = self._requests.cell(label_route, label_status, label_server)
         if (label_route, label_server) == (route, server) and valid:
-            self._request_children[key] = inc
-        return inc
+            self._request_children[key] = count
+        return count
 
-    def _duration_child(self, route: str) -> Callable[[float], None]:
+    def _duration_child(self, route: str) -> Observations:
         label = route if route in _ROUTE_VALUES else OTHER
-        observe: Callable[[float], None] = self._duration.labels(label).observe
+        durations = self._duration.child(label)
         if label == route:
-            self._duration_children[route] = observe
-        return observe
+            self._duration_children[route] = durations
+        return durations
 
-    def _ttfb_child(self, server: str) -> Callable[[float], None]:
+    def _ttfb_child(self, server: str) -> Observations:
         label = self._servers(server)
-        observe: Callable[[float], None] = self._ttfb.labels(label).observe
+        ttfbs = self._ttfb.child(label)
         if label == server:
-            self._ttfb_children[server] = observe
-        return observe
+            self._ttfb_children[server] = ttfbs
+        return ttfbs
 
     def _reason(self, family: Counter, slot: int, reason: str) -> Callable[[], None]:
         inc = self._reason_children.get((slot, reason))
@@ -426,8 +427,9 @@ class Metrics:
 
     def counted(self) -> Iterable[Metric]:
         """The counter and gauge families only (no histograms, no process): for totals."""
-        for metric in (self._requests, self._inflight, self._retries, self._failovers,
-                       self._refusals, self._tls_refusals):  # fmt: skip
+        yield self._requests.collect()
+        yield self._inflight.collect()
+        for metric in (self._retries, self._failovers, self._refusals, self._tls_refusals):
             yield from metric.collect()
         yield from self._sources.collect()
 
