@@ -73,3 +73,23 @@ def test_release_is_safe_twice_and_after_eviction() -> None:
     shares.release("a", first)
     shares.release("a", first)
     assert shares.held == 0 and shares.counts() == {}
+
+
+def test_with_any_idle_a_busy_newcomer_takes_the_oldest_idle_connection_of_anyone() -> None:
+    # Every device holds its fair share; the newcomer's own are all busy.
+    for any_idle, admitted in ((False, False), (True, True)):
+        shares: Shares[Conn] = Shares(total=8, each=0, any_idle=any_idle)
+        a = fill(shares, "a", 4, idle_from=50.0)
+        b = fill(shares, "b", 2, idle_from=10.0)  # idle the longest
+        fill(shares, "c", 2, idle_from=None)  # busy
+        assert shares.admit("c", Conn()) is admitted
+        assert [x.evicted for x in b] == [admitted, False]
+        assert not any(x.evicted for x in a)
+
+
+def test_with_any_idle_a_newcomer_is_still_refused_when_nothing_is_idle() -> None:
+    shares: Shares[Conn] = Shares(total=4, each=0, any_idle=True)
+    fill(shares, "a", 2, idle_from=None)
+    fill(shares, "b", 2, idle_from=None)
+    assert not shares.admit("c", Conn())
+    assert shares.held == 4

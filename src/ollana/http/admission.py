@@ -51,7 +51,9 @@ class Admission(Generic[M]):
     def __init__(self, limits: Limits, who: Who | None) -> None:
         self.limits = limits
         self.who = who
-        self.devices: Shares[M] = Shares(limits.max_connections, limits.max_device_connections)
+        self.devices: Shares[M] = Shares(
+            limits.max_connections, limits.max_device_connections, any_idle=True
+        )
         self.anonymous: Shares[M] = Shares(
             limits.anonymous_connections, limits.anonymous_per_address
         )

@@ -4,8 +4,11 @@ A listener groups its connections by holder (a device, or a source address) and 
 caps: one in total and one per holder. A newcomer that would pass the total is admitted by
 closing the oldest idle connection of the holder with the most, as long as that holder
 keeps at least as many as the newcomer's holder then has; a holder at its own cap makes
-room among its own idle connections. Only when nobody has an idle connection to spare is
-the newcomer refused. The bookkeeping is free of I/O: closing is the member's own business.
+room among its own idle connections. With `any_idle` (devices, whose clients hold a
+burst's connections for a while), an idle connection is worth less than a request waiting
+for one: past every fair share, the oldest idle connection of any holder goes next. Only
+when nobody has an idle connection to spare is the newcomer refused. The bookkeeping is
+free of I/O: closing is the member's own business.
 """
 
 from __future__ import annotations
@@ -38,11 +41,12 @@ M = TypeVar("M", bound=Member)
 class Shares(Generic[M]):
     """Connections by holder, with a cap in total and per holder (0: none)."""
 
-    __slots__ = ("_groups", "each", "evicted", "held", "total")
+    __slots__ = ("_groups", "any_idle", "each", "evicted", "held", "total")
 
-    def __init__(self, total: int, each: int) -> None:
+    def __init__(self, total: int, each: int, *, any_idle: bool = False) -> None:
         self.total = total
         self.each = each
+        self.any_idle = any_idle
         self.held = 0
         self.evicted = 0  # connections closed to make room, since start
         self._groups: dict[str, dict[M, None]] = {}
@@ -101,9 +105,23 @@ class Shares(Generic[M]):
                 return True
         own = self._groups.get(holder)
         victim = _oldest_idle(own) if own is not None else None
-        if victim is None:
+        if victim is not None:
+            self._evict(holder, victim)
+            return True
+        if not self.any_idle:
             return False
-        self._evict(holder, victim)
+        oldest: tuple[str, M] | None = None
+        since = 0.0
+        for other, group in self._groups.items():
+            candidate = _oldest_idle(group)
+            if candidate is not None:
+                idle = candidate.idle_since
+                assert idle is not None
+                if oldest is None or idle < since:
+                    oldest, since = (other, candidate), idle
+        if oldest is None:
+            return False
+        self._evict(*oldest)
         return True
 
     def _evict(self, holder: str, member: M) -> None:
