@@ -1,4 +1,4 @@
-"""The results table: reads bench/results/*.json, prints Markdown, updates bench/README.md.
+"""The results table: reads bench/results/*.json, prints Markdown, updates both READMEs.
 
 python -m bench.report [--no-write]
 """
@@ -15,7 +15,9 @@ from bench.split import TABLE_HEADER, TABLE_KEYS
 
 __all__ = ["render"]
 
-README = Path(__file__).resolve().parent / "README.md"
+HERE = Path(__file__).resolve().parent
+# Each file with the markers gets the same table: bench/README.md and the project's own.
+READMES = (HERE / "README.md", HERE.parent / "README.md")
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
@@ -231,20 +233,21 @@ def render() -> str:
 
 
 def main() -> None:
-    """Print the results section and put it into bench/README.md between its markers."""
+    """Print the results section and put it into each README between its markers."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--no-write", action="store_true", help="only print")
     args = parser.parse_args()
     text = render()
     print(text)
-    if args.no_write or not README.exists():
+    if args.no_write:
         return
-    readme = README.read_text()
-    if BEGIN in readme and END in readme:
-        head, rest = readme.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        README.write_text(f"{head}{BEGIN}\n{text}{END}{tail}")
-        print(f"updated {README}")
+    for readme in READMES:
+        content = readme.read_text() if readme.exists() else ""
+        if BEGIN in content and END in content:
+            head, rest = content.split(BEGIN, 1)
+            _, tail = rest.split(END, 1)
+            readme.write_text(f"{head}{BEGIN}\n{text}{END}{tail}")
+            print(f"updated {readme}")
 
 
 if __name__ == "__main__":
