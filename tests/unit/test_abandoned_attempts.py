@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from ollana.cluster.router import _unless_ejected
+from ollana.cluster.exchange import unless_abandoned
 from ollana.cluster.server import Server
 from ollana.config import HostPort
 from ollana.http import UpstreamError
@@ -32,7 +32,7 @@ async def waiting(s: Server) -> tuple[asyncio.Task[object], asyncio.Event]:
         await asyncio.Event().wait()  # a server that never answers
         raise AssertionError("unreachable")
 
-    task = asyncio.create_task(_unless_ejected(s, attempt(), replayable=True))
+    task = asyncio.create_task(unless_abandoned(s, attempt(), replayable=True))
     await started.wait()
     return task, started
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
-from ollana.http import Response
+from ollana.http import Response, UpstreamError
 
 if TYPE_CHECKING:
     from ollana.cluster.models import Route
@@ -12,7 +14,7 @@ if TYPE_CHECKING:
     from ollana.cluster.server import Server
     from ollana.metrics import Metrics
 
-__all__ = ["Exchange"]
+__all__ = ["Exchange", "unless_abandoned"]
 
 
 class Exchange:
@@ -59,3 +61,35 @@ class Exchange:
         self._pool.ended(server)
         if status < 400:
             self._pool.used(server, self.route)
+
+
+async def unless_abandoned(
+    server: Server, attempt: Coroutine[Any, Any, Response], replayable: bool
+) -> Response:
+    """Await an attempt that the pool cancels if it ejects the server meanwhile.
+
+    What the pool cancels is the request's own task (no task per attempt), after noting it
+    in `server.abandoned`: that cancellation, and no other, becomes this server's failure.
+    """
+    task = asyncio.current_task()
+    if task is None:
+        return await attempt
+    attempts, abandoned = server.attempts, server.abandoned
+    attempts.add(task)
+    try:
+        return await attempt
+    except asyncio.CancelledError:
+        if task not in abandoned:
+            raise
+        abandoned.discard(task)
+        if task.uncancel() > 0:
+            raise  # cancelled from outside as well
+        raise UpstreamError(
+            502, f"{server.label} was ejected before it answered", replayable, "ejected"
+        ) from None
+    finally:
+        attempts.discard(task)
+        if task in abandoned:
+            # The attempt ended its cancellation in an error of its own: balance the count.
+            abandoned.discard(task)
+            task.uncancel()

@@ -8,18 +8,17 @@ import math
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, Protocol
 
 import aiohttp
 from multidict import CIMultiDict
 
-from ollana.cluster.exchange import Exchange
+from ollana.cluster.exchange import Exchange, unless_abandoned
 from ollana.cluster.models import Route
 from ollana.cluster.pool import Pool
 from ollana.cluster.server import Server, ServerState
 from ollana.http import UpstreamError, open_upstream
-from ollana.http.client import Response
 from ollana.http.relay import CROWDED
 from ollana.identity.ids import MIN_PIN_LENGTH, DeviceIdError, parse_device_id
 from ollana.ollama_api import BLOBS_PATH
@@ -232,7 +231,7 @@ class Router:
                         retry_statuses=_retry_statuses(route, candidates[index + 1 :]),
                     )
                     replayable = not isinstance(body, aiohttp.StreamReader)
-                    response = await _unless_ejected(server, attempt, replayable)
+                    response = await unless_abandoned(server, attempt, replayable)
                 except UpstreamError as exc:
                     exchange.failed()
                     tried[server.label] = str(exc)
@@ -333,38 +332,6 @@ def _retry_statuses(route: Route, following: list[Server]) -> frozenset[int]:
     if model is not None and any(model in s.models for s in following):
         return RETRY_STATUSES
     return frozenset({503})
-
-
-async def _unless_ejected(
-    server: Server, attempt: Coroutine[Any, Any, Response], replayable: bool
-) -> Response:
-    """Await an attempt that the pool cancels if it ejects the server meanwhile.
-
-    What the pool cancels is the request's own task (no task per attempt), after noting it
-    in `server.abandoned`: that cancellation, and no other, becomes this server's failure.
-    """
-    task = asyncio.current_task()
-    if task is None:
-        return await attempt
-    attempts, abandoned = server.attempts, server.abandoned
-    attempts.add(task)
-    try:
-        return await attempt
-    except asyncio.CancelledError:
-        if task not in abandoned:
-            raise
-        abandoned.discard(task)
-        if task.uncancel() > 0:
-            raise  # cancelled from outside as well
-        raise UpstreamError(
-            502, f"{server.label} was ejected before it answered", replayable, "ejected"
-        ) from None
-    finally:
-        attempts.discard(task)
-        if task in abandoned:
-            # The attempt ended its cancellation in an error of its own: balance the count.
-            abandoned.discard(task)
-            task.uncancel()
 
 
 def order(servers: list[Server], route: Route, sticky: str | None = None) -> list[Server]:

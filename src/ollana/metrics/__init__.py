@@ -25,8 +25,8 @@ prometheus_client's locked values. Label values are bounded: routes by `route_la
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Final, Protocol
+from collections.abc import Callable, Iterable, Mapping
+from typing import Final
 
 from prometheus_client import (
     CONTENT_TYPE_PLAIN_0_0_4,
@@ -35,13 +35,21 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.core import InfoMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from ollana import __version__
 from ollana.activity import Activity
-from ollana.discovery import DiscoveryStats
+from ollana.metrics.sources import (
+    SERVER_STATES,
+    PoolView,
+    ServerView,
+    StatsSource,
+    connection_families,
+    discovery_families,
+    pool_families,
+)
 from ollana.metrics.tallies import Cell, Family, Histogram, Observations, Tallies
 from ollana.ollama_api import ENDPOINTS, OTHER_ROUTE
 
@@ -51,8 +59,12 @@ __all__ = [
     "MAX_LABEL_VALUES",
     "NO_SERVER",
     "OTHER",
+    "SERVER_STATES",
     "TTFB_BUCKETS",
     "Metrics",
+    "PoolView",
+    "ServerView",
+    "StatsSource",
 ]
 
 log = logging.getLogger(__name__)
@@ -69,49 +81,8 @@ OTHER: Final = OTHER_ROUTE
 NO_SERVER: Final = "none"  # answered without a single server: refused, merged lists, 503
 LOCAL_OLLAMA: Final = "ollama"
 # The pool's server states, all reported (zeros too) so that a dashboard sees each series.
-SERVER_STATES: Final = ("healthy", "suspect", "down")  # server mode's one upstream
 
 _ROUTE_VALUES: Final = frozenset({e.route for e in ENDPOINTS} | {OTHER})
-
-
-class ServerView(Protocol):
-    """What `watch_pool` reads of one server."""
-
-    @property
-    def state(self) -> str:
-        """healthy, suspect or down."""
-        ...
-
-    @property
-    def label(self) -> str:
-        """How metrics name the server."""
-        ...
-
-    @property
-    def connections_open(self) -> int:
-        """Connections to it, in use or idle."""
-        ...
-
-    @property
-    def connections_idle(self) -> int:
-        """Connections to it waiting in the pool."""
-        ...
-
-
-class PoolView(Protocol):
-    """The client's Pool, as `watch_pool` and the status document read it."""
-
-    def snapshots(self) -> Sequence[ServerView]:
-        """Frozen copies of every server."""
-        ...
-
-
-class StatsSource(Protocol):
-    """What `watch_discovery` reads: a DiscoveryService."""
-
-    def stats(self) -> DiscoveryStats:
-        """A snapshot of the datagram counters."""
-        ...
 
 
 MetricSource = Callable[[], Iterable[Metric]]
@@ -343,81 +314,17 @@ class Metrics:
 
     def watch_pool(self, pool: PoolView) -> Callable[[], None]:
         """Report ``ollana_pool_servers{state}`` from the pool at each scrape."""
-
-        def collect() -> Iterable[Metric]:
-            counts = dict.fromkeys(SERVER_STATES, 0)
-            snapshots = pool.snapshots()
-            for snapshot in snapshots:
-                counts[str(snapshot.state)] = counts.get(str(snapshot.state), 0) + 1
-            family = GaugeMetricFamily(
-                "ollana_pool_servers", "Servers known to the pool, by state.", labels=("state",)
-            )
-            for state, count in counts.items():
-                family.add_metric((state,), count)
-            connections = GaugeMetricFamily(
-                "ollana_upstream_connections",
-                "This client's connections to each server, by state (open, idle).",
-                labels=("server", "state"),
-            )
-            for snapshot in snapshots:
-                label = self._servers(snapshot.label)
-                connections.add_metric((label, "open"), snapshot.connections_open)
-                connections.add_metric((label, "idle"), snapshot.connections_idle)
-            return (family, connections)
-
-        return self.add_source(collect)
+        return self.add_source(lambda: pool_families(pool, self._servers))
 
     def watch_connections(
         self, held: Callable[[], Mapping[str, tuple[int, int]]]
     ) -> Callable[[], None]:
         """Report ``ollana_connections{holder,state}`` from a listener at each scrape."""
-
-        def collect() -> Iterable[Metric]:
-            family = GaugeMetricFamily(
-                "ollana_connections",
-                "Connections to this server by holder (a device ID, or the address of peers"
-                " without an allowed certificate) and state (open, idle).",
-                labels=("holder", "state"),
-            )
-            for holder, (open_, idle) in sorted(held().items()):
-                label = self._holders(holder)
-                family.add_metric((label, "open"), open_)
-                family.add_metric((label, "idle"), idle)
-            return (family,)
-
-        return self.add_source(collect)
+        return self.add_source(lambda: connection_families(held(), self._holders))
 
     def watch_discovery(self, service: StatsSource) -> Callable[[], None]:
         """Report the discovery service's datagram counters at each scrape."""
-
-        def collect() -> Iterable[Metric]:
-            stats = service.stats()
-            prefix, what = "ollana_discovery_", "Discovery datagrams"
-            dropped = CounterMetricFamily(
-                f"{prefix}datagrams_dropped", f"{what} received and dropped, by reason.",
-                labels=("reason",),
-            )  # fmt: skip
-            for reason, count in sorted(stats.dropped.items()):
-                dropped.add_metric((reason,), count)
-            unanswered = CounterMetricFamily(
-                f"{prefix}unanswered", "Queries delivered but not answered, by reason.",
-                labels=("reason",),
-            )  # fmt: skip
-            for reason, count in sorted(stats.unanswered.items()):
-                unanswered.add_metric((reason,), count)
-            return (
-                unanswered,
-                CounterMetricFamily(f"{prefix}datagrams_sent", f"{what} sent.", stats.sent),
-                CounterMetricFamily(
-                    f"{prefix}datagrams_received", f"{what} received.", stats.received
-                ),
-                dropped,
-                CounterMetricFamily(
-                    f"{prefix}send_errors", f"{what} that could not be sent.", stats.send_errors
-                ),
-            )
-
-        return self.add_source(collect)
+        return self.add_source(lambda: discovery_families(service.stats()))
 
     # --- reading --------------------------------------------------------------------------
 
