@@ -17,9 +17,9 @@ import pytest
 
 from ollana.identity import load_identity
 from ollana.identity.tls import client_context
-from ollana.metrics import Metrics
 from ollana.modes import ServerMode
 from tests.integration.cluster_fixtures import Cluster, cluster, healthy_with_models, until
+from tests.support.counts import by_reason
 
 MODEL = "llama3.2:latest"
 GET_TAGS = b"GET /api/tags HTTP/1.1\r\nHost: ollana\r\n\r\n"
@@ -30,15 +30,6 @@ async def lan(tmp_path: Path) -> AsyncIterator[Cluster]:
     async with cluster(tmp_path) as c:
         c.pair("server", "client")
         yield c
-
-
-def by_reason(metrics: Metrics, family: str) -> dict[str, int]:
-    return {
-        sample.labels["reason"]: int(sample.value)
-        for metric in metrics.counted()
-        for sample in metric.samples
-        if sample.name == f"{family}_total"
-    }
 
 
 async def read_until_closed(reader: asyncio.StreamReader) -> bytes:

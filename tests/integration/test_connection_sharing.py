@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 
 from ollana.admin.status import status_document
-from ollana.metrics import Metrics
 from ollana.modes import ClientMode, ServerMode
 from tests.integration.cluster_fixtures import Cluster, cluster, healthy_with_models, until
+from tests.support.counts import by_reason
 
 MODEL = "llama3.2:latest"
 
@@ -45,16 +45,6 @@ async def ready(lan: Cluster, server: ServerMode, *clients: ClientMode) -> None:
     device = lan.device_id("server")
     for client in clients:
         await until(lambda c=client: healthy_with_models(c, [device]), "the server is healthy")
-
-
-def by_reason(metrics: Metrics, family: str) -> dict[str, int]:
-    """A counter family's values by reason."""
-    return {
-        sample.labels["reason"]: int(sample.value)
-        for metric in metrics.counted()
-        for sample in metric.samples
-        if sample.name == f"{family}_total"
-    }
 
 
 def held(server: ServerMode, lan: Cluster, name: str) -> int:
