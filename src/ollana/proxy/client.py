@@ -76,9 +76,9 @@ class ClientProxy:
         response = await self._local_answer(request, extra)
         if response is None:
             return await self._forward(request, extra, started)
-        self._finished(request, response.status, NO_SERVER, started)
+        route = self._finished(request, response.status, NO_SERVER, started)
         if response.status >= 400:
-            self._activity("", request, response.status, model="")
+            self._activity("", route, response.status, model="")
         return response
 
     async def _local_answer(
@@ -117,8 +117,10 @@ class ClientProxy:
                 try:
                     body = await request.content.readexactly(length)
                 except asyncio.IncompleteReadError:
-                    self._finished(request, 400, NO_SERVER, started)
-                    return error_response(400, "request body shorter than its Content-Length")
+                    why = "request body shorter than its Content-Length"
+                    route_name = self._finished(request, 400, NO_SERVER, started)
+                    self._activity("", route_name, 400, model="", cause=why)
+                    return error_response(400, why)
             else:
                 body = request.content
         route = inspect_request(
@@ -141,8 +143,8 @@ class ClientProxy:
                 request.method, request.raw_path, headers, body, route
             )
         except NoServerError as exc:
-            self._finished(request, exc.status, NO_SERVER, started)
-            self._activity("", request, exc.status, model=route.model or "", cause=str(exc))
+            route_name = self._finished(request, exc.status, NO_SERVER, started)
+            self._activity("", route_name, exc.status, model=route.model or "", cause=str(exc))
             return error_response(exc.status, str(exc), extra)
         upstream = exchange.response
         assert upstream is not None
@@ -170,11 +172,11 @@ class ClientProxy:
             raise
         finally:
             exchange.finish(status)
-            self._finished(request, status, label, started)
+            route_name = self._finished(request, status, label, started)
             usage = meter.result() if meter is not None else NO_USAGE
             server = exchange.server
             self._activity(
-                server.key, request, status, model=route.model or usage.model, latency=latency,
+                server.key, route_name, status, model=route.model or usage.model, latency=latency,
                 usage=usage, cause=BROKE_OFF if status == 599 else "",
             )  # fmt: skip
             if meter is not None and self._usage is not None:
@@ -189,7 +191,7 @@ class ClientProxy:
     def _activity(
         self,
         key: str,
-        request: web.BaseRequest,
+        route: str,
         status: int,
         *,
         model: str,
@@ -202,15 +204,18 @@ class ClientProxy:
             return
         usage = usage or NO_USAGE
         self._metrics.activity.finished(
-            key, status=status, route=route_label(request.path), model=model, latency=latency,
+            key, status=status, route=route, model=model, latency=latency,
             prompt_tokens=usage.prompt_tokens, generated_tokens=usage.generated_tokens,
             cause=cause,
         )  # fmt: skip
 
-    def _finished(self, request: web.BaseRequest, status: int, server: str, started: float) -> None:
+    def _finished(self, request: web.BaseRequest, status: int, server: str, started: float) -> str:
+        """Count and log a request that ended; returns its route label (for `_activity`)."""
         seconds = time.perf_counter() - started
+        route = route_label(request.path)
         if self._metrics is not None:
-            self._metrics.request_finished(route_label(request.path), status, server, seconds)
+            self._metrics.request_finished(route, status, server, seconds)
         access_log(
             request.remote or "-", request.method, request.path, status, seconds, server=server
         )
+        return route

@@ -88,9 +88,9 @@ class ServerProxy:
         if self._gate is not None:
             answered = await self._gate(request)
             if answered is not None:
-                self._finished(request, answered.status, NO_SERVER, started)
+                route = self._finished(request, answered.status, NO_SERVER, started)
                 if answered.status >= 400:
-                    self._activity(request, None, answered.status)
+                    self._activity(request, route, None, answered.status)
                 return answered
         # Inference waits its turn and is metered; the rest (lists, pulls) goes straight on.
         device = request.get(PEER_DEVICE, "")
@@ -105,8 +105,8 @@ class ServerProxy:
             # At once, before any byte: the client's router tries another server.
             if metrics is not None:
                 metrics.refused("queue-full")
-            self._finished(request, 503, NO_SERVER, started)
-            self._activity(request, device, 503, cause=str(exc))
+            route = self._finished(request, 503, NO_SERVER, started)
+            self._activity(request, route, device, 503, cause=str(exc))
             return error_response(503, str(exc), self._tag)
         try:
             return await self._forward(request, started, device)
@@ -158,12 +158,12 @@ class ServerProxy:
             status = 599
             raise
         finally:
-            self._finished(request, status, LOCAL_OLLAMA, started)
+            route = self._finished(request, status, LOCAL_OLLAMA, started)
             usage = meter.result() if meter is not None else NO_USAGE
             if status == 599 and not cause:
                 cause = "the answer broke off (Ollama's stream ended, or the client went away)"
             self._activity(
-                request, request.get(PEER_DEVICE, ""), status, latency=latency, usage=usage,
+                request, route, request.get(PEER_DEVICE, ""), status, latency=latency, usage=usage,
                 cause=cause, tally=device is not None,
             )  # fmt: skip
             if device is not None:
@@ -173,6 +173,7 @@ class ServerProxy:
     def _activity(
         self,
         request: web.BaseRequest,
+        route: str,
         device: str | None,
         status: int,
         *,
@@ -192,7 +193,7 @@ class ServerProxy:
         model = request.headers.get(MODEL_HEADER, "")[:MAX_MODEL_KEY] or usage.model
         self._metrics.activity.finished(
             "" if device is None else device or ANONYMOUS, status=status,
-            route=route_label(request.path), model=model, latency=latency,
+            route=route, model=model, latency=latency,
             prompt_tokens=usage.prompt_tokens, generated_tokens=usage.generated_tokens,
             cause=cause, tally=tally,
         )  # fmt: skip
@@ -219,11 +220,14 @@ class ServerProxy:
                 generated=usage.generated_tokens, seconds=seconds, error=error,
             )  # fmt: skip
 
-    def _finished(self, request: web.BaseRequest, status: int, server: str, started: float) -> None:
+    def _finished(self, request: web.BaseRequest, status: int, server: str, started: float) -> str:
+        """Count and log a request that ended; returns its route label (for `_activity`)."""
         seconds = time.perf_counter() - started
+        route = route_label(request.path)
         if self._metrics is not None:
-            self._metrics.request_finished(route_label(request.path), status, server, seconds)
+            self._metrics.request_finished(route, status, server, seconds)
         access_log(request.remote or "-", request.method, request.path, status, seconds)
+        return route
 
     async def close(self) -> None:
         """Close the connection pool to Ollama; safe to call twice."""
@@ -231,4 +235,4 @@ class ServerProxy:
 
 
 def _short(device: str) -> tuple[str, str]:
-    return (device[:8] or "anonymous", "")
+    return (device[:8] or ANONYMOUS, "")
