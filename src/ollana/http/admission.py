@@ -3,7 +3,8 @@
 Without `who`, a listener has one cap (``Limits.max_connections``). With it (server mode:
 the device a connection's certificate names), connections are shared per device
 (`shares.Shares`): a newcomer past the cap is admitted by closing the oldest idle
-connection of the device holding the most, each device holds at most
+connection of the device holding the most (failing that, the longest-idle one of any
+device: devices' clients hold a burst's connections for a while), each device holds at most
 ``Limits.max_device_connections``, and peers without an allowed certificate have their own
 small budget (``anonymous_connections``, ``anonymous_per_address``), grouped by address.
 """
